@@ -1,0 +1,23 @@
+//! The hexad wire format: length-prefixed, versioned, CRC32C-checked frames carrying one
+//! message each. Every byte is described in `FORMAT.md` at the repository root.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: the fixed 32-byte header, parsed in place from a receive buffer.
+//! - [`record`]: one redo record, encoded the same way on the wire and in the node's hot log,
+//!   so a node copies record bytes from the socket buffer into its DMA buffer without
+//!   re-encoding them.
+//! - [`message`]: the one message enum of the storage protocol.
+//! - [`transport`]: the small trait another network stack would implement instead of TCP.
+
+pub mod codec;
+pub mod frame;
+pub mod message;
+pub mod record;
+pub mod transport;
+
+pub use frame::{FrameError, FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
+pub use message::{ErrorCode, Message, NodeStats};
+pub use record::{Op, Record, RecordError, RECORD_HEADER_BYTES};
+
+/// Protocol version spoken by this build. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,321 @@
+//! One redo record. The same bytes travel on the wire and sit in the node's hot log.
+//!
+//! ```text
+//!  0        8             16              24       32          36   37    38        44       48
+//!  +--------+-------------+---------------+--------+-----------+----+-----+---------+--------+---------
+//!  | lsn    | prev_lsn_pg | prev_lsn_page | page   | payload   | op |flags| reserved| crc32c | payload
+//!  | u64    | u64         | u64           | u64    | len u32   | u8 | u8  | 6 B = 0 | u32    | ...
+//!  +--------+-------------+---------------+--------+-----------+----+-----+---------+--------+---------
+//! ```
+//! `crc32c` covers bytes 0..44 and the payload. Flags: bit 0 = CPL (ends a
+//! mini-transaction); other bits must be zero.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::codec::{DecodeError, Reader};
+use crate::types::{Lsn, PageNo, PAGE_BYTES};
+
+pub const RECORD_HEADER_BYTES: usize = 48;
+/// Largest payload of one record: a full page image.
+pub const MAX_RECORD_PAYLOAD_BYTES: usize = PAGE_BYTES;
+const FLAG_CPL: u8 = 1;
+
+/// What a record does to its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    /// Payload is the whole 8 KiB page.
+    PageImage = 1,
+    /// Payload: `offset: u32` then the bytes to write at it.
+    WriteBytes = 2,
+    /// Payload: `offset: u32`, `delta: u64`; adds delta to the little-endian u64 at offset
+    /// (wrapping). Not idempotent: it proves exactly-once application.
+    AddU64 = 3,
+}
+
+impl Op {
+    fn from_u8(v: u8) -> Option<Op> {
+        match v {
+            1 => Some(Op::PageImage),
+            2 => Some(Op::WriteBytes),
+            3 => Some(Op::AddU64),
+            _ => None,
+        }
+    }
+
+    /// Checks that `payload` has the shape this op requires.
+    fn check_payload(self, payload: &[u8]) -> Result<(), String> {
+        let offset_end = |extra: usize| -> Result<(), String> {
+            if payload.len() < 4 {
+                return Err(format!(
+                    "{self:?} payload needs a 4-byte offset, has {} bytes",
+                    payload.len()
+                ));
+            }
+            let offset =
+                u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+            if offset + extra > PAGE_BYTES {
+                return Err(format!("{self:?} at offset {offset} + {extra} bytes runs past the {PAGE_BYTES}-byte page"));
+            }
+            Ok(())
+        };
+        match self {
+            Op::PageImage if payload.len() == PAGE_BYTES => Ok(()),
+            Op::PageImage => Err(format!(
+                "page image must be {PAGE_BYTES} bytes, found {}",
+                payload.len()
+            )),
+            Op::WriteBytes => offset_end(payload.len().saturating_sub(4)),
+            Op::AddU64 if payload.len() == 12 => offset_end(8),
+            Op::AddU64 => Err(format!(
+                "AddU64 payload must be 12 bytes, found {}",
+                payload.len()
+            )),
+        }
+    }
+}
+
+/// A decoded, checked redo record. `raw` holds its exact encoding (header + payload).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub lsn: Lsn,
+    pub prev_lsn_pg: Lsn,
+    pub prev_lsn_page: Lsn,
+    pub page: PageNo,
+    pub op: Op,
+    pub cpl: bool,
+    raw: Bytes,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("lsn", &self.lsn)
+            .field("prev_lsn_pg", &self.prev_lsn_pg)
+            .field("prev_lsn_page", &self.prev_lsn_page)
+            .field("page", &self.page)
+            .field("op", &self.op)
+            .field("cpl", &self.cpl)
+            .field("payload_bytes", &self.payload().len())
+            .finish()
+    }
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    #[error("record CRC mismatch at LSN {lsn}: computed {computed:#010x}, stored {stored:#010x}")]
+    BadCrc {
+        lsn: u64,
+        computed: u32,
+        stored: u32,
+    },
+    #[error("record LSN must be > 0, found 0")]
+    ZeroLsn,
+    #[error("record LSN {lsn}: backlink {prev} must be below the record's own LSN")]
+    BadBacklink { lsn: u64, prev: u64 },
+    #[error("record LSN {lsn}: unknown op {op}")]
+    UnknownOp { lsn: u64, op: u8 },
+    #[error("record LSN {lsn}: {detail}")]
+    BadPayload { lsn: u64, detail: String },
+}
+
+impl Record {
+    /// Builds and encodes a record. Panics if the fields break the record's invariants:
+    /// this is the writer's own data, not input.
+    pub fn new(
+        lsn: Lsn,
+        prev_lsn_pg: Lsn,
+        prev_lsn_page: Lsn,
+        page: PageNo,
+        op: Op,
+        cpl: bool,
+        payload: &[u8],
+    ) -> Record {
+        assert!(payload.len() <= MAX_RECORD_PAYLOAD_BYTES);
+        let mut raw = BytesMut::with_capacity(RECORD_HEADER_BYTES + payload.len());
+        raw.put_u64_le(lsn.0);
+        raw.put_u64_le(prev_lsn_pg.0);
+        raw.put_u64_le(prev_lsn_page.0);
+        raw.put_u64_le(page.0);
+        raw.put_u32_le(payload.len() as u32);
+        raw.put_u8(op as u8);
+        raw.put_u8(if cpl { FLAG_CPL } else { 0 });
+        raw.put_bytes(0, 6);
+        let mut crc = crc32c::crc32c(&raw[..44]);
+        crc = crc32c::crc32c_append(crc, payload);
+        raw.put_u32_le(crc);
+        raw.put_slice(payload);
+        Record::decode(&mut Reader::new(raw.freeze(), "record"))
+            .expect("writer built an invalid record")
+    }
+
+    /// Decodes one record from the reader, checking its CRC, LSN, backlinks and payload shape.
+    /// The record keeps a zero-copy slice of the reader's buffer.
+    pub fn decode(r: &mut Reader) -> Result<Record, RecordError> {
+        let head = r.peek(RECORD_HEADER_BYTES)?;
+        let payload_bytes = u32::from_le_bytes([head[32], head[33], head[34], head[35]]) as usize;
+        if payload_bytes > MAX_RECORD_PAYLOAD_BYTES {
+            return Err(DecodeError::new(
+                "record",
+                format!("payload of {payload_bytes} bytes exceeds the maximum of {MAX_RECORD_PAYLOAD_BYTES}"),
+            )
+            .into());
+        }
+        let raw = r.bytes(RECORD_HEADER_BYTES + payload_bytes)?;
+        let mut h = Reader::new(raw.slice(..RECORD_HEADER_BYTES), "record header");
+        let lsn = h.u64()?;
+        let prev_lsn_pg = h.u64()?;
+        let prev_lsn_page = h.u64()?;
+        let page = h.u64()?;
+        let _payload_bytes = h.u32()?;
+        let op = h.u8()?;
+        let flags = h.u8()?;
+        h.zeros(6)?;
+        let stored = h.u32()?;
+        let payload = &raw[RECORD_HEADER_BYTES..];
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&raw[..44]), payload);
+        if computed != stored {
+            return Err(RecordError::BadCrc {
+                lsn,
+                computed,
+                stored,
+            });
+        }
+        if lsn == 0 {
+            return Err(RecordError::ZeroLsn);
+        }
+        for prev in [prev_lsn_pg, prev_lsn_page] {
+            if prev >= lsn {
+                return Err(RecordError::BadBacklink { lsn, prev });
+            }
+        }
+        if flags & !FLAG_CPL != 0 {
+            return Err(DecodeError::new("record", format!("unknown flags {flags:#x}")).into());
+        }
+        let op = Op::from_u8(op).ok_or(RecordError::UnknownOp { lsn, op })?;
+        op.check_payload(payload)
+            .map_err(|detail| RecordError::BadPayload { lsn, detail })?;
+        Ok(Record {
+            lsn: Lsn(lsn),
+            prev_lsn_pg: Lsn(prev_lsn_pg),
+            prev_lsn_page: Lsn(prev_lsn_page),
+            page: PageNo(page),
+            op,
+            cpl: flags & FLAG_CPL != 0,
+            raw,
+        })
+    }
+
+    /// The record's exact encoding, header and payload.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Encoded length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.raw[RECORD_HEADER_BYTES..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            1u64..u64::MAX,
+            any::<u64>(),
+            any::<bool>(),
+            prop_oneof![
+                Just((Op::PageImage, vec![7u8; PAGE_BYTES])),
+                (0u32..8000, proptest::collection::vec(any::<u8>(), 0..192)).prop_map(
+                    |(off, data)| {
+                        let mut p = off.to_le_bytes().to_vec();
+                        p.extend(data);
+                        (Op::WriteBytes, p)
+                    }
+                ),
+                (0u32..8184, any::<u64>()).prop_map(|(off, d)| {
+                    let mut p = off.to_le_bytes().to_vec();
+                    p.extend(d.to_le_bytes());
+                    (Op::AddU64, p)
+                }),
+            ],
+        )
+            .prop_map(|(lsn, page, cpl, (op, payload))| {
+                Record::new(
+                    Lsn(lsn),
+                    Lsn(lsn / 2),
+                    Lsn(lsn / 3),
+                    PageNo(page),
+                    op,
+                    cpl,
+                    &payload,
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(rec in arb_record()) {
+            let back = Record::decode(&mut Reader::new(rec.raw().clone(), "record")).unwrap();
+            prop_assert_eq!(back, rec);
+        }
+
+        #[test]
+        fn any_flipped_bit_is_caught(rec in arb_record(), bit in 0usize..(RECORD_HEADER_BYTES * 8)) {
+            let mut raw = rec.raw().to_vec();
+            raw[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(Record::decode(&mut Reader::new(Bytes::from(raw), "record")).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Record::decode(&mut Reader::new(Bytes::from(bytes), "record"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let ok = Record::new(
+            Lsn(5),
+            Lsn(4),
+            Lsn(0),
+            PageNo(1),
+            Op::AddU64,
+            true,
+            &[0; 12],
+        );
+        let reencode = |f: &dyn Fn(&mut [u8])| {
+            let mut raw = ok.raw().to_vec();
+            f(&mut raw);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&raw[..44]), &raw[48..]);
+            raw[44..48].copy_from_slice(&crc.to_le_bytes());
+            Record::decode(&mut Reader::new(Bytes::from(raw), "record"))
+        };
+        assert_eq!(
+            reencode(&|r| r[0..8].copy_from_slice(&0u64.to_le_bytes())),
+            Err(RecordError::ZeroLsn)
+        );
+        assert!(matches!(
+            reencode(&|r| r[8..16].copy_from_slice(&9u64.to_le_bytes())),
+            Err(RecordError::BadBacklink { .. })
+        ));
+        assert!(matches!(
+            reencode(&|r| r[36] = 99),
+            Err(RecordError::UnknownOp { op: 99, .. })
+        ));
+        assert!(matches!(
+            reencode(&|r| r[48..52].copy_from_slice(&8190u32.to_le_bytes())),
+            Err(RecordError::BadPayload { .. })
+        ));
+    }
+}
