@@ -1,1 +1,20 @@
+//! hexad-node: a thread-per-core storage node.
+//!
+//! - [`config`]: the node's TOML configuration and the cluster file.
+//! - [`preflight`]: checks that turn a bad environment into one clear line.
+//! - [`disk`]: the positional `Disk` trait; glommio (O_DIRECT, io_uring) and simulated disks.
+//! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
+//! - [`segment`]: one PG replica's records, SCL and epochs.
+//! - [`shard`]: a shard's segments and the handling of one request.
+//! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
+//! - [`cli`]: the `hexad-node` command.
 
+pub mod cli;
+pub mod config;
+pub mod disk;
+pub mod hotlog;
+pub mod preflight;
+pub mod segment;
+pub mod server;
+pub mod shard;
+pub mod sync;

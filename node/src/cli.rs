@@ -1,0 +1,196 @@
+//! The `hexad-node` command.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use clap::Parser;
+use glommio::{LocalExecutorBuilder, Placement};
+use hexad_client::{NodeId, ShardId};
+
+use crate::config::{ClusterConfig, NodeConfig, SyncMode};
+use crate::disk::glommio_disk::GlommioDisk;
+use crate::preflight;
+use crate::shard::{Shard, ShardIdentity};
+
+#[derive(Debug, Parser)]
+#[command(name = "hexad-node", about = "hexad storage node", version)]
+struct Args {
+    /// The node's TOML configuration.
+    #[arg(long, conflicts_with = "cluster")]
+    config: Option<PathBuf>,
+    /// A cluster file; with --node-id and --data-root, run that node of it.
+    #[arg(long, requires = "node_id")]
+    cluster: Option<PathBuf>,
+    /// Which node of the cluster file to run.
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// With --cluster: data goes to DATA_ROOT/node<ID>, created if missing.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// With --cluster: print the node ids of the cluster file, one per line, and exit.
+    #[arg(long)]
+    list_nodes: bool,
+    /// Check the configuration and the environment, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Runs the node; returns the process exit code. Errors print as one line.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hexad-node: error: {e}");
+            1
+        }
+    }
+}
+
+fn load(args: &Args) -> Result<Option<NodeConfig>, String> {
+    if let Some(path) = &args.cluster {
+        let cluster = ClusterConfig::load(path).map_err(|e| e.to_string())?;
+        if args.list_nodes {
+            for n in &cluster.nodes {
+                println!("{}", n.id);
+            }
+            return Ok(None);
+        }
+        let id = args.node_id.ok_or("--cluster needs --node-id")?;
+        let root = args
+            .data_root
+            .as_ref()
+            .ok_or("--cluster needs --data-root")?;
+        let cfg = cluster
+            .node_config(path, id, root)
+            .map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            format!(
+                "cannot create data directory {}: {e}",
+                cfg.data_dir.display()
+            )
+        })?;
+        return Ok(Some(cfg));
+    }
+    let path = args
+        .config
+        .as_ref()
+        .ok_or("give --config FILE (or --cluster FILE --node-id N --data-root DIR)")?;
+    NodeConfig::load(path).map(Some).map_err(|e| e.to_string())
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let Some(cfg) = load(args)? else {
+        return Ok(());
+    };
+    preflight::check(&cfg)?;
+    if args.check {
+        println!(
+            "hexad-node {}: configuration and environment OK",
+            cfg.node_id
+        );
+        return Ok(());
+    }
+    let shards = cfg.shard_count();
+    let ports: Vec<u16> = (0..shards).map(|s| cfg.shard_port(s)).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cfg.pin_shards && usize::from(shards) > cpus {
+        return Err(format!(
+            "pin_shards = true needs a CPU per shard: {shards} shards, {cpus} CPUs (set shards or pin_shards = false)"
+        ));
+    }
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+    let mut handles = Vec::new();
+    for shard in 0..shards {
+        let cfg = cfg.clone();
+        let ports = ports.clone();
+        let ready = ready_tx.clone();
+        let placement = if cfg.pin_shards {
+            Placement::Fixed(usize::from(shard))
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{shard}"))
+            .spawn(move || async move {
+                if let Err(e) = run_shard(cfg, shard, ports, &ready).await {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| format!("cannot start executor for shard {shard}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(line)) => println!("{line}"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard exited during startup".into()),
+        }
+    }
+    println!(
+        "hexad-node {} ready: {shards} shards on {}:{}..{}",
+        cfg.node_id,
+        cfg.listen_addr,
+        ports[0],
+        ports[ports.len() - 1]
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    // A shard stops only when it fails after startup; its error was sent on the channel.
+    match ready_rx.recv() {
+        Ok(Err(e)) => Err(e),
+        _ => Err("a shard stopped".into()),
+    }
+}
+
+async fn run_shard(
+    cfg: NodeConfig,
+    shard: u16,
+    ports: Vec<u16>,
+    ready: &mpsc::Sender<Result<String, String>>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let dir = cfg.data_dir.join(format!("shard-{shard}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let disk = GlommioDisk::open(
+        &dir,
+        "hotlog",
+        cfg.hot_log.file_count,
+        cfg.hot_log.file_bytes,
+        cfg.hot_log.sync == SyncMode::Dsync,
+    )
+    .await
+    .map_err(|e| format!("shard {shard}: cannot open hot log: {e}"))?;
+    let identity = ShardIdentity {
+        node_id: NodeId(cfg.node_id),
+        shard: ShardId(shard),
+        shard_ports: ports.clone(),
+    };
+    let (shard_state, report) = Shard::open(identity, disk, cfg.hot_log_config())
+        .await
+        .map_err(|e| format!("shard {shard}: recovery failed: {e}"))?;
+    for c in &report.corruption {
+        eprintln!(
+            "hexad-node: CORRUPTION in shard {shard} hot log: blocks {}..={} were durable and are unreadable \
+             (after file {:?} offset {}); their records are missing from this node until repaired from peers",
+            c.first_seq, c.last_seq, c.after_file, c.after_offset
+        );
+    }
+    let addr = std::net::SocketAddr::new(cfg.listen_addr, ports[usize::from(shard)]);
+    preflight::check_port_free(addr, shard)?;
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|e| format!("shard {shard}: cannot listen on {addr}: {e}"))?;
+    glommio::spawn_local(shard_state.log().clone().run_writer()).detach();
+    let _ = ready.send(Ok(format!(
+        "shard {shard}: recovered {} records in {} segments from {} log blocks in {} ms; listening on {addr}",
+        report.records,
+        report.segments,
+        report.blocks,
+        started.elapsed().as_millis()
+    )));
+    crate::server::serve(shard_state, listener).await;
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! A shard's hot log: redo entries appended to a ring of preallocated files with group
+//! commit; an append completes once its block *and every earlier block* are durable, which
+//! is exactly what recovery can find.
+//!
+//! ```text
+//!  connection tasks ──append(entries)──▶ queue ──▶ writer task ──▶ block (one DMA buffer)
+//!        ▲                                           │ ring.place()      │ write_at + sync
+//!        │                                           ▼                   ▼  (≤ N in flight)
+//!        └──── completion ◀── on_durable(records) ◀── ring.complete(seq): contiguous run
+//! ```
+//! While writes are in flight the queue fills; the next block takes everything that fits,
+//! so a burst shares one write and one `fdatasync` without any timer.
+//!
+//! Modules: [`format`] (block bytes), [`scan`] (recovery), [`ring`] (placement and
+//! durability order, sans-IO).
+
+pub mod format;
+pub mod ring;
+pub mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use hexad_client::wire::codec::Reader;
+use hexad_client::wire::Record;
+use hexad_client::{Lsn, MembershipEpoch, VolumeEpoch};
+
+use crate::disk::Disk;
+use crate::sync::{oneshot, Notify, Sender};
+use format::{align_up, BlockBuilder, Entry, RecordLoc, SegmentKey, BLOCK_ALIGN};
+use ring::{Full, Ring};
+use scan::{Recovery, Scanner};
+
+/// Bytes read per call while scanning the log at startup.
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HotLogConfig {
+    /// Largest block; a multiple of 4 KiB that holds at least the largest entry.
+    pub max_block_bytes: usize,
+    /// Blocks written (and synced) concurrently.
+    pub max_writes_in_flight: usize,
+    /// Bytes of entries waiting for a block; appends wait while it is full.
+    pub max_queue_bytes: usize,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LogError {
+    #[error(transparent)]
+    Full(#[from] Full),
+    #[error("hot log failed and accepts no more writes: {0}")]
+    Failed(String),
+    #[error("record at file {file} offset {offset} is unreadable: {detail}")]
+    BadRecord {
+        file: u32,
+        offset: u64,
+        detail: String,
+    },
+}
+
+/// A record that became durable, with where it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableRecord {
+    pub segment: SegmentKey,
+    pub volume_epoch: VolumeEpoch,
+    pub membership_epoch: MembershipEpoch,
+    pub lsn: Lsn,
+    pub prev_lsn_pg: Lsn,
+    pub loc: RecordLoc,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HotLogStats {
+    pub blocks_written: u64,
+    pub bytes_written: u64,
+    pub syncs: u64,
+}
+
+type Completion = Sender<Result<(), LogError>>;
+
+struct Queued {
+    entry: Entry,
+    /// Set on the last entry of an append.
+    done: Option<Completion>,
+}
+
+struct InFlight {
+    records: Vec<DurableRecord>,
+    done: Vec<Completion>,
+}
+
+pub struct HotLog<D: Disk> {
+    disk: D,
+    cfg: HotLogConfig,
+    ring: RefCell<Ring>,
+    queue: RefCell<VecDeque<Queued>>,
+    queue_bytes: Cell<usize>,
+    /// Wakes the writer: entries queued, a write finished.
+    writer_wake: Notify,
+    /// Wakes appenders waiting for queue room.
+    room: Notify,
+    in_flight: Cell<usize>,
+    blocks: RefCell<BTreeMap<u64, InFlight>>,
+    failed: RefCell<Option<String>>,
+    stats: Cell<HotLogStats>,
+    on_durable: RefCell<Box<dyn FnMut(&[DurableRecord])>>,
+}
+
+impl<D: Disk + 'static> HotLog<D> {
+    /// Scans `disk`, makes what it found durable, and returns the log ready to append after
+    /// it, with the recovered records. `on_durable` is called, in log order, with every
+    /// batch of records that becomes durable, before their appends complete.
+    pub async fn open(
+        disk: D,
+        cfg: HotLogConfig,
+        on_durable: Box<dyn FnMut(&[DurableRecord])>,
+    ) -> io::Result<(Rc<HotLog<D>>, Recovery)> {
+        assert!(
+            cfg.max_block_bytes % BLOCK_ALIGN == 0
+                && cfg.max_block_bytes as u64 <= disk.file_bytes()
+        );
+        assert!(cfg.max_writes_in_flight >= 1);
+        let mut scanner = Scanner::new(disk.file_count() as usize);
+        for file in 0..disk.file_count() {
+            let mut data = Vec::with_capacity(disk.file_bytes() as usize);
+            let mut at = 0u64;
+            while at < disk.file_bytes() {
+                let want = SCAN_CHUNK_BYTES.min((disk.file_bytes() - at) as usize);
+                let chunk = disk.read_at(file, at, want).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                data.extend_from_slice(&chunk);
+                at += chunk.len() as u64;
+            }
+            scanner.scan_file(file, &data);
+        }
+        // Whatever the scan found may still sit in a volatile cache after a process crash:
+        // make it durable before acknowledging anything that builds on it.
+        for file in 0..disk.file_count() {
+            disk.sync(file).await?;
+        }
+        let recovery = scanner.finish();
+        let ring = Ring::from_tail(
+            &recovery.tail,
+            recovery.file_max_seq.clone(),
+            disk.file_bytes(),
+        );
+        let log = Rc::new(HotLog {
+            disk,
+            cfg,
+            ring: RefCell::new(ring),
+            queue: RefCell::new(VecDeque::new()),
+            queue_bytes: Cell::new(0),
+            writer_wake: Notify::default(),
+            room: Notify::default(),
+            in_flight: Cell::new(0),
+            blocks: RefCell::new(BTreeMap::new()),
+            failed: RefCell::new(None),
+            stats: Cell::new(HotLogStats::default()),
+            on_durable: RefCell::new(on_durable),
+        });
+        Ok((log, recovery))
+    }
+
+    /// The writer task; spawn it once on the shard's executor.
+    pub async fn run_writer(self: Rc<Self>) {
+        loop {
+            while self.queue.borrow().is_empty()
+                || self.in_flight.get() >= self.cfg.max_writes_in_flight
+            {
+                if self.failed.borrow().is_some() {
+                    return;
+                }
+                self.writer_wake.notified().await;
+            }
+            self.write_next_block();
+        }
+    }
+
+    /// Appends `entries` and waits until they are durable.
+    pub async fn append(&self, entries: Vec<Entry>) -> Result<(), LogError> {
+        assert!(!entries.is_empty());
+        let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
+        loop {
+            if let Some(why) = self.failed.borrow().as_ref() {
+                return Err(LogError::Failed(why.clone()));
+            }
+            if self.queue_bytes.get() == 0
+                || self.queue_bytes.get() + bytes <= self.cfg.max_queue_bytes
+            {
+                break;
+            }
+            self.room.notified().await;
+        }
+        let (tx, rx) = oneshot();
+        let mut tx = Some(tx);
+        let last = entries.len() - 1;
+        {
+            let mut q = self.queue.borrow_mut();
+            for (i, entry) in entries.into_iter().enumerate() {
+                let done = if i == last { tx.take() } else { None };
+                q.push_back(Queued { entry, done });
+            }
+        }
+        self.queue_bytes.set(self.queue_bytes.get() + bytes);
+        self.writer_wake.notify();
+        rx.await
+            .unwrap_or_else(|| Err(LogError::Failed("the hot-log writer stopped".into())))
+    }
+
+    fn write_next_block(self: &Rc<Self>) {
+        let mut buf = self.disk.alloc(self.cfg.max_block_bytes);
+        let mut builder = BlockBuilder::new(buf.as_mut());
+        let mut taken = Vec::new();
+        {
+            let mut q = self.queue.borrow_mut();
+            while let Some(item) = q.front() {
+                if !builder.fits(&item.entry) {
+                    break;
+                }
+                let item = q.pop_front().expect("front exists");
+                let at = builder.push(&item.entry);
+                taken.push((item, at));
+            }
+        }
+        assert!(
+            !builder.is_empty(),
+            "an entry larger than max_block_bytes was queued"
+        );
+        let freed: usize = taken.iter().map(|(q, _)| q.entry.encoded_len()).sum();
+        self.queue_bytes.set(self.queue_bytes.get() - freed);
+        self.room.notify();
+        let span = align_up(builder.used_bytes());
+        let placement = self.ring.borrow_mut().place(span as u64);
+        let placement = match placement {
+            Ok(p) => p,
+            Err(full) => {
+                // Nothing releases log space until the page store exists (issue #4), so
+                // fail these appends rather than wait forever.
+                let mut failed: Vec<Completion> =
+                    taken.into_iter().filter_map(|(q, _)| q.done).collect();
+                failed.extend(self.drain_queue());
+                for tx in failed {
+                    tx.send(Err(LogError::Full(full)));
+                }
+                return;
+            }
+        };
+        let durable_seq = placement.durable_seq;
+        builder.finish(
+            placement.generation,
+            placement.seq,
+            durable_seq,
+            placement.log_start_seq,
+        );
+        let mut records = Vec::with_capacity(taken.len());
+        let mut done = Vec::new();
+        for (q, at) in taken {
+            records.push(DurableRecord {
+                segment: q.entry.segment,
+                volume_epoch: q.entry.volume_epoch,
+                membership_epoch: q.entry.membership_epoch,
+                lsn: q.entry.record.lsn,
+                prev_lsn_pg: q.entry.record.prev_lsn_pg,
+                loc: RecordLoc {
+                    file: placement.file,
+                    offset: placement.offset + at as u64,
+                    bytes: q.entry.record.encoded_len() as u32,
+                },
+            });
+            done.extend(q.done);
+        }
+        self.blocks
+            .borrow_mut()
+            .insert(placement.seq, InFlight { records, done });
+        self.in_flight.set(self.in_flight.get() + 1);
+        let log = self.clone();
+        glommio::spawn_local(async move {
+            let result = async {
+                log.disk
+                    .write_at(placement.file, placement.offset, buf, span)
+                    .await?;
+                log.disk.sync(placement.file).await
+            }
+            .await;
+            log.block_done(placement.seq, span, result);
+        })
+        .detach();
+    }
+
+    fn block_done(&self, seq: u64, span: usize, result: io::Result<()>) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.writer_wake.notify();
+        if let Err(e) = result {
+            self.fail(format!("write of block {seq} failed: {e}"));
+            return;
+        }
+        let mut s = self.stats.get();
+        s.blocks_written += 1;
+        s.bytes_written += span as u64;
+        s.syncs += 1;
+        self.stats.set(s);
+        let durable = self.ring.borrow_mut().complete(seq);
+        for seq in durable {
+            let block = self
+                .blocks
+                .borrow_mut()
+                .remove(&seq)
+                .expect("durable block was in flight");
+            (self.on_durable.borrow_mut())(&block.records);
+            for tx in block.done {
+                tx.send(Ok(()));
+            }
+        }
+    }
+
+    /// Stops the log after an I/O error: nothing after the failed block can ever be
+    /// acknowledged, since recovery might not find it.
+    fn fail(&self, why: String) {
+        eprintln!("hexad-node: hot log failed: {why}");
+        *self.failed.borrow_mut() = Some(why.clone());
+        let mut pending: Vec<Completion> = std::mem::take(&mut *self.blocks.borrow_mut())
+            .into_values()
+            .flat_map(|b| b.done)
+            .collect();
+        pending.extend(self.drain_queue());
+        for tx in pending {
+            tx.send(Err(LogError::Failed(why.clone())));
+        }
+        self.writer_wake.notify();
+        self.room.notify();
+    }
+
+    fn drain_queue(&self) -> Vec<Completion> {
+        let drained: Vec<Queued> = self.queue.borrow_mut().drain(..).collect();
+        self.queue_bytes.set(0);
+        self.room.notify();
+        drained.into_iter().filter_map(|q| q.done).collect()
+    }
+
+    /// Reads one record back and checks it.
+    pub async fn read_record(&self, loc: RecordLoc) -> Result<Record, LogError> {
+        let bad = |detail: String| LogError::BadRecord {
+            file: loc.file,
+            offset: loc.offset,
+            detail,
+        };
+        let start = loc.offset / BLOCK_ALIGN as u64 * BLOCK_ALIGN as u64;
+        let skip = (loc.offset - start) as usize;
+        let len = align_up(skip + loc.bytes as usize);
+        let data = self
+            .disk
+            .read_at(loc.file, start, len)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        if data.len() < skip + loc.bytes as usize {
+            return Err(bad(format!("short read of {} bytes", data.len())));
+        }
+        let raw = Bytes::copy_from_slice(&data[skip..skip + loc.bytes as usize]);
+        Record::decode(&mut Reader::new(raw, "hot-log record")).map_err(|e| bad(e.to_string()))
+    }
+
+    pub fn stats(&self) -> HotLogStats {
+        self.stats.get()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+}

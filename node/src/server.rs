@@ -1,0 +1,163 @@
+//! The network shell of a shard: accepts connections and moves bytes. All decisions are in
+//! [`Shard::handle`]; this module only parses frames, runs one task per request (so
+//! requests pipeline and share group commits) and writes replies back as whole frames.
+//!
+//! ```text
+//!  socket ─▶ read loop: take_frame ─▶ decode ─▶ spawn(handle) ─▶ outbox ─▶ write loop ─▶ socket
+//!                       │ bad frame / bad message                    │ replies batched into
+//!                       └──────────▶ Error reply, then close ────────┘ one write when queued
+//! ```
+//! The read loop is generic over `AsyncRead`/`AsyncWrite`: that pair is the transport seam
+//! on the node side, so another network stack can drive the same loop.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpListener;
+use hexad_client::wire::frame::{frame_len_hint, take_frame};
+use hexad_client::wire::{ErrorCode, Message, MAX_FRAME_BODY_BYTES};
+
+use crate::disk::Disk;
+use crate::shard::{decode_error_reply, Reply, Shard};
+use crate::sync::Notify;
+
+/// Requests of one connection being handled at once; the reader waits beyond it.
+pub const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION: usize = 4096;
+/// Bytes asked of the socket per read when no frame size is known yet.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Reply bytes buffered for a connection before request handling waits for the socket.
+const MAX_OUTBOX_BYTES: usize = 16 << 20;
+
+#[derive(Default)]
+struct Outbox {
+    buf: RefCell<BytesMut>,
+    wake: Notify,
+    /// A reply that closes the connection has been queued.
+    closing: Cell<bool>,
+    /// The reader has stopped.
+    done: Cell<bool>,
+    requests_in_flight: Cell<usize>,
+    progress: Notify,
+}
+
+impl Outbox {
+    fn push(&self, request_id: u64, reply: &Reply) {
+        reply
+            .message
+            .encode_frame(request_id, &mut self.buf.borrow_mut());
+        if reply.close {
+            self.closing.set(true);
+        }
+        self.wake.notify();
+    }
+}
+
+/// Accepts connections forever, one task each.
+pub async fn serve<D: Disk + 'static>(shard: Rc<Shard<D>>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                // Nagle would hold back small acks behind the previous one.
+                let _ = stream.set_nodelay(true);
+                let fd = stream.as_raw_fd();
+                let shutdown = move || {
+                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                };
+                glommio::spawn_local(handle_connection(shard.clone(), stream, shutdown)).detach();
+            }
+            Err(e) => {
+                eprintln!("hexad-node: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it or sends something invalid.
+/// `shutdown` must make a pending read return (it shuts the socket down both ways).
+pub async fn handle_connection<D, S, F>(shard: Rc<Shard<D>>, stream: S, shutdown: F)
+where
+    D: Disk + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    F: Fn() + 'static,
+{
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let out = Rc::new(Outbox::default());
+    let writer = glommio::spawn_local(write_loop(wr, out.clone(), shutdown));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'conn: loop {
+        loop {
+            if out.closing.get() {
+                break 'conn;
+            }
+            match take_frame(&mut buf) {
+                Ok(Some((header, body))) => match Message::decode(header.kind, body) {
+                    Ok(msg) => {
+                        while out.requests_in_flight.get() >= MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION
+                            || out.buf.borrow().len() >= MAX_OUTBOX_BYTES
+                        {
+                            out.progress.notified().await;
+                        }
+                        out.requests_in_flight.set(out.requests_in_flight.get() + 1);
+                        let (shard, out) = (shard.clone(), out.clone());
+                        glommio::spawn_local(async move {
+                            let reply = shard.handle(msg).await;
+                            out.push(header.request_id, &reply);
+                            out.requests_in_flight.set(out.requests_in_flight.get() - 1);
+                            out.progress.notify();
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        out.push(header.request_id, &decode_error_reply(&e));
+                        break 'conn;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(0, &Reply::error(ErrorCode::BadFrame, 0, e.to_string()));
+                    break 'conn;
+                }
+            }
+        }
+        let want = frame_len_hint(&buf)
+            .map_or(READ_CHUNK_BYTES, |n| {
+                n.saturating_sub(buf.len()).max(READ_CHUNK_BYTES)
+            })
+            .min(MAX_FRAME_BODY_BYTES + 64);
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        match rd.read(&mut buf[start..]).await {
+            Ok(n) if n > 0 => buf.truncate(start + n),
+            _ => break,
+        }
+    }
+    out.done.set(true);
+    out.wake.notify();
+    writer.await;
+}
+
+async fn write_loop<W: AsyncWrite + Unpin, F: Fn()>(mut wr: W, out: Rc<Outbox>, shutdown: F) {
+    loop {
+        while out.buf.borrow().is_empty() && !out.done.get() && !out.closing.get() {
+            out.wake.notified().await;
+        }
+        let chunk = out.buf.borrow_mut().split().freeze();
+        out.progress.notify();
+        if !chunk.is_empty() && wr.write_all(&chunk).await.is_err() {
+            break;
+        }
+        if out.closing.get() {
+            let _ = wr.flush().await;
+            break;
+        }
+        if out.done.get() && out.buf.borrow().is_empty() {
+            break;
+        }
+    }
+    shutdown();
+}

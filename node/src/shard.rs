@@ -1,0 +1,376 @@
+//! A shard: the segments it owns, its hot log, and the handling of one request. Generic
+//! over [`Disk`], so tests can run it on a simulated disk.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use hexad_client::placement::segment_shard;
+use hexad_client::wire::message::MessageError;
+use hexad_client::wire::{ErrorCode, Message, NodeStats, Record, PROTOCOL_VERSION};
+use hexad_client::{Lsn, NodeId, ShardId};
+
+use crate::disk::Disk;
+use crate::hotlog::format::{Entry, SegmentKey};
+use crate::hotlog::scan::Recovery;
+use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
+use crate::segment::Segment;
+
+/// Most bytes of records in one `Records` reply, whatever the request asks for.
+pub const MAX_FETCH_REPLY_BYTES: usize = 4 << 20;
+
+/// Identity of a shard within its node.
+#[derive(Debug, Clone)]
+pub struct ShardIdentity {
+    pub node_id: NodeId,
+    pub shard: ShardId,
+    /// Every shard's port, indexed by shard.
+    pub shard_ports: Vec<u16>,
+}
+
+/// What to send back, and whether to close the connection afterwards.
+#[derive(Debug)]
+pub struct Reply {
+    pub message: Message,
+    pub close: bool,
+}
+
+impl Reply {
+    fn ok(message: Message) -> Reply {
+        Reply {
+            message,
+            close: false,
+        }
+    }
+
+    pub fn error(code: ErrorCode, detail: u32, message: String) -> Reply {
+        Reply {
+            message: Message::Error {
+                code,
+                detail,
+                message,
+            },
+            close: code.closes_connection(),
+        }
+    }
+}
+
+type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
+
+pub struct Shard<D: Disk> {
+    id: ShardIdentity,
+    log: Rc<HotLog<D>>,
+    segments: Segments,
+    records_appended: Cell<u64>,
+    bytes_appended: Cell<u64>,
+    batches_acked: Cell<u64>,
+    corrupt_blocks: u64,
+}
+
+/// What a shard found at startup.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    pub records: usize,
+    pub segments: usize,
+    pub blocks: u64,
+    pub corruption: Vec<crate::hotlog::scan::Corruption>,
+}
+
+impl<D: Disk + 'static> Shard<D> {
+    /// Recovers the shard from its hot log. The writer task must then be spawned with
+    /// [`Shard::log`]`().run_writer()`.
+    pub async fn open(
+        id: ShardIdentity,
+        disk: D,
+        cfg: HotLogConfig,
+    ) -> std::io::Result<(Rc<Shard<D>>, OpenReport)> {
+        let segments: Segments = Rc::default();
+        let sink = segments.clone();
+        let on_durable = Box::new(move |records: &[DurableRecord]| {
+            let mut segs = sink.borrow_mut();
+            for r in records {
+                apply(&mut segs, r);
+            }
+        });
+        let (log, recovery) = HotLog::open(disk, cfg, on_durable).await?;
+        let report = rebuild(&segments, &recovery);
+        let shard = Rc::new(Shard {
+            id,
+            log,
+            segments,
+            records_appended: Cell::new(0),
+            bytes_appended: Cell::new(0),
+            batches_acked: Cell::new(0),
+            corrupt_blocks: report
+                .corruption
+                .iter()
+                .map(|c| c.last_seq - c.first_seq + 1)
+                .sum(),
+        });
+        Ok((shard, report))
+    }
+
+    pub fn log(&self) -> &Rc<HotLog<D>> {
+        &self.log
+    }
+
+    /// Handles one decoded request.
+    pub async fn handle(&self, msg: Message) -> Reply {
+        match msg {
+            Message::Hello { protocol_version } if protocol_version == PROTOCOL_VERSION => Reply::ok(Message::HelloOk {
+                protocol_version: PROTOCOL_VERSION,
+                node_id: self.id.node_id,
+                shard: self.id.shard,
+                shard_ports: self.id.shard_ports.clone(),
+            }),
+            Message::Hello { protocol_version } => Reply::error(
+                ErrorCode::BadFrame,
+                0,
+                format!("protocol version {protocol_version} is not supported; this node speaks {PROTOCOL_VERSION}"),
+            ),
+            Message::AppendBatch {
+                volume,
+                pg,
+                volume_epoch,
+                membership_epoch,
+                records,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                if let Some(reply) = check_batch(key, &records) {
+                    return reply;
+                }
+                if let Some(seg) = self.segments.borrow().get(&key) {
+                    if volume_epoch < seg.volume_epoch {
+                        return Reply::error(
+                            ErrorCode::StaleEpoch,
+                            0,
+                            format!(
+                                "volume {volume} pg {pg}: request volume epoch {volume_epoch} is older than the segment's {}",
+                                seg.volume_epoch
+                            ),
+                        );
+                    }
+                }
+                let durable_lsn = records.last().expect("batch checked non-empty").lsn;
+                let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+                let count = records.len() as u64;
+                let entries = records
+                    .into_iter()
+                    .map(|record| Entry {
+                        segment: key,
+                        volume_epoch,
+                        membership_epoch,
+                        record,
+                    })
+                    .collect();
+                match self.log.append(entries).await {
+                    Ok(()) => {
+                        self.records_appended.set(self.records_appended.get() + count);
+                        self.bytes_appended.set(self.bytes_appended.get() + bytes);
+                        self.batches_acked.set(self.batches_acked.get() + 1);
+                        let scl = self.segments.borrow().get(&key).map_or(Lsn::NONE, Segment::scl);
+                        Reply::ok(Message::AppendAck { volume, pg, durable_lsn, scl })
+                    }
+                    Err(e @ LogError::Full(_)) => Reply::error(ErrorCode::HotLogFull, 0, e.to_string()),
+                    Err(e) => Reply::error(ErrorCode::Io, 0, e.to_string()),
+                }
+            }
+            Message::GetSegmentState { volume, pg } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                match self.segments.borrow().get(&key) {
+                    Some(seg) => Reply::ok(Message::SegmentState {
+                        volume,
+                        pg,
+                        scl: seg.scl(),
+                        highest_lsn: seg.highest_lsn(),
+                        record_count: seg.record_count(),
+                        volume_epoch: seg.volume_epoch,
+                        membership_epoch: seg.membership_epoch,
+                    }),
+                    None => no_such_segment(key),
+                }
+            }
+            Message::FetchRecords {
+                volume,
+                pg,
+                after_lsn,
+                to_lsn,
+                max_bytes,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                self.fetch(key, after_lsn, to_lsn, max_bytes).await
+            }
+            Message::GetStats => Reply::ok(Message::Stats(self.stats())),
+            other => Reply::error(
+                ErrorCode::UnknownKind,
+                u32::from(other.kind()),
+                format!("message kind {} is a reply, not a request", other.kind()),
+            ),
+        }
+    }
+
+    fn check_owner(&self, key: SegmentKey) -> Option<Reply> {
+        let shards = self.id.shard_ports.len() as u16;
+        let owner = segment_shard(key.volume, key.pg, shards);
+        (owner != self.id.shard).then(|| {
+            Reply::error(
+                ErrorCode::WrongShard,
+                u32::from(owner.0),
+                format!(
+                    "volume {} pg {} belongs to shard {owner} (port {}), not shard {}",
+                    key.volume,
+                    key.pg,
+                    self.id.shard_ports[usize::from(owner.0)],
+                    self.id.shard
+                ),
+            )
+        })
+    }
+
+    async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
+        let budget = (max_bytes as usize).clamp(1, MAX_FETCH_REPLY_BYTES);
+        let wanted: Vec<_> = match self.segments.borrow().get(&key) {
+            Some(seg) => seg.range(after, to).collect(),
+            None => return no_such_segment(key),
+        };
+        let mut records: Vec<Record> = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for (lsn, meta) in wanted {
+            if !records.is_empty() && bytes + meta.loc.bytes as usize > budget {
+                more = true;
+                break;
+            }
+            match self.log.read_record(meta.loc).await {
+                Ok(rec) if rec.lsn == lsn => {
+                    bytes += rec.encoded_len();
+                    records.push(rec);
+                }
+                Ok(rec) => {
+                    return Reply::error(
+                        ErrorCode::Internal,
+                        0,
+                        format!(
+                            "index says LSN {lsn} at {:?} but the log holds LSN {}",
+                            meta.loc, rec.lsn
+                        ),
+                    )
+                }
+                Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
+            }
+        }
+        Reply::ok(Message::Records {
+            volume: key.volume,
+            pg: key.pg,
+            more,
+            records,
+        })
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let log = self.log.stats();
+        NodeStats {
+            records_appended: self.records_appended.get(),
+            bytes_appended: self.bytes_appended.get(),
+            batches_acked: self.batches_acked.get(),
+            log_blocks_written: log.blocks_written,
+            log_bytes_written: log.bytes_written,
+            log_syncs: log.syncs,
+            corrupt_blocks: self.corrupt_blocks,
+            segments: self.segments.borrow().len() as u64,
+        }
+    }
+}
+
+/// Replies to a frame that did not decode.
+pub fn decode_error_reply(e: &MessageError) -> Reply {
+    Reply::error(e.code(), 0, e.to_string())
+}
+
+fn no_such_segment(key: SegmentKey) -> Reply {
+    Reply::error(
+        ErrorCode::NoSuchSegment,
+        0,
+        format!("volume {} pg {}: no segment here", key.volume, key.pg),
+    )
+}
+
+/// Checks what a decoded batch cannot prove by itself: non-empty, every page inside the
+/// PG, LSNs strictly increasing.
+fn check_batch(key: SegmentKey, records: &[Record]) -> Option<Reply> {
+    if records.is_empty() {
+        return Some(Reply::error(
+            ErrorCode::Malformed,
+            0,
+            "AppendBatch holds no records".into(),
+        ));
+    }
+    let mut prev = Lsn::NONE;
+    for r in records {
+        if !key.pg.contains(r.page) {
+            return Some(Reply::error(
+                ErrorCode::RecordOutsidePg,
+                0,
+                format!(
+                    "record LSN {} is for page {} (pg {}), outside pg {} of the batch",
+                    r.lsn,
+                    r.page,
+                    r.page.pg(),
+                    key.pg
+                ),
+            ));
+        }
+        if r.lsn <= prev {
+            return Some(Reply::error(
+                ErrorCode::InvalidLsn,
+                0,
+                format!(
+                    "record LSNs must increase within a batch: {} follows {prev}",
+                    r.lsn
+                ),
+            ));
+        }
+        prev = r.lsn;
+    }
+    None
+}
+
+fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
+    let seg = segments
+        .entry(r.segment)
+        .or_insert_with(|| Segment::new(r.segment));
+    seg.observe_epochs(r.volume_epoch, r.membership_epoch);
+    seg.insert(r.lsn, r.prev_lsn_pg, r.loc);
+}
+
+fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
+    let mut segs = segments.borrow_mut();
+    for e in &recovery.entries {
+        apply(
+            &mut segs,
+            &DurableRecord {
+                segment: e.entry.segment,
+                volume_epoch: e.entry.volume_epoch,
+                membership_epoch: e.entry.membership_epoch,
+                lsn: e.entry.record.lsn,
+                prev_lsn_pg: e.entry.record.prev_lsn_pg,
+                loc: e.loc,
+            },
+        );
+    }
+    OpenReport {
+        records: recovery.entries.len(),
+        segments: segs.len(),
+        blocks: recovery.blocks,
+        corruption: recovery.corruption.clone(),
+    }
+}
