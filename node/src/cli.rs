@@ -25,7 +25,7 @@ struct Args {
     /// Which node of the cluster file to run.
     #[arg(long)]
     node_id: Option<u32>,
-    /// With --cluster: data goes to DATA_ROOT/node<ID>, created if missing.
+    /// With --cluster: data goes to `DATA_ROOT/node`<ID>, created if missing.
     #[arg(long)]
     data_root: Option<PathBuf>,
     /// With --cluster: print the node ids of the cluster file, one per line, and exit.
@@ -180,7 +180,6 @@ async fn run_shard(
         );
     }
     let addr = std::net::SocketAddr::new(cfg.listen_addr, ports[usize::from(shard)]);
-    preflight::check_port_free(addr, shard)?;
     let listener = glommio::net::TcpListener::bind(addr)
         .map_err(|e| format!("shard {shard}: cannot listen on {addr}: {e}"))?;
     glommio::spawn_local(shard_state.log().clone().run_writer()).detach();

@@ -234,7 +234,7 @@ impl NodeConfig {
             ));
         }
         let h = &self.hot_log;
-        if h.file_bytes < 1 << 20 || h.file_bytes % (1 << 20) != 0 {
+        if h.file_bytes < 1 << 20 || !h.file_bytes.is_multiple_of(1 << 20) {
             return Err(format!(
                 "hot_log.file_bytes = {}: must be a multiple of 1 MiB (1048576), at least 1 MiB",
                 h.file_bytes
@@ -251,7 +251,7 @@ impl NodeConfig {
             + ENTRY_HEADER_BYTES
             + RECORD_HEADER_BYTES
             + MAX_RECORD_PAYLOAD_BYTES;
-        if g.max_block_bytes % BLOCK_ALIGN != 0
+        if !g.max_block_bytes.is_multiple_of(BLOCK_ALIGN)
             || g.max_block_bytes < largest_entry
             || g.max_block_bytes as u64 > h.file_bytes
         {

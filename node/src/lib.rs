@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: the node's TOML configuration and the cluster file.
 //! - [`preflight`]: checks that turn a bad environment into one clear line.
-//! - [`disk`]: the positional `Disk` trait; glommio (O_DIRECT, io_uring) and simulated disks.
+//! - [`disk`]: the positional `Disk` trait; glommio (`O_DIRECT`, `io_uring`) and simulated disks.
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
 //! - [`shard`]: a shard's segments and the handling of one request.

@@ -3,13 +3,18 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::config::NodeConfig;
 
 const PROBE_BYTES: usize = 4096;
+/// How long to wait for an answer when probing a port for a listener.
+const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a start waits for a lingering listener on its port to disappear.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs every check; the error is one line.
 pub fn check(cfg: &NodeConfig) -> Result<(), String> {
@@ -24,7 +29,7 @@ pub fn check(cfg: &NodeConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The data directory exists, is writable, and supports O_DIRECT.
+/// The data directory exists, is writable, and supports `O_DIRECT`.
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(dir).map_err(|e| {
         format!(
@@ -38,10 +43,28 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
+    check_not_in_memory(dir)?;
     let probe = dir.join(".hexad-probe");
     let result = probe_file(&probe);
     let _ = std::fs::remove_file(&probe);
     result
+}
+
+/// A memory-backed filesystem loses everything at reboot, and only some kernels accept
+/// `O_DIRECT` on it (tmpfs does since Linux 6.6), so refuse it by type.
+fn check_not_in_memory(dir: &Path) -> Result<(), String> {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    let fs =
+        statfs(dir).map_err(|e| format!("cannot statfs data directory {}: {e}", dir.display()))?;
+    let kind = fs.filesystem_type();
+    if kind == TMPFS_MAGIC || kind == RAMFS_MAGIC {
+        return Err(format!(
+            "data directory {} is on a memory filesystem (tmpfs/ramfs): no O_DIRECT durability there; put data_dir on ext4 or xfs",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn probe_file(probe: &Path) -> Result<(), String> {
@@ -77,17 +100,45 @@ fn parent(p: &Path) -> String {
         .map_or_else(String::new, |d| d.display().to_string())
 }
 
-/// io_uring can be set up (a seccomp policy or `kernel.io_uring_disabled` may forbid it).
+/// `io_uring` can be set up (a seccomp policy or `kernel.io_uring_disabled` may forbid it).
 pub fn check_io_uring() -> Result<(), String> {
     io_uring::IoUring::new(4).map(drop).map_err(|e| {
         format!("io_uring is unavailable ({e}): the kernel, kernel.io_uring_disabled or a seccomp policy (e.g. a container's default) blocks it; hexad-node needs io_uring")
     })
 }
 
-/// Nothing listens on the port. glommio binds with SO_REUSEPORT, which would silently
-/// share a port with another node, so bind once without it first.
+/// Nothing listens on the port. glommio binds with `SO_REUSEPORT`, which would silently
+/// share a port with another node, so probe for a listener by connecting. (A plain bind
+/// test would be wrong: after a kill -9 the dead node's connections linger in `TIME_WAIT` on
+/// the port, and a restart must still succeed.) A listener of a process that was just
+/// killed can outlive it briefly (seen right after SIGKILL; the kernel tears down the
+/// dead node's `io_uring` asynchronously), so wait up to [`PORT_RELEASE_WAIT`] for it to go.
 pub fn check_port_free(addr: SocketAddr, shard: u16) -> Result<(), String> {
-    TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| format!("cannot listen on {addr} for shard {shard}: {e} (is another node running? change base_port)"))
+    let probe = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        match TcpStream::connect_timeout(&probe, PORT_PROBE_TIMEOUT) {
+            // A port in the ephemeral range can "connect" to itself (TCP simultaneous
+            // open) when nothing listens: that is not a listener.
+            Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => return Ok(()),
+            Ok(_) if started.elapsed() < PORT_RELEASE_WAIT => {
+                if !said {
+                    eprintln!("hexad-node: {addr} (shard {shard}) is still held by a listener; waiting up to {PORT_RELEASE_WAIT:?} for it to go");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "cannot listen on {addr} for shard {shard}: port already in use by a running server (is another node running? change base_port)"
+                ))
+            }
+            Err(_) => return Ok(()),
+        }
+    }
 }

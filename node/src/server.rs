@@ -133,7 +133,18 @@ where
         buf.resize(start + want, 0);
         match rd.read(&mut buf[start..]).await {
             Ok(n) if n > 0 => buf.truncate(start + n),
-            _ => break,
+            _ => {
+                buf.truncate(start);
+                if !buf.is_empty() {
+                    // The peer may have closed only its sending side: tell it why.
+                    let why = format!(
+                        "truncated frame: the connection closed after {} bytes of a frame",
+                        buf.len()
+                    );
+                    out.push(0, &Reply::error(ErrorCode::Malformed, 0, why));
+                }
+                break;
+            }
         }
     }
     out.done.set(true);

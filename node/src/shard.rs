@@ -242,19 +242,24 @@ impl<D: Disk + 'static> Shard<D> {
             Some(seg) => seg.range(after, to).collect(),
             None => return no_such_segment(key),
         };
-        let mut records: Vec<Record> = Vec::new();
+        let mut take = 0;
         let mut bytes = 0usize;
-        let mut more = false;
-        for (lsn, meta) in wanted {
-            if !records.is_empty() && bytes + meta.loc.bytes as usize > budget {
-                more = true;
+        for (_, meta) in &wanted {
+            if take > 0 && bytes + meta.loc.bytes as usize > budget {
                 break;
             }
-            match self.log.read_record(meta.loc).await {
-                Ok(rec) if rec.lsn == lsn => {
-                    bytes += rec.encoded_len();
-                    records.push(rec);
-                }
+            bytes += meta.loc.bytes as usize;
+            take += 1;
+        }
+        let more = take < wanted.len();
+        let locs: Vec<_> = wanted[..take].iter().map(|(_, m)| m.loc).collect();
+        let mut records: Vec<Record> = Vec::with_capacity(take);
+        for ((lsn, meta), read) in wanted[..take]
+            .iter()
+            .zip(self.log.read_records(&locs).await)
+        {
+            match read {
+                Ok(rec) if rec.lsn == *lsn => records.push(rec),
                 Ok(rec) => {
                     return Reply::error(
                         ErrorCode::Internal,

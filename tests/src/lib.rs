@@ -1,1 +1,232 @@
+//! Helpers for tests that run real `hexad-node` processes: free ports, config files, start
+//! with a bounded wait for readiness, SIGKILL, and a deterministic record generator.
 
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hexad_client::blocking::Connection;
+use hexad_client::wire::{Op, Record};
+use hexad_client::{Lsn, PageNo, PgIndex};
+
+/// How long a node may take to become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read timeout of test connections.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `count` consecutive free TCP ports on 127.0.0.1. Ports come from a per-process counter
+/// below the kernel's ephemeral range (so parallel tests never draw the same port, and no
+/// outgoing connection takes one), offset by the process id; each is checked by binding.
+pub fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() * 97) % SPAN;
+    for _ in 0..500 {
+        let n = NEXT.fetch_add(u32::from(count), Ordering::Relaxed);
+        let base = FIRST + (offset + n) % (SPAN - u32::from(count));
+        let base = base as u16;
+        let all: Result<Vec<_>, _> = (0..count)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if all.is_ok() {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
+/// A fresh, empty directory under `root` (which should be on a real disk, not tmpfs).
+pub fn fresh_dir(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Options for one test node.
+#[derive(Debug, Clone)]
+pub struct NodeOpts {
+    pub shards: u16,
+    pub file_bytes: u64,
+    pub file_count: u32,
+    pub sync: &'static str,
+    pub max_writes_in_flight: usize,
+}
+
+impl Default for NodeOpts {
+    fn default() -> Self {
+        NodeOpts {
+            shards: 1,
+            file_bytes: 8 << 20,
+            file_count: 8,
+            sync: "fdatasync",
+            max_writes_in_flight: 2,
+        }
+    }
+}
+
+/// Writes a node config into `dir/node.toml`; data goes to `dir/data`.
+pub fn write_config(dir: &Path, port: u16, opts: &NodeOpts) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "node_id = 1\naz = \"az1\"\ndata_dir = \"{}\"\nlisten_addr = \"127.0.0.1\"\nbase_port = {port}\n\
+             shards = {}\npin_shards = false\n[hot_log]\nfile_bytes = {}\nfile_count = {}\nsync = \"{}\"\n\
+             [group_commit]\nmax_writes_in_flight = {}\n",
+            data.display(),
+            opts.shards,
+            opts.file_bytes,
+            opts.file_count,
+            opts.sync,
+            opts.max_writes_in_flight
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running node process, killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    pub port: u16,
+    /// Lines the node printed while starting.
+    pub startup: Vec<String>,
+}
+
+impl NodeProcess {
+    /// Starts `bin --config config` and waits (bounded) for its "ready" line.
+    pub fn start(bin: &Path, config: &Path, port: u16) -> NodeProcess {
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hexad-node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut startup = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.contains(" ready: ");
+                    startup.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().expect("wait for node");
+                    panic!("node exited during startup ({status}); it printed {startup:?} (its stderr is above)");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("node did not become ready within {START_TIMEOUT:?}; it printed {startup:?}");
+                }
+            }
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        NodeProcess {
+            child,
+            port,
+            startup,
+        }
+    }
+
+    pub fn addr(&self, shard: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + shard))
+    }
+
+    pub fn connect(&self, shard: u16) -> Connection {
+        Connection::connect(self.addr(shard), IO_TIMEOUT).expect("connect to node")
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `bin` with `args` and returns (exit code, stderr), bounded by `timeout`.
+pub fn run_to_exit(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} {args:?} did not exit within {timeout:?}", bin.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The record a test writes at `lsn` in a PG whose chain is `prev -> lsn`: a
+/// `payload_bytes`-byte `WriteBytes` whose content is derived from the LSN, so any stored copy
+/// can be checked byte for byte.
+pub fn test_record(pg: PgIndex, lsn: u64, prev: u64, payload_bytes: usize) -> Record {
+    assert!(payload_bytes >= 4);
+    let mut payload = 64u32.to_le_bytes().to_vec();
+    let mut x = lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    while payload.len() < payload_bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.push(x as u8);
+    }
+    let page = PageNo(pg.first_page().0 + lsn % 1000);
+    Record::new(
+        Lsn(lsn),
+        Lsn(prev),
+        Lsn(0),
+        page,
+        Op::WriteBytes,
+        lsn.is_multiple_of(4),
+        &payload,
+    )
+}

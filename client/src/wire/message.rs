@@ -62,22 +62,20 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     fn from_u16(v: u16) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            BadFrame,
-            UnknownKind,
-            Malformed,
-            WrongShard,
-            RecordOutsidePg,
-            InvalidLsn,
-            StaleEpoch,
-            HotLogFull,
-            Io,
-            NoSuchSegment,
-            Internal,
-        ]
-        .into_iter()
-        .find(|c| *c as u16 == v)
+        Some(match v {
+            1 => ErrorCode::BadFrame,
+            2 => ErrorCode::UnknownKind,
+            3 => ErrorCode::Malformed,
+            4 => ErrorCode::WrongShard,
+            5 => ErrorCode::RecordOutsidePg,
+            6 => ErrorCode::InvalidLsn,
+            7 => ErrorCode::StaleEpoch,
+            8 => ErrorCode::HotLogFull,
+            9 => ErrorCode::Io,
+            10 => ErrorCode::NoSuchSegment,
+            11 => ErrorCode::Internal,
+            _ => return None,
+        })
     }
 
     /// Whether a node closes the connection after sending this error.

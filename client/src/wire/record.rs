@@ -97,7 +97,7 @@ impl std::fmt::Debug for Record {
             .field("op", &self.op)
             .field("cpl", &self.cpl)
             .field("payload_bytes", &self.payload().len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

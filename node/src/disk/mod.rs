@@ -1,5 +1,5 @@
 //! The positional storage a shard's logic runs on. The shard is generic over [`Disk`];
-//! [`glommio_disk::GlommioDisk`] is the real one (O_DIRECT files through io_uring) and
+//! [`glommio_disk::GlommioDisk`] is the real one (`O_DIRECT` files through `io_uring`) and
 //! [`sim::SimDisk`] is an in-memory disk that can lose unsynced writes and tear sectors,
 //! for tests.
 

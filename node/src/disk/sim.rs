@@ -17,14 +17,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -57,6 +57,7 @@ impl SimDisk {
 
     /// A power cut: returns the disk as it would come back. Each unsynced write is lost,
     /// kept, or torn (a random prefix of its sectors reaches the media).
+    #[must_use]
     pub fn crash(&self) -> SimDisk {
         let mut s = self.state.borrow_mut();
         let mut durable = s.durable.clone();
@@ -76,7 +77,7 @@ impl SimDisk {
                 durable[file][at..at + keep_bytes].copy_from_slice(&data[..keep_bytes]);
             }
         }
-        let seed = s.rng.next();
+        let seed = s.rng.next_u64();
         SimDisk {
             state: RefCell::new(State {
                 durable,
@@ -145,7 +146,7 @@ impl Disk for SimDisk {
         bytes: usize,
     ) -> io::Result<()> {
         assert!(
-            offset as usize % SECTOR_BYTES == 0 && bytes % SECTOR_BYTES == 0,
+            (offset as usize).is_multiple_of(SECTOR_BYTES) && bytes.is_multiple_of(SECTOR_BYTES),
             "unaligned write"
         );
         assert!(

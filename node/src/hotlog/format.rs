@@ -92,7 +92,7 @@ pub struct BlockBuilder<'a> {
 
 impl<'a> BlockBuilder<'a> {
     pub fn new(buf: &'a mut [u8]) -> Self {
-        assert!(buf.len() >= BLOCK_ALIGN && buf.len() % BLOCK_ALIGN == 0);
+        assert!(buf.len() >= BLOCK_ALIGN && buf.len().is_multiple_of(BLOCK_ALIGN));
         BlockBuilder {
             buf,
             used: BLOCK_HEADER_BYTES,
@@ -280,7 +280,7 @@ pub(crate) mod tests {
                 Lsn(0),
                 PageNo(page),
                 Op::WriteBytes,
-                lsn % 3 == 0,
+                lsn.is_multiple_of(3),
                 &payload,
             ),
         }

@@ -36,6 +36,8 @@ use format::{align_up, BlockBuilder, Entry, RecordLoc, SegmentKey, BLOCK_ALIGN};
 use ring::{Full, Ring};
 use scan::{Recovery, Scanner};
 
+/// Most bytes one read of [`HotLog::read_records`] covers.
+pub const MAX_READ_BYTES: u64 = 1 << 20;
 /// Bytes read per call while scanning the log at startup.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
@@ -82,6 +84,8 @@ pub struct HotLogStats {
 }
 
 type Completion = Sender<Result<(), LogError>>;
+/// Called with each run of records that became durable, in log order.
+pub type OnDurable = Box<dyn FnMut(&[DurableRecord])>;
 
 struct Queued {
     entry: Entry,
@@ -108,7 +112,7 @@ pub struct HotLog<D: Disk> {
     blocks: RefCell<BTreeMap<u64, InFlight>>,
     failed: RefCell<Option<String>>,
     stats: Cell<HotLogStats>,
-    on_durable: RefCell<Box<dyn FnMut(&[DurableRecord])>>,
+    on_durable: RefCell<OnDurable>,
 }
 
 impl<D: Disk + 'static> HotLog<D> {
@@ -118,10 +122,10 @@ impl<D: Disk + 'static> HotLog<D> {
     pub async fn open(
         disk: D,
         cfg: HotLogConfig,
-        on_durable: Box<dyn FnMut(&[DurableRecord])>,
+        on_durable: OnDurable,
     ) -> io::Result<(Rc<HotLog<D>>, Recovery)> {
         assert!(
-            cfg.max_block_bytes % BLOCK_ALIGN == 0
+            cfg.max_block_bytes.is_multiple_of(BLOCK_ALIGN)
                 && cfg.max_block_bytes as u64 <= disk.file_bytes()
         );
         assert!(cfg.max_writes_in_flight >= 1);
@@ -324,7 +328,8 @@ impl<D: Disk + 'static> HotLog<D> {
     /// acknowledged, since recovery might not find it.
     fn fail(&self, why: String) {
         eprintln!("hexad-node: hot log failed: {why}");
-        *self.failed.borrow_mut() = Some(why.clone());
+        *self.failed.borrow_mut() = Some(why);
+        let why = self.failed.borrow().clone().expect("just set");
         let mut pending: Vec<Completion> = std::mem::take(&mut *self.blocks.borrow_mut())
             .into_values()
             .flat_map(|b| b.done)
@@ -344,26 +349,49 @@ impl<D: Disk + 'static> HotLog<D> {
         drained.into_iter().filter_map(|q| q.done).collect()
     }
 
-    /// Reads one record back and checks it.
-    pub async fn read_record(&self, loc: RecordLoc) -> Result<Record, LogError> {
-        let bad = |detail: String| LogError::BadRecord {
-            file: loc.file,
-            offset: loc.offset,
-            detail,
-        };
-        let start = loc.offset / BLOCK_ALIGN as u64 * BLOCK_ALIGN as u64;
-        let skip = (loc.offset - start) as usize;
-        let len = align_up(skip + loc.bytes as usize);
-        let data = self
-            .disk
-            .read_at(loc.file, start, len)
-            .await
-            .map_err(|e| bad(e.to_string()))?;
-        if data.len() < skip + loc.bytes as usize {
-            return Err(bad(format!("short read of {} bytes", data.len())));
+    /// Reads records back and checks each; records close together in a file share one
+    /// read of at most [`MAX_READ_BYTES`].
+    pub async fn read_records(&self, locs: &[RecordLoc]) -> Vec<Result<Record, LogError>> {
+        let mut out = Vec::with_capacity(locs.len());
+        let mut i = 0;
+        while i < locs.len() {
+            let first = locs[i];
+            let start = align_down(first.offset);
+            let mut end = first.offset + u64::from(first.bytes);
+            let mut j = i + 1;
+            while j < locs.len() {
+                let l = locs[j];
+                let l_end = l.offset + u64::from(l.bytes);
+                if l.file != first.file
+                    || align_down(l.offset) > align_up(end as usize) as u64
+                    || l.offset < start
+                    || l_end - start > MAX_READ_BYTES
+                {
+                    break;
+                }
+                end = end.max(l_end);
+                j += 1;
+            }
+            let len = align_up((end - start) as usize);
+            match self.disk.read_at(first.file, start, len).await {
+                Ok(data) => {
+                    for &loc in &locs[i..j] {
+                        out.push(decode_at(&data, start, loc));
+                    }
+                }
+                Err(e) => {
+                    for &loc in &locs[i..j] {
+                        out.push(Err(LogError::BadRecord {
+                            file: loc.file,
+                            offset: loc.offset,
+                            detail: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            i = j;
         }
-        let raw = Bytes::copy_from_slice(&data[skip..skip + loc.bytes as usize]);
-        Record::decode(&mut Reader::new(raw, "hot-log record")).map_err(|e| bad(e.to_string()))
+        out
     }
 
     pub fn stats(&self) -> HotLogStats {
@@ -377,4 +405,27 @@ impl<D: Disk + 'static> HotLog<D> {
     pub fn disk(&self) -> &D {
         &self.disk
     }
+}
+
+fn align_down(offset: u64) -> u64 {
+    offset / BLOCK_ALIGN as u64 * BLOCK_ALIGN as u64
+}
+
+/// Decodes the record at `loc` from `data`, which holds the file from offset `start`.
+fn decode_at(data: &[u8], start: u64, loc: RecordLoc) -> Result<Record, LogError> {
+    let bad = |detail: String| LogError::BadRecord {
+        file: loc.file,
+        offset: loc.offset,
+        detail,
+    };
+    let from = (loc.offset - start) as usize;
+    let to = from + loc.bytes as usize;
+    if data.len() < to {
+        return Err(bad(format!(
+            "short read: {} bytes, record ends at {to}",
+            data.len()
+        )));
+    }
+    let raw = Bytes::copy_from_slice(&data[from..to]);
+    Record::decode(&mut Reader::new(raw, "hot-log record")).map_err(|e| bad(e.to_string()))
 }
