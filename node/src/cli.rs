@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, conflicts_with = "cluster")]
     config: Option<PathBuf>,
     /// A cluster file; with --node-id and --data-root, run that node of it.
-    #[arg(long, requires = "node_id")]
+    #[arg(long)]
     cluster: Option<PathBuf>,
     /// Which node of the cluster file to run.
     #[arg(long)]

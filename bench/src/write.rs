@@ -1,0 +1,322 @@
+//! `hexad-bench write`: closed-loop appends to one node.
+//!
+//! Each job is one connection that keeps `iodepth` AppendBatch requests in flight, each of
+//! `batch` records with `bs` payload bytes, chained per job's own segment. Latency is from
+//! sending a request to receiving its ack (closed loop: a slow ack delays the next send,
+//! so this does not correct for coordinated omission; the open-loop mode is issue #7).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use hexad_client::blocking::Connection;
+use hexad_client::placement::segment_shard;
+use hexad_client::wire::{Message, NodeStats, Op, Record};
+use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
+use serde::Serialize;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const PG: PgIndex = PgIndex(0);
+
+#[derive(Debug, clap::Args)]
+pub struct WriteArgs {
+    /// Where to write: node:HOST:PORT (any shard's port of the node).
+    #[arg(long)]
+    target: String,
+    /// Payload bytes per record (4..=8192; 8192 sends full-page images).
+    #[arg(long, default_value_t = 200)]
+    bs: usize,
+    /// Records per AppendBatch request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Requests in flight per job.
+    #[arg(long, default_value_t = 1)]
+    iodepth: usize,
+    /// Jobs: connections, each to its own segment.
+    #[arg(long, default_value_t = 1)]
+    numjobs: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    runtime: u64,
+    /// First volume id; job j writes volume base+j (use a fresh base per run).
+    #[arg(long, default_value_t = 1000)]
+    volume_base: u64,
+    /// normal or json.
+    #[arg(long, default_value = "normal")]
+    output_format: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    target: String,
+    bs: usize,
+    batch: usize,
+    iodepth: usize,
+    numjobs: usize,
+    runtime_s: f64,
+    acked_records: u64,
+    records_per_s: f64,
+    requests_per_s: f64,
+    record_mb_per_s: f64,
+    latency_us_p50: u64,
+    latency_us_p90: u64,
+    latency_us_p99: u64,
+    latency_us_p999: u64,
+    latency_us_max: u64,
+    log_syncs_per_s: f64,
+    records_per_sync: f64,
+    requests_per_sync: f64,
+    log_mb_per_s: f64,
+}
+
+struct Job {
+    addr: SocketAddr,
+    volume: VolumeId,
+}
+
+pub fn run(args: &WriteArgs) -> Result<()> {
+    if !(4..=PAGE_BYTES).contains(&args.bs) {
+        bail!("--bs {} must be 4..={PAGE_BYTES}", args.bs);
+    }
+    if args.batch == 0 || args.iodepth == 0 || args.numjobs == 0 || args.runtime == 0 {
+        bail!("--batch, --iodepth, --numjobs and --runtime must be at least 1");
+    }
+    if args.output_format != "normal" && args.output_format != "json" {
+        bail!(
+            "--output-format must be normal or json, not {:?}",
+            args.output_format
+        );
+    }
+    let Some(hostport) = args.target.strip_prefix("node:") else {
+        bail!("--target {:?}: only node:HOST:PORT is supported so far (local and cluster targets arrive with issue #7)", args.target);
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} resolves to nothing"))?;
+    let mut hello =
+        Connection::connect(addr, IO_TIMEOUT).with_context(|| format!("connecting to {addr}"))?;
+    let Message::HelloOk { shard_ports, .. } = hello.hello()? else {
+        unreachable!("hello checks the reply")
+    };
+    let shard_addrs: Vec<SocketAddr> = shard_ports
+        .iter()
+        .map(|p| SocketAddr::new(addr.ip(), *p))
+        .collect();
+    let shards = shard_addrs.len() as u16;
+
+    // Job j writes its own segment, on shard j % shards, through that shard's port.
+    let mut jobs = Vec::new();
+    let mut volume = args.volume_base;
+    for j in 0..args.numjobs {
+        let shard = (j % shard_addrs.len()) as u16;
+        while segment_shard(VolumeId(volume), PG, shards).0 != shard {
+            volume += 1;
+        }
+        jobs.push(Job {
+            addr: shard_addrs[usize::from(shard)],
+            volume: VolumeId(volume),
+        });
+        volume += 1;
+    }
+
+    let before = node_stats(&shard_addrs)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            let (bs, batch, depth) = (args.bs, args.batch, args.iodepth);
+            std::thread::spawn(move || run_job(&job, bs, batch, depth, &stop, &acked))
+        })
+        .collect();
+    let deadline = started + Duration::from_secs(args.runtime);
+    let mut last = (Instant::now(), 0u64);
+    while Instant::now() < deadline {
+        std::thread::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        let now = acked.load(Ordering::Relaxed);
+        let dt = last.0.elapsed().as_secs_f64();
+        if args.output_format == "normal" {
+            eprintln!(
+                "[{:>4.0}s] {:>9.0} records/s  {:>7.1} MB/s",
+                started.elapsed().as_secs_f64(),
+                (now - last.1) as f64 / dt,
+                (now - last.1) as f64 * (args.bs + 48) as f64 / dt / 1e6
+            );
+        }
+        last = (Instant::now(), now);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut requests = 0u64;
+    for t in threads {
+        let (h, n) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a job thread panicked"))??;
+        hist.add(&h).expect("histograms have the same bounds");
+        requests += n;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = node_stats(&shard_addrs)?;
+    let records = acked.load(Ordering::Relaxed);
+    let syncs = after.log_syncs - before.log_syncs;
+    let summary = Summary {
+        target: args.target.clone(),
+        bs: args.bs,
+        batch: args.batch,
+        iodepth: args.iodepth,
+        numjobs: args.numjobs,
+        runtime_s: elapsed,
+        acked_records: records,
+        records_per_s: records as f64 / elapsed,
+        requests_per_s: requests as f64 / elapsed,
+        record_mb_per_s: records as f64 * (args.bs + 48) as f64 / elapsed / 1e6,
+        latency_us_p50: hist.value_at_quantile(0.5),
+        latency_us_p90: hist.value_at_quantile(0.9),
+        latency_us_p99: hist.value_at_quantile(0.99),
+        latency_us_p999: hist.value_at_quantile(0.999),
+        latency_us_max: hist.max(),
+        log_syncs_per_s: syncs as f64 / elapsed,
+        records_per_sync: (after.records_appended - before.records_appended) as f64
+            / syncs.max(1) as f64,
+        requests_per_sync: (after.batches_acked - before.batches_acked) as f64
+            / syncs.max(1) as f64,
+        log_mb_per_s: (after.log_bytes_written - before.log_bytes_written) as f64 / elapsed / 1e6,
+    };
+    if args.output_format == "json" {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "write: bs={} batch={} iodepth={} numjobs={} target={} ({:.1}s, closed loop)",
+        s.bs, s.batch, s.iodepth, s.numjobs, s.target, s.runtime_s
+    );
+    println!(
+        "  acked: {} records, {:.0} records/s, {:.0} requests/s, {:.1} MB/s of records",
+        s.acked_records, s.records_per_s, s.requests_per_s, s.record_mb_per_s
+    );
+    println!(
+        "  ack latency (us): p50={} p90={} p99={} p99.9={} max={}",
+        s.latency_us_p50, s.latency_us_p90, s.latency_us_p99, s.latency_us_p999, s.latency_us_max
+    );
+    println!(
+        "  node log: {:.0} syncs/s, {:.1} records/sync, {:.2} requests/sync, {:.1} MB/s written",
+        s.log_syncs_per_s, s.records_per_sync, s.requests_per_sync, s.log_mb_per_s
+    );
+}
+
+fn node_stats(shards: &[SocketAddr]) -> Result<NodeStats> {
+    let mut total = NodeStats::default();
+    for addr in shards {
+        let mut c = Connection::connect(*addr, IO_TIMEOUT)?;
+        match c.call(&Message::GetStats)? {
+            Message::Stats(s) => {
+                total.records_appended += s.records_appended;
+                total.batches_acked += s.batches_acked;
+                total.log_syncs += s.log_syncs;
+                total.log_bytes_written += s.log_bytes_written;
+            }
+            other => bail!("GetStats from {addr}: {other:?}"),
+        }
+    }
+    Ok(total)
+}
+
+fn record(lsn: u64, bs: usize) -> Record {
+    let page = PageNo(PG.first_page().0 + lsn % 4096);
+    if bs == PAGE_BYTES {
+        return Record::new(
+            Lsn(lsn),
+            Lsn(lsn - 1),
+            Lsn(0),
+            page,
+            Op::PageImage,
+            true,
+            &[lsn as u8; PAGE_BYTES],
+        );
+    }
+    let mut payload = vec![lsn as u8; bs];
+    payload[..4].copy_from_slice(&0u32.to_le_bytes());
+    Record::new(
+        Lsn(lsn),
+        Lsn(lsn - 1),
+        Lsn(0),
+        page,
+        Op::WriteBytes,
+        true,
+        &payload,
+    )
+}
+
+/// One job: keeps `depth` requests in flight until `stop`; returns its latency histogram
+/// (microseconds) and the number of requests acknowledged.
+fn run_job(
+    job: &Job,
+    bs: usize,
+    batch: usize,
+    depth: usize,
+    stop: &AtomicBool,
+    acked: &AtomicU64,
+) -> Result<(Histogram<u64>, u64)> {
+    let mut conn = Connection::connect(job.addr, IO_TIMEOUT)
+        .with_context(|| format!("connecting to {}", job.addr))?;
+    // Continue the segment's chain after whatever an earlier run left there.
+    let mut next = match conn.call(&Message::GetSegmentState {
+        volume: job.volume,
+        pg: PG,
+    })? {
+        Message::SegmentState { highest_lsn, .. } => highest_lsn.0 + 1,
+        _ => 1,
+    };
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut in_flight: HashMap<u64, Instant> = HashMap::new();
+    let mut done = 0u64;
+    loop {
+        while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
+            let records = (next..next + batch as u64).map(|l| record(l, bs)).collect();
+            next += batch as u64;
+            let msg = Message::AppendBatch {
+                volume: job.volume,
+                pg: PG,
+                volume_epoch: VolumeEpoch(1),
+                membership_epoch: MembershipEpoch(1),
+                records,
+            };
+            let id = conn.send(&msg)?;
+            in_flight.insert(id, Instant::now());
+        }
+        if in_flight.is_empty() {
+            return Ok((hist, done));
+        }
+        let (id, reply) = conn.recv()?;
+        let sent = in_flight
+            .remove(&id)
+            .context("reply to a request not in flight")?;
+        match reply {
+            Message::AppendAck { .. } => {
+                hist.record(sent.elapsed().as_micros() as u64)
+                    .expect("latency within bounds");
+                acked.fetch_add(batch as u64, Ordering::Relaxed);
+                done += 1;
+            }
+            Message::Error { code, message, .. } => {
+                bail!("node refused a batch: {code:?}: {message}")
+            }
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+}
