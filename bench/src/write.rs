@@ -1,6 +1,6 @@
 //! `hexad-bench write`: closed-loop appends to one node.
 //!
-//! Each job is one connection that keeps `iodepth` AppendBatch requests in flight, each of
+//! Each job is one connection that keeps `iodepth` `AppendBatch` requests in flight, each of
 //! `batch` records with `bs` payload bytes, chained per job's own segment. Latency is from
 //! sending a request to receiving its ack (closed loop: a slow ack delays the next send,
 //! so this does not correct for coordinated omission; the open-loop mode is issue #7).
@@ -30,7 +30,7 @@ pub struct WriteArgs {
     /// Payload bytes per record (4..=8192; 8192 sends full-page images).
     #[arg(long, default_value_t = 200)]
     bs: usize,
-    /// Records per AppendBatch request.
+    /// Records per `AppendBatch` request.
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Requests in flight per job.

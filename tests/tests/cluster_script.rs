@@ -1,6 +1,7 @@
 //! `scripts/cluster.sh`: starts 6 nodes from a cluster file, reports status, and `stop`
 //! signals only the processes it started.
 
+use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,10 +33,16 @@ fn start_status_stop_only_its_own_pids() {
     );
     for id in 1..=6 {
         let az = (id + 1) / 2;
-        text += &format!(
-            "[[node]]\nid = {id}\naz = \"az{az}\"\naddr = \"127.0.0.1\"\nbase_port = {}\n",
+        writeln!(
+            text,
+            "[[node]]
+id = {id}
+az = \"az{az}\"
+addr = \"127.0.0.1\"
+base_port = {}",
             free_ports(1)
-        );
+        )
+        .unwrap();
     }
     std::fs::write(&cluster, text).unwrap();
     let data = dir.join("data");
