@@ -219,3 +219,61 @@ fn io_uring_check_passes_here_or_reports_the_block() {
         assert_eq!(code, Some(0), "{stderr}");
     }
 }
+
+#[test]
+fn corruption_in_the_middle_of_the_log_is_reported_and_later_records_kept() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "corrupt");
+    let port = free_ports(1);
+    let config = write_config(&dir, port, &small());
+    let node = NodeProcess::start(&bin(), &config, port);
+    // One append at a time: each becomes its own 4 KiB block, block k holding LSN k.
+    for lsn in 1..=30 {
+        append(&node, &[lsn]);
+    }
+    node.kill9();
+    let log = dir.join("data/shard-0/hotlog-0000.log");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .unwrap();
+    let at = 9 * 4096 + 100; // inside block 10
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[byte[0] ^ 0xff]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    let node = NodeProcess::start(&bin(), &config, port);
+    let Message::Stats(stats) = node.connect(0).call(&Message::GetStats).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        stats.corrupt_blocks, 1,
+        "the rotten block is reported, not taken for the end of the log"
+    );
+    let reply = node
+        .connect(0)
+        .call(&Message::FetchRecords {
+            volume: VOLUME,
+            pg: PG,
+            after_lsn: Lsn(0),
+            to_lsn: Lsn(100),
+            max_bytes: 1 << 20,
+        })
+        .unwrap();
+    let Message::Records { records, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let lsns: Vec<u64> = records.iter().map(|r| r.lsn.0).collect();
+    let expected: Vec<u64> = (1..=30).filter(|&l| l != 10).collect();
+    assert_eq!(lsns, expected, "records after the corrupt block survive");
+    assert_eq!(
+        state(&node),
+        (Lsn(9), Lsn(30)),
+        "SCL stops at the hole until a peer fills it"
+    );
+}
