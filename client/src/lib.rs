@@ -2,12 +2,14 @@
 //!
 //! - [`types`]: newtypes for identities and units (`Lsn`, `VolumeId`, `PgIndex`, ...).
 //! - [`wire`]: the frame and message format shared with the node (see `FORMAT.md`).
-//! - [`placement`]: which shard of a node owns a segment.
+//! - [`placement`]: which 6 nodes hold a PG (2 per AZ in 3 AZs) and which shard owns a segment.
+//! - [`quorum`]: the writer's sans-IO quorum arithmetic: PGCL, VCL, VDL, LAL, retained bytes.
 //! - [`blocking`]: a small synchronous connection over any [`wire::transport::FrameTransport`],
-//!   used by tests, the bench and admin tools. The quorum client arrives with issue #3.
+//!   used by tests, the bench and admin tools. The asynchronous transport and `Volume` API arrive with issue #3.
 
 pub mod blocking;
 pub mod placement;
+pub mod quorum;
 pub mod types;
 pub mod wire;
 

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::hotlog::format::{BLOCK_ALIGN, BLOCK_HEADER_BYTES, ENTRY_HEADER_BYTES};
 use crate::hotlog::HotLogConfig;
+use hexad_client::placement::NodeEntry;
 use hexad_client::wire::message::MAX_SHARDS;
 use hexad_client::wire::record::{MAX_RECORD_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
 
@@ -139,23 +140,13 @@ pub struct ClusterDefaults {
     pub group_commit: GroupCommitSection,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterNode {
-    pub id: u32,
-    pub az: String,
-    pub addr: IpAddr,
-    pub base_port: u16,
-    pub shards: Option<u16>,
-}
-
 /// `config/cluster.toml`: the nodes of a cluster.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub defaults: ClusterDefaults,
     #[serde(rename = "node")]
-    pub nodes: Vec<ClusterNode>,
+    pub nodes: Vec<NodeEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
