@@ -196,28 +196,26 @@ fn bad_toml() {
 }
 
 #[test]
-fn io_uring_check_passes_here_or_reports_the_block() {
-    // Blocking io_uring for real needs a seccomp filter or the kernel.io_uring_disabled
-    // sysctl; flipping the sysctl would break every other test running in parallel, so this
-    // only checks the message path when the machine already blocks io_uring, and otherwise
-    // checks that the node's own check passes here.
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map_or(0, |s| s.trim().parse().unwrap_or(0));
+fn io_uring_blocked_by_seccomp() {
+    // deny-io-uring makes io_uring_setup fail with EPERM, like a container's default profile.
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "uring");
     let config = write_config(&dir, free_ports(1), &small());
-    if disabled == 2 {
-        expect_startup_error(
-            &["--config", config.to_str().unwrap()],
-            "io_uring is unavailable",
-        );
-    } else {
-        let (code, stderr) = run_to_exit(
-            &bin(),
-            &["--config", config.to_str().unwrap(), "--check"],
-            EXIT_TIMEOUT,
-        );
-        assert_eq!(code, Some(0), "{stderr}");
-    }
+    let node = bin();
+    let (code, stderr) = run_to_exit(
+        Path::new(env!("CARGO_BIN_EXE_deny-io-uring")),
+        &[node.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        EXIT_TIMEOUT,
+    );
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "expected failure, got {code:?}: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("hexad-node: error: io_uring is unavailable"),
+        "{stderr}"
+    );
+    assert!(last.contains("seccomp"), "{last}");
 }
 
 #[test]
