@@ -1,4 +1,4 @@
-//! Runs a program with io_uring denied: `io_uring_setup` fails with EPERM, as under a
+//! Runs a program with `io_uring` denied: `io_uring_setup` fails with EPERM, as under a
 //! container's default seccomp profile. Tests use it to check that hexad-node says so.
 //!
 //! Usage: `deny-io-uring PROGRAM [ARGS...]`
