@@ -10,6 +10,7 @@
 pub mod blocking;
 pub mod placement;
 pub mod quorum;
+pub mod sync;
 pub mod types;
 pub mod wire;
 

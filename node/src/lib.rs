@@ -17,4 +17,3 @@ pub mod preflight;
 pub mod segment;
 pub mod server;
 pub mod shard;
-pub mod sync;

@@ -23,7 +23,7 @@ use hexad_client::wire::{ErrorCode, Message, MAX_FRAME_BODY_BYTES};
 
 use crate::disk::Disk;
 use crate::shard::{decode_error_reply, Reply, Shard};
-use crate::sync::Notify;
+use hexad_client::sync::Notify;
 
 /// Requests of one connection being handled at once; the reader waits beyond it.
 pub const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION: usize = 4096;

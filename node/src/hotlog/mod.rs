@@ -31,8 +31,8 @@ use hexad_client::wire::Record;
 use hexad_client::{Lsn, MembershipEpoch, VolumeEpoch};
 
 use crate::disk::Disk;
-use crate::sync::{oneshot, Notify, Sender};
 use format::{align_up, BlockBuilder, Entry, RecordLoc, SegmentKey, BLOCK_ALIGN};
+use hexad_client::sync::{oneshot, Notify, Sender};
 use ring::{Full, Ring};
 use scan::{Recovery, Scanner};
 
