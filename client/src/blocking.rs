@@ -38,7 +38,13 @@ pub struct Connection<T: FrameTransport = TcpStream> {
 impl Connection<TcpStream> {
     /// Connects over TCP with `TCP_NODELAY` and a read timeout.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, ConnError> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        // A signal (e.g. from an executor on the same thread) may interrupt the connect.
+        let stream = loop {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         Ok(Connection::new(stream))

@@ -263,6 +263,12 @@ impl QuorumCore {
         self.retained_bytes
     }
 
+    /// The SCL `node` last reported for `pg`, if it is a member.
+    pub fn member_scl(&self, pg: PgIndex, node: NodeId) -> Option<Lsn> {
+        let t = self.pgs.get(&pg)?;
+        t.members.iter().position(|m| *m == node).map(|i| t.scl[i])
+    }
+
     /// Members of `pg` that have not yet reported every record allocated for it: the ones
     /// a "quorum unavailable" error names.
     pub fn lagging(&self, pg: PgIndex) -> Vec<NodeId> {

@@ -1,6 +1,7 @@
 //! Helpers for tests that run real `hexad-node` processes: free ports, config files, start
 //! with a bounded wait for readiness, SIGKILL, and a deterministic record generator.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -104,9 +105,14 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `bin --config config` and waits (bounded) for its "ready" line.
     pub fn start(bin: &Path, config: &Path, port: u16) -> NodeProcess {
+        let args = ["--config".as_ref(), config.as_os_str()];
+        NodeProcess::start_with(bin, &args, port)
+    }
+
+    /// Starts `bin ARGS` and waits (bounded) for its "ready" line.
+    pub fn start_with(bin: &Path, args: &[&std::ffi::OsStr], port: u16) -> NodeProcess {
         let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -229,4 +235,85 @@ pub fn test_record(pg: PgIndex, lsn: u64, prev: u64, payload_bytes: usize) -> Re
         lsn.is_multiple_of(4),
         &payload,
     )
+}
+
+/// A local cluster of real node processes described by a cluster file in `dir`.
+pub struct Cluster {
+    pub file: PathBuf,
+    pub data_root: PathBuf,
+    pub ports: Vec<u16>,
+    bin: PathBuf,
+    pub nodes: Vec<Option<NodeProcess>>,
+}
+
+impl Cluster {
+    /// Writes a cluster file for `azs` AZs of `per_az` nodes (ids from 1, `az1`, `az2`, ...)
+    /// with one shard each and small hot logs, and starts every node.
+    pub fn start(bin: &Path, dir: &Path, azs: u32, per_az: u32, opts: &NodeOpts) -> Cluster {
+        let mut text = format!(
+            "[defaults]\nshards = 1\npin_shards = false\n[defaults.hot_log]\nfile_bytes = {}\nfile_count = {}\n",
+            opts.file_bytes, opts.file_count
+        );
+        let mut ports = Vec::new();
+        for i in 0..azs * per_az {
+            let port = free_ports(1);
+            ports.push(port);
+            let _ = write!(text, "[[node]]\nid = {}\naz = \"az{}\"\naddr = \"127.0.0.1\"\nbase_port = {port}\nshards = 1\n", i + 1, i / per_az + 1);
+        }
+        let file = dir.join("cluster.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut c = Cluster {
+            file,
+            data_root: dir.join("data"),
+            ports,
+            bin: bin.to_owned(),
+            nodes: Vec::new(),
+        };
+        for id in 1..=azs * per_az {
+            let node = c.spawn(id);
+            c.nodes.push(Some(node));
+        }
+        c
+    }
+
+    fn spawn(&self, id: u32) -> NodeProcess {
+        let id_s = id.to_string();
+        let args = [
+            "--cluster".as_ref(),
+            self.file.as_os_str(),
+            "--node-id".as_ref(),
+            id_s.as_ref(),
+            "--data-root".as_ref(),
+            self.data_root.as_os_str(),
+        ];
+        NodeProcess::start_with(&self.bin, &args, self.ports[id as usize - 1])
+    }
+
+    /// SIGKILLs node `id` (1-based).
+    pub fn kill(&mut self, id: u32) {
+        if let Some(n) = self.nodes[id as usize - 1].take() {
+            n.kill9();
+        }
+    }
+
+    /// Restarts node `id` after a kill.
+    pub fn restart(&mut self, id: u32) {
+        assert!(
+            self.nodes[id as usize - 1].is_none(),
+            "node {id} is running"
+        );
+        let node = self.spawn(id);
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    pub fn node(&self, id: u32) -> &NodeProcess {
+        self.nodes[id as usize - 1].as_ref().expect("node running")
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to node `id`.
+    pub fn signal(&self, id: u32, signal: nix::sys::signal::Signal) {
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(self.node(id).pid()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
 }

@@ -27,7 +27,12 @@ impl FrameTransport for std::net::TcpStream {
     fn recv(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         let start = buf.len();
         buf.resize(start + RECV_CHUNK_BYTES, 0);
-        let got = self.read(&mut buf[start..]);
+        let got = loop {
+            match self.read(&mut buf[start..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
         buf.truncate(start + *got.as_ref().unwrap_or(&0));
         got
     }

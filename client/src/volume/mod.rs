@@ -1,0 +1,333 @@
+//! The writer's view of a volume: allocate LSNs, fan records out to the 6 segments of each
+//! PG, count acks in the quorum core, and resolve commits once VDL passes them.
+//!
+//! Runs inside a glommio executor (the database engine's I/O thread); nothing here blocks.
+//! Opening a volume for writing after a crash (recovery, truncation, fencing) is issue #5:
+//! [`Volume::open`] starts a fresh volume.
+
+mod peer;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use peer::Peer;
+pub use peer::PeerStats;
+
+use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
+use crate::quorum::{BackPressure, QuorumConfig, QuorumCore};
+use crate::sync::Notify;
+use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS};
+use crate::wire::{Op, Record};
+
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    pub volume: VolumeId,
+    pub epoch: VolumeEpoch,
+    pub quorum: QuorumConfig,
+    /// An unacknowledged request older than this breaks its connection (which reconnects
+    /// and resends).
+    pub request_timeout: Duration,
+    /// `wait_durable` and back-pressured `append` give up after this.
+    pub quorum_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Shards per node where the cluster file does not say.
+    pub default_shards: u16,
+}
+
+impl VolumeConfig {
+    pub fn new(volume: VolumeId) -> VolumeConfig {
+        VolumeConfig {
+            volume,
+            epoch: VolumeEpoch(1),
+            quorum: QuorumConfig::default(),
+            request_timeout: Duration::from_secs(2),
+            quorum_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            default_shards: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeError {
+    #[error("quorum unavailable: LSN {lsn} is not durable after {waited_ms} ms; {detail}")]
+    QuorumUnavailable {
+        lsn: Lsn,
+        waited_ms: u64,
+        detail: String,
+    },
+    #[error("page {0} is beyond the largest volume ({MAX_PGS} PGs, 128 TiB)")]
+    PageOutOfRange(PageNo),
+    #[error("a mini-transaction needs at least one record")]
+    EmptyMiniTransaction,
+}
+
+/// One redo record of a mini-transaction, before it has an LSN.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub page: PageNo,
+    pub op: Op,
+    pub payload: Bytes,
+}
+
+pub(crate) struct Inner {
+    cfg: VolumeConfig,
+    cluster: ClusterMap,
+    core: RefCell<QuorumCore>,
+    members: RefCell<HashMap<PgIndex, [NodeId; PG_MEMBERS]>>,
+    peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
+    /// Records kept for resending until the core releases them.
+    retained: RefCell<BTreeMap<Lsn, (PgIndex, Record)>>,
+    /// Last LSN per page, for `prev_lsn_page`. Unbounded until PGMRPL (issue #4) lets it
+    /// forget pages below the read point.
+    page_heads: RefCell<HashMap<PageNo, Lsn>>,
+    vdl_changed: Notify,
+}
+
+/// A volume open for writing.
+pub struct Volume {
+    inner: Rc<Inner>,
+}
+
+impl Volume {
+    /// Starts writing a fresh volume on `cluster`. (Recovery of an existing volume: #5.)
+    pub fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Volume {
+        let core = QuorumCore::new(cfg.quorum, Lsn::NONE);
+        Volume {
+            inner: Rc::new(Inner {
+                cfg,
+                cluster,
+                core: RefCell::new(core),
+                members: RefCell::default(),
+                peers: RefCell::default(),
+                retained: RefCell::default(),
+                page_heads: RefCell::default(),
+                vdl_changed: Notify::default(),
+            }),
+        }
+    }
+
+    /// Appends a mini-transaction; its last record carries CPL. Returns the commit LSN to
+    /// pass to [`Volume::wait_durable`]. Does not wait unless back-pressured (LAL or the
+    /// retained-bytes budget), and then at most `quorum_timeout`.
+    pub async fn append(&self, changes: &[Change]) -> Result<Lsn, VolumeError> {
+        let Some(last) = changes.len().checked_sub(1) else {
+            return Err(VolumeError::EmptyMiniTransaction);
+        };
+        let inner = &self.inner;
+        let mut commit = Lsn::NONE;
+        for (i, c) in changes.iter().enumerate() {
+            let pg = c.page.pg();
+            if pg.0 >= MAX_PGS {
+                return Err(VolumeError::PageOutOfRange(c.page));
+            }
+            let members = inner.members_of(pg);
+            let bytes = (crate::wire::RECORD_HEADER_BYTES + c.payload.len()) as u64;
+            let started = Instant::now();
+            let alloc = loop {
+                let tried = inner
+                    .core
+                    .borrow_mut()
+                    .allocate(pg, i == last, bytes, Instant::now());
+                match tried {
+                    Ok(a) => break a,
+                    Err(bp) => self.wait_for_room(bp, started).await?,
+                }
+            };
+            let prev_page = inner
+                .page_heads
+                .borrow_mut()
+                .insert(c.page, alloc.lsn)
+                .unwrap_or(Lsn::NONE);
+            let record = Record::new(
+                alloc.lsn,
+                alloc.prev_lsn_pg,
+                prev_page,
+                c.page,
+                c.op,
+                i == last,
+                &c.payload,
+            );
+            inner
+                .retained
+                .borrow_mut()
+                .insert(alloc.lsn, (pg, record.clone()));
+            for node in members {
+                inner.peer(node, pg).enqueue(pg, record.clone());
+            }
+            commit = alloc.lsn;
+        }
+        Ok(commit)
+    }
+
+    async fn wait_for_room(&self, bp: BackPressure, started: Instant) -> Result<(), VolumeError> {
+        let limit = self.inner.cfg.quorum_timeout;
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            let lsn = Lsn(self.inner.core.borrow().vdl().0 + 1);
+            return Err(self
+                .inner
+                .unavailable(lsn, started, &format!("back-pressured: {bp}")));
+        }
+        futures_lite::future::or(
+            self.inner.vdl_changed.notified(),
+            glommio::timer::sleep(left),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Resolves once VDL ≥ `lsn`, i.e. the mini-transaction ending at `lsn` and everything
+    /// before it are durable on a write quorum. Fails with `QuorumUnavailable`, naming the PG
+    /// and the nodes behind, after `quorum_timeout`.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), VolumeError> {
+        let started = Instant::now();
+        loop {
+            if self.inner.core.borrow().vdl() >= lsn {
+                return Ok(());
+            }
+            let left = self
+                .inner
+                .cfg
+                .quorum_timeout
+                .saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(self.inner.unavailable(lsn, started, ""));
+            }
+            futures_lite::future::or(
+                self.inner.vdl_changed.notified(),
+                glommio::timer::sleep(left),
+            )
+            .await;
+        }
+    }
+
+    pub fn vdl(&self) -> Lsn {
+        self.inner.core.borrow().vdl()
+    }
+
+    pub fn vcl(&self) -> Lsn {
+        self.inner.core.borrow().vcl()
+    }
+
+    /// The 6 nodes of a PG.
+    pub fn members(&self, pg: PgIndex) -> [NodeId; PG_MEMBERS] {
+        self.inner.members_of(pg)
+    }
+
+    /// Per-connection state: connected, acks, latency estimate, last error.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let mut out: Vec<PeerStats> = self
+            .inner
+            .peers
+            .borrow()
+            .values()
+            .map(|p| p.stats())
+            .collect();
+        out.sort_by_key(|s| (s.node, s.shard));
+        out
+    }
+}
+
+impl Inner {
+    fn members_of(self: &Rc<Self>, pg: PgIndex) -> [NodeId; PG_MEMBERS] {
+        if let Some(m) = self.members.borrow().get(&pg) {
+            return *m;
+        }
+        let m = self.cluster.pg_members(self.cfg.volume, pg);
+        self.members.borrow_mut().insert(pg, m);
+        self.core.borrow_mut().add_pg(pg, m, Lsn::NONE);
+        m
+    }
+
+    fn shard_of(&self, node: NodeId, pg: PgIndex) -> ShardId {
+        let shards = self
+            .cluster
+            .node(node)
+            .and_then(|n| n.shards)
+            .unwrap_or(self.cfg.default_shards);
+        segment_shard(self.cfg.volume, pg, shards)
+    }
+
+    fn peer(self: &Rc<Self>, node: NodeId, pg: PgIndex) -> Rc<Peer> {
+        let shard = self.shard_of(node, pg);
+        if let Some(p) = self.peers.borrow().get(&(node, shard)) {
+            return p.clone();
+        }
+        let entry = self
+            .cluster
+            .node(node)
+            .expect("members come from the cluster map");
+        let peer = Peer::new(node, shard, entry.shard_addr(shard));
+        self.peers.borrow_mut().insert((node, shard), peer.clone());
+        glommio::spawn_local(peer.clone().run(Rc::downgrade(self))).detach();
+        peer
+    }
+
+    fn on_ack(&self, pg: PgIndex, node: NodeId, scl: Lsn) {
+        let before = self.core.borrow().vdl();
+        let after = self.core.borrow_mut().on_ack(pg, node, scl);
+        let released = self.core.borrow_mut().release(Instant::now());
+        if !released.is_empty() {
+            let mut retained = self.retained.borrow_mut();
+            for lsn in released {
+                retained.remove(&lsn);
+            }
+        }
+        if after > before {
+            self.vdl_changed.notify();
+        }
+    }
+
+    /// Retained records a (node, shard) should hold but has not acknowledged, in LSN order.
+    fn missing_for(&self, node: NodeId, shard: ShardId) -> Vec<(PgIndex, Record)> {
+        let core = self.core.borrow();
+        let members = self.members.borrow();
+        self.retained
+            .borrow()
+            .iter()
+            .filter(|(lsn, (pg, _))| {
+                members.get(pg).is_some_and(|m| m.contains(&node))
+                    && self.shard_of(node, *pg) == shard
+                    && core.member_scl(*pg, node).is_some_and(|scl| scl < **lsn)
+            })
+            .map(|(_, (pg, r))| (*pg, r.clone()))
+            .collect()
+    }
+
+    fn unavailable(&self, lsn: Lsn, started: Instant, extra: &str) -> VolumeError {
+        let core = self.core.borrow();
+        let mut detail = String::new();
+        for (pg, _) in self.members.borrow().iter() {
+            let lagging = core.lagging(*pg);
+            if lagging.len() > PG_MEMBERS - crate::quorum::WRITE_QUORUM {
+                let errors: Vec<String> = self
+                    .peers
+                    .borrow()
+                    .values()
+                    .filter(|p| lagging.contains(&p.node))
+                    .filter_map(|p| {
+                        p.stats()
+                            .last_error
+                            .map(|e| format!("node {}: {e}", p.node))
+                    })
+                    .collect();
+                let _ = write!(
+                    detail,
+                    "PG {pg} has no write quorum; nodes behind: {lagging:?} ({}); ",
+                    errors.join("; ")
+                );
+            }
+        }
+        VolumeError::QuorumUnavailable {
+            lsn,
+            waited_ms: started.elapsed().as_millis() as u64,
+            detail: format!("{detail}{extra}"),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! One connection from the writer to one shard of one node: boxcar sending, pipelined
+//! requests, per-request timeouts, reconnect with backoff, and resend after reconnect.
+//!
+//! ```text
+//!   ┌──────────── supervisor loop ────────────┐
+//!   │ connect ─▶ Hello/HelloOk ─▶ requeue the │   requeue: every retained record of this
+//!   │ retained records the node lacks ─▶ run  │   peer's segments above the node's SCL
+//!   │ session ─▶ (error/timeout) ─▶ backoff ──┘
+//!   session: writer: outbox ─▶ one AppendBatch per PG ─▶ one write of all frames
+//!            reader: AppendAck ─▶ Volume::on_ack ─▶ quorum core
+//! ```
+//! Boxcar without boxcar latency: the first record into an idle outbox is sent at once;
+//! records that arrive while a write is in progress ride the next write. No timer waits.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::Inner;
+use crate::sync::Notify;
+use crate::wire::frame::take_frame;
+use crate::wire::message::MAX_RECORDS_PER_BATCH;
+use crate::wire::{Message, Record, PROTOCOL_VERSION};
+use crate::{MembershipEpoch, NodeId, PgIndex, ShardId};
+
+/// Backoff between reconnect attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often an idle writer checks for timed-out requests.
+const TICK: Duration = Duration::from_millis(20);
+/// Most record bytes in one `AppendBatch`.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the writer knows of one peer, for stats and errors.
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    pub node: NodeId,
+    pub shard: ShardId,
+    pub addr: SocketAddr,
+    pub connected: bool,
+    pub acks: u64,
+    /// Smoothed request → ack latency (EWMA, 1/8 weight per sample).
+    pub latency_us: u64,
+    pub last_error: Option<String>,
+}
+
+pub(crate) struct Peer {
+    pub node: NodeId,
+    pub shard: ShardId,
+    pub addr: SocketAddr,
+    outbox: RefCell<Vec<(PgIndex, Record)>>,
+    wake: Notify,
+    connected: Cell<bool>,
+    acks: Cell<u64>,
+    latency_us: Cell<u64>,
+    last_error: RefCell<Option<String>>,
+}
+
+impl Peer {
+    pub fn new(node: NodeId, shard: ShardId, addr: SocketAddr) -> Rc<Peer> {
+        Rc::new(Peer {
+            node,
+            shard,
+            addr,
+            outbox: RefCell::default(),
+            wake: Notify::default(),
+            connected: Cell::new(false),
+            acks: Cell::new(0),
+            latency_us: Cell::new(0),
+            last_error: RefCell::default(),
+        })
+    }
+
+    pub fn enqueue(&self, pg: PgIndex, record: Record) {
+        self.outbox.borrow_mut().push((pg, record));
+        self.wake.notify();
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        PeerStats {
+            node: self.node,
+            shard: self.shard,
+            addr: self.addr,
+            connected: self.connected.get(),
+            acks: self.acks.get(),
+            latency_us: self.latency_us.get(),
+            last_error: self.last_error.borrow().clone(),
+        }
+    }
+
+    /// Connects, serves, and reconnects until the volume is dropped.
+    pub async fn run(self: Rc<Self>, volume: Weak<Inner>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let Some(inner) = volume.upgrade() else {
+                return;
+            };
+            let started = Instant::now();
+            let result = self.session(&inner).await;
+            self.connected.set(false);
+            drop(inner);
+            if let Err(e) = result {
+                *self.last_error.borrow_mut() = Some(e);
+            }
+            if started.elapsed() > BACKOFF_MAX {
+                backoff = BACKOFF_MIN;
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(self: &Rc<Self>, inner: &Rc<Inner>) -> Result<(), String> {
+        let cfg = &inner.cfg;
+        let stream = TcpStream::connect_timeout(self.addr, cfg.connect_timeout)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = futures_lite::io::split(stream);
+        let hello = Message::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }
+        .to_frame(0);
+        wr.write_all(&hello)
+            .await
+            .map_err(|e| format!("send hello: {e}"))?;
+        let mut buf = BytesMut::new();
+        let reply = glommio::timer::timeout(cfg.request_timeout, async {
+            read_reply(&mut rd, &mut buf)
+                .await
+                .map_err(glommio::GlommioError::from)
+        })
+        .await
+        .map_err(|e| format!("hello from {}: {e}", self.addr))?;
+        if !matches!(reply, Message::HelloOk { .. }) {
+            return Err(format!("hello from {}: unexpected {reply:?}", self.addr));
+        }
+        self.connected.set(true);
+        // Resend what this node may have missed while it was away.
+        let missing = inner.missing_for(self.node, self.shard);
+        if !missing.is_empty() {
+            let mut out = self.outbox.borrow_mut();
+            let newer = std::mem::take(&mut *out);
+            *out = missing;
+            out.extend(newer);
+        }
+        let in_flight: Rc<RefCell<HashMap<u64, Instant>>> = Rc::default();
+        let reader_done = Rc::new(Cell::new(false));
+        let reader = glommio::spawn_local({
+            let (peer, inner, in_flight, done) = (
+                self.clone(),
+                Rc::downgrade(inner),
+                in_flight.clone(),
+                reader_done.clone(),
+            );
+            async move {
+                let r = peer.read_loop(&mut rd, buf, &inner, &in_flight).await;
+                done.set(true);
+                peer.wake.notify();
+                r
+            }
+        });
+        let mut next_id = 1u64;
+        let result = loop {
+            if reader_done.get() {
+                break Err("connection closed by the node".to_string());
+            }
+            let oldest = in_flight.borrow().values().min().copied();
+            if let Some(sent) = oldest {
+                if sent.elapsed() > cfg.request_timeout {
+                    break Err(format!(
+                        "no ack from {} within {:?}",
+                        self.addr, cfg.request_timeout
+                    ));
+                }
+            }
+            let batch = std::mem::take(&mut *self.outbox.borrow_mut());
+            if batch.is_empty() {
+                futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(TICK)).await;
+                continue;
+            }
+            let mut frames = BytesMut::new();
+            let now = Instant::now();
+            for msg in batches(inner, batch) {
+                msg.encode_frame(next_id, &mut frames);
+                in_flight.borrow_mut().insert(next_id, now);
+                next_id += 1;
+            }
+            if let Err(e) = wr.write_all(&frames).await {
+                break Err(format!("send to {}: {e}", self.addr));
+            }
+        };
+        drop(wr);
+        reader.cancel().await;
+        result
+    }
+
+    async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
+        &self,
+        rd: &mut R,
+        mut buf: BytesMut,
+        inner: &Weak<Inner>,
+        in_flight: &RefCell<HashMap<u64, Instant>>,
+    ) -> Result<(), String> {
+        loop {
+            while let Some((h, body)) = take_frame(&mut buf).map_err(|e| e.to_string())? {
+                let msg = Message::decode(h.kind, body).map_err(|e| e.to_string())?;
+                let sent = in_flight.borrow_mut().remove(&h.request_id);
+                let Some(inner) = inner.upgrade() else {
+                    return Ok(());
+                };
+                match msg {
+                    Message::AppendAck { pg, scl, .. } => {
+                        if let Some(sent) = sent {
+                            let us = sent.elapsed().as_micros() as u64;
+                            let old = self.latency_us.get();
+                            self.latency_us
+                                .set(if old == 0 { us } else { old - old / 8 + us / 8 });
+                        }
+                        self.acks.set(self.acks.get() + 1);
+                        inner.on_ack(pg, self.node, scl);
+                    }
+                    Message::Error { code, message, .. } => {
+                        *self.last_error.borrow_mut() = Some(format!("{code:?}: {message}"));
+                        if code.closes_connection() {
+                            return Err(format!("node closed the connection: {code:?}: {message}"));
+                        }
+                    }
+                    other => return Err(format!("unexpected reply {other:?}")),
+                }
+            }
+            read_more(rd, &mut buf).await.map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// Groups queued records into `AppendBatch` messages: consecutive records of one PG, in
+/// order, up to the batch limits.
+fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::new();
+    let mut bytes = 0usize;
+    for (pg, record) in queued {
+        let fits = match out.last() {
+            Some(Message::AppendBatch {
+                pg: last_pg,
+                records,
+                ..
+            }) => {
+                *last_pg == pg
+                    && records.len() < MAX_RECORDS_PER_BATCH
+                    && bytes + record.encoded_len() <= MAX_BATCH_BYTES
+            }
+            _ => false,
+        };
+        if !fits {
+            bytes = 0;
+            out.push(Message::AppendBatch {
+                volume: inner.cfg.volume,
+                pg,
+                volume_epoch: inner.cfg.epoch,
+                membership_epoch: MembershipEpoch(1),
+                records: Vec::new(),
+            });
+        }
+        bytes += record.encoded_len();
+        if let Some(Message::AppendBatch { records, .. }) = out.last_mut() {
+            records.push(record);
+        }
+    }
+    out
+}
+
+/// Reads until one whole frame is in `buf` and decodes it.
+async fn read_reply<R: futures_lite::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<Message> {
+    loop {
+        if let Some((h, body)) = take_frame(buf).map_err(io_other)? {
+            return Message::decode(h.kind, body).map_err(io_other);
+        }
+        read_more(rd, buf).await?;
+    }
+}
+
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<()> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK_BYTES, 0);
+    let n = rd.read(&mut buf[start..]).await;
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    match n? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn io_other(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

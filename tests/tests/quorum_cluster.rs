@@ -1,0 +1,211 @@
+//! The quorum client against 6 real nodes (2 per AZ in 3 AZs): commits need 4 of 6, survive
+//! the loss of an AZ, stop (with a clear error, never a false ack) without a quorum, and
+//! resume when a node returns.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use hexad_client::placement::{ClusterMap, NodeEntry};
+use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeError};
+use hexad_client::wire::{Message, Op};
+use hexad_client::{Lsn, PageNo, PgIndex, VolumeId, PG_PAGES};
+use hexad_tests::{fresh_dir, Cluster, NodeOpts, IO_TIMEOUT};
+
+const VOLUME: VolumeId = VolumeId(7);
+/// Pages in two PGs, so commits fan out to two sets of 6 segments.
+const PAGES: [u64; 4] = [1, 2, PG_PAGES + 1, PG_PAGES + 2];
+/// Longest a single commit may take while an AZ is lost (request timeout + reconnect).
+const STALL_BOUND: Duration = Duration::from_secs(3);
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hexad-test-node"))
+}
+
+fn cluster_map(c: &Cluster) -> ClusterMap {
+    let entries = c
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| NodeEntry {
+            id: i as u32 + 1,
+            az: format!("az{}", i / 2 + 1),
+            addr: [127, 0, 0, 1].into(),
+            base_port: *port,
+            shards: Some(1),
+        })
+        .collect();
+    ClusterMap::new(entries).unwrap()
+}
+
+fn change(i: u64) -> Change {
+    let mut payload = 0u32.to_le_bytes().to_vec();
+    payload.extend(std::iter::repeat_n((i % 251) as u8, 196));
+    Change {
+        page: PageNo(PAGES[(i % 4) as usize]),
+        op: Op::WriteBytes,
+        payload: Bytes::from(payload),
+    }
+}
+
+/// `writers` tasks each commit `each` one-record mini-transactions; returns the committed
+/// LSNs and the longest commit.
+async fn commit_many(
+    vol: &Rc<Volume>,
+    writers: u64,
+    each: u64,
+) -> Result<(Vec<Lsn>, Duration), VolumeError> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let vol = vol.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut out = Vec::new();
+            let mut worst = Duration::ZERO;
+            for i in 0..each {
+                let started = Instant::now();
+                let lsn = vol.append(&[change(w * 1000 + i)]).await?;
+                vol.wait_durable(lsn).await?;
+                worst = worst.max(started.elapsed());
+                out.push(lsn);
+            }
+            Ok::<_, VolumeError>((out, worst))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        let (lsns, w) = t.await?;
+        all.extend(lsns);
+        worst = worst.max(w);
+    }
+    Ok((all, worst))
+}
+
+/// For each committed LSN, how many of the running nodes hold it.
+fn copies(cluster: &Cluster, vol: &Volume, lsns: &[Lsn]) -> BTreeMap<Lsn, usize> {
+    let mut held: BTreeMap<Lsn, usize> = lsns.iter().map(|l| (*l, 0)).collect();
+    for pg in [PgIndex(0), PgIndex(1)] {
+        for node in vol.members(pg) {
+            let Some(Some(proc_)) = cluster.nodes.get(node.0 as usize - 1) else {
+                continue;
+            };
+            let mut conn = hexad_client::blocking::Connection::connect(proc_.addr(0), IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("connect to node {node} at {}: {e}", proc_.addr(0)));
+            let reply = conn
+                .call(&Message::FetchRecords {
+                    volume: VOLUME,
+                    pg,
+                    after_lsn: Lsn(0),
+                    to_lsn: Lsn(u64::MAX),
+                    max_bytes: 4 << 20,
+                })
+                .unwrap();
+            let Message::Records { records, more, .. } = reply else {
+                continue;
+            };
+            assert!(!more, "test volume fits one reply");
+            let present: BTreeSet<Lsn> = records.iter().map(|r| r.lsn).collect();
+            for (lsn, n) in &mut held {
+                if present.contains(lsn) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    held
+}
+
+fn assert_on_quorum(cluster: &Cluster, vol: &Volume, lsns: &[Lsn], phase: &str) {
+    let short: Vec<_> = copies(cluster, vol, lsns)
+        .into_iter()
+        .filter(|(_, n)| *n < 4)
+        .collect();
+    assert!(
+        short.is_empty(),
+        "{phase}: committed LSNs on fewer than 4 nodes: {short:?}"
+    );
+}
+
+#[test]
+fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "quorum");
+    let opts = NodeOpts {
+        file_bytes: 4 << 20,
+        file_count: 4,
+        ..NodeOpts::default()
+    };
+    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
+    let map = cluster_map(&cluster.borrow());
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let mut cfg = VolumeConfig::new(VOLUME);
+            cfg.request_timeout = Duration::from_secs(1);
+            cfg.quorum_timeout = Duration::from_secs(3);
+            let vol = Rc::new(Volume::open(map, cfg));
+
+            // 1. All six up: concurrent writers commit; every commit is on >= 4 nodes.
+            let (mut committed, worst) = commit_many(&vol, 8, 40).await.expect("all nodes up");
+            println!("all up: {} commits, slowest {worst:?}", committed.len());
+            assert_on_quorum(&cluster.borrow(), &vol, &committed, "all up");
+
+            // 2. Lose az1 (nodes 1 and 2) under load: commits go on, none stalls past the bound.
+            let writers = {
+                let vol = vol.clone();
+                glommio::spawn_local(async move { commit_many(&vol, 8, 400).await })
+            };
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            cluster.borrow_mut().kill(1);
+            cluster.borrow_mut().kill(2);
+            let (lsns, worst) = writers.await.expect("commits continue without one AZ");
+            println!("az1 lost: {} commits, slowest {worst:?}", lsns.len());
+            assert!(
+                worst < STALL_BOUND,
+                "a commit stalled {worst:?} (bound {STALL_BOUND:?})"
+            );
+            committed.extend(lsns);
+            assert_on_quorum(&cluster.borrow(), &vol, &committed, "az1 lost");
+
+            // 3. Lose a third node: no acknowledgement, then "quorum unavailable" naming nodes.
+            cluster.borrow_mut().kill(3);
+            let lsn = vol.append(&[change(999_999)]).await.unwrap();
+            let started = Instant::now();
+            match vol.wait_durable(lsn).await {
+                Err(VolumeError::QuorumUnavailable { detail, .. }) => {
+                    println!("3 nodes down after {:?}: {detail}", started.elapsed());
+                    assert!(
+                        detail.contains("NodeId(3)")
+                            && detail.contains("NodeId(1)")
+                            && detail.contains("NodeId(2)"),
+                        "{detail}"
+                    );
+                }
+                other => panic!("expected QuorumUnavailable, got {other:?}"),
+            }
+            assert!(
+                vol.vdl() < lsn,
+                "a commit was acknowledged without a write quorum"
+            );
+
+            // 4. Node 3 returns: the pending commit and new ones become durable.
+            cluster.borrow_mut().restart(3);
+            vol.wait_durable(lsn)
+                .await
+                .expect("the pending commit completes once node 3 is back");
+            let (lsns, _) = commit_many(&vol, 4, 20).await.expect("commits resume");
+            committed.extend(lsns);
+            committed.push(lsn);
+            assert_on_quorum(&cluster.borrow(), &vol, &committed, "node 3 back");
+            let held = copies(&cluster.borrow(), &vol, &committed);
+            println!(
+                "end: {} commits, every one on >= 4 of the running nodes: {}",
+                committed.len(),
+                held.values().all(|n| *n >= 4)
+            );
+        });
+}
