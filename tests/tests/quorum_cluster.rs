@@ -209,3 +209,67 @@ fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
             );
         });
 }
+
+/// The SCL node `id` reports for `pg`.
+fn node_scl(cluster: &Cluster, id: u32, pg: PgIndex) -> Lsn {
+    let mut conn =
+        hexad_client::blocking::Connection::connect(cluster.node(id).addr(0), IO_TIMEOUT).unwrap();
+    match conn
+        .call(&Message::GetSegmentState { volume: VOLUME, pg })
+        .unwrap()
+    {
+        Message::SegmentState { scl, .. } => scl,
+        _ => Lsn(0),
+    }
+}
+
+#[test]
+fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
+    use nix::sys::signal::Signal;
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "sigstop");
+    let opts = NodeOpts {
+        file_bytes: 4 << 20,
+        file_count: 4,
+        ..NodeOpts::default()
+    };
+    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
+    let map = cluster_map(&cluster.borrow());
+    LocalExecutorBuilder::new(Placement::Unbound).make().unwrap().run(async move {
+        let mut cfg = VolumeConfig::new(VOLUME);
+        cfg.request_timeout = Duration::from_millis(500);
+        cfg.quorum_timeout = Duration::from_secs(3);
+        let vol = Rc::new(Volume::open(map, cfg));
+        let slow = vol.members(PgIndex(0))[2].0;
+        commit_many(&vol, 4, 20).await.expect("warm up");
+
+        cluster.borrow().signal(slow, Signal::SIGSTOP);
+        let (lsns, worst) = commit_many(&vol, 8, 100).await.expect("commits continue with a node stopped");
+        println!("node {slow} stopped: {} commits, slowest {worst:?}", lsns.len());
+        assert!(worst < STALL_BOUND, "a commit stalled {worst:?} behind a stopped node");
+        let last = *lsns.iter().max().unwrap();
+        // Stay stopped past the request timeout, so the writer gives up on the connection.
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        let timed_out = vol
+            .peer_stats()
+            .into_iter()
+            .any(|p| p.node.0 == slow && p.last_error.as_deref().is_some_and(|e| e.contains("no ack") || e.contains("hello")));
+        assert!(timed_out, "the writer did not notice the stopped node: {:?}", vol.peer_stats());
+
+        cluster.borrow().signal(slow, Signal::SIGCONT);
+        // It catches up from the writer's resend after its connection times out and returns.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let last_pg0 = lsns.iter().filter(|l| vol.vdl() >= **l).max().copied().unwrap_or(last);
+        loop {
+            let (scl0, scl1) = (node_scl(&cluster.borrow(), slow, PgIndex(0)), node_scl(&cluster.borrow(), slow, PgIndex(1)));
+            let peers_scl0 = node_scl(&cluster.borrow(), vol.members(PgIndex(0))[4].0, PgIndex(0));
+            let peers_scl1 = node_scl(&cluster.borrow(), vol.members(PgIndex(1))[4].0, PgIndex(1));
+            let in_pg1 = vol.members(PgIndex(1)).iter().any(|n| n.0 == slow);
+            if scl0 >= peers_scl0 && (!in_pg1 || scl1 >= peers_scl1) {
+                println!("node {slow} caught up: SCL pg0 {scl0} (peers {peers_scl0}), pg1 {scl1} (peers {peers_scl1}); last commit {last_pg0}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {slow} did not catch up: SCL pg0 {scl0} vs {peers_scl0}, pg1 {scl1} vs {peers_scl1}");
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
