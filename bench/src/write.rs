@@ -24,39 +24,40 @@ const PG: PgIndex = PgIndex(0);
 
 #[derive(Debug, clap::Args)]
 pub struct WriteArgs {
-    /// Where to write: node:HOST:PORT (any shard's port of the node).
+    /// Where to write: node:HOST:PORT (one node, no quorum; any shard's port) or
+    /// cluster:FILE (commits through the quorum client to the cluster in FILE).
     #[arg(long)]
-    target: String,
+    pub target: String,
     /// Payload bytes per record (4..=8192; 8192 sends full-page images).
     #[arg(long, default_value_t = 200)]
-    bs: usize,
+    pub bs: usize,
     /// Records per `AppendBatch` request.
     #[arg(long, default_value_t = 1)]
-    batch: usize,
-    /// Requests in flight per job.
+    pub batch: usize,
+    /// Requests in flight per job (node target) or commits in flight (cluster target).
     #[arg(long, default_value_t = 1)]
-    iodepth: usize,
+    pub iodepth: usize,
     /// Jobs: connections, each to its own segment.
     #[arg(long, default_value_t = 1)]
-    numjobs: usize,
+    pub numjobs: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
-    runtime: u64,
+    pub runtime: u64,
     /// First volume id; job j writes volume base+j (use a fresh base per run).
     #[arg(long, default_value_t = 1000)]
-    volume_base: u64,
+    pub volume_base: u64,
     /// normal or json.
     #[arg(long, default_value = "normal")]
-    output_format: String,
+    pub output_format: String,
 }
 
 #[derive(Debug, Serialize)]
 struct Summary {
-    target: String,
-    bs: usize,
-    batch: usize,
-    iodepth: usize,
-    numjobs: usize,
+    pub target: String,
+    pub bs: usize,
+    pub batch: usize,
+    pub iodepth: usize,
+    pub numjobs: usize,
     runtime_s: f64,
     acked_records: u64,
     records_per_s: f64,
@@ -91,8 +92,14 @@ pub fn run(args: &WriteArgs) -> Result<()> {
             args.output_format
         );
     }
+    if let Some(path) = args.target.strip_prefix("cluster:") {
+        return crate::quorum::run(args, std::path::Path::new(path));
+    }
     let Some(hostport) = args.target.strip_prefix("node:") else {
-        bail!("--target {:?}: only node:HOST:PORT is supported so far (local and cluster targets arrive with issue #7)", args.target);
+        bail!(
+            "--target {:?}: use node:HOST:PORT or cluster:FILE (the embedded local target arrives with issue #7)",
+            args.target
+        );
     };
     let addr = hostport
         .to_socket_addrs()

@@ -37,7 +37,7 @@ impl Default for QuorumConfig {
         QuorumConfig {
             lal: DEFAULT_LAL,
             retained_bytes_max: 64 << 20,
-            retain_after_quorum: Duration::from_secs(5),
+            retain_after_quorum: Duration::from_secs(2),
         }
     }
 }

@@ -11,6 +11,7 @@ use hexad_client::{NodeId, ShardId};
 use crate::config::{ClusterConfig, NodeConfig, SyncMode};
 use crate::disk::glommio_disk::GlommioDisk;
 use crate::preflight;
+use crate::server::Faults;
 use crate::shard::{Shard, ShardIdentity};
 
 #[derive(Debug, Parser)]
@@ -34,6 +35,10 @@ struct Args {
     /// Check the configuration and the environment, then exit.
     #[arg(long)]
     check: bool,
+    /// Fault injection: delay every reply by this many microseconds (emulates a slow
+    /// network link for tests and benchmarks; never set it in production).
+    #[arg(long, default_value_t = 0)]
+    fault_reply_delay_us: u64,
 }
 
 /// Runs the node; returns the process exit code. Errors print as one line.
@@ -100,6 +105,15 @@ fn run(args: &Args) -> Result<(), String> {
             "pin_shards = true needs a CPU per shard: {shards} shards, {cpus} CPUs (set shards or pin_shards = false)"
         ));
     }
+    let faults = Faults {
+        reply_delay: std::time::Duration::from_micros(args.fault_reply_delay_us),
+    };
+    if !faults.reply_delay.is_zero() {
+        eprintln!(
+            "hexad-node: FAULT INJECTION: every reply is delayed by {:?}",
+            faults.reply_delay
+        );
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
     let mut handles = Vec::new();
     for shard in 0..shards {
@@ -114,7 +128,7 @@ fn run(args: &Args) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .spawn(move || async move {
-                if let Err(e) = run_shard(cfg, shard, ports, &ready).await {
+                if let Err(e) = run_shard(cfg, shard, ports, faults, &ready).await {
                     let _ = ready.send(Err(e));
                 }
             })
@@ -150,6 +164,7 @@ async fn run_shard(
     cfg: NodeConfig,
     shard: u16,
     ports: Vec<u16>,
+    faults: Faults,
     ready: &mpsc::Sender<Result<String, String>>,
 ) -> Result<(), String> {
     let started = Instant::now();
@@ -190,6 +205,6 @@ async fn run_shard(
         report.blocks,
         started.elapsed().as_millis()
     )));
-    crate::server::serve(shard_state, listener).await;
+    crate::server::serve(shard_state, listener, faults).await;
     Ok(())
 }

@@ -56,8 +56,17 @@ impl Outbox {
     }
 }
 
+/// Fault injection for tests and benchmarks; all off by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Every reply waits this long before it is sent (each on its own, so pipelined
+    /// requests overlap as on a slow link). Emulates network delay where `tc netem` is not
+    /// available.
+    pub reply_delay: Duration,
+}
+
 /// Accepts connections forever, one task each.
-pub async fn serve<D: Disk + 'static>(shard: Rc<Shard<D>>, listener: TcpListener) {
+pub async fn serve<D: Disk + 'static>(shard: Rc<Shard<D>>, listener: TcpListener, faults: Faults) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -67,7 +76,8 @@ pub async fn serve<D: Disk + 'static>(shard: Rc<Shard<D>>, listener: TcpListener
                 let shutdown = move || {
                     let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
                 };
-                glommio::spawn_local(handle_connection(shard.clone(), stream, shutdown)).detach();
+                glommio::spawn_local(handle_connection(shard.clone(), stream, shutdown, faults))
+                    .detach();
             }
             Err(e) => {
                 eprintln!("hexad-node: accept failed: {e}");
@@ -79,7 +89,7 @@ pub async fn serve<D: Disk + 'static>(shard: Rc<Shard<D>>, listener: TcpListener
 
 /// Serves one connection until the peer closes it or sends something invalid.
 /// `shutdown` must make a pending read return (it shuts the socket down both ways).
-pub async fn handle_connection<D, S, F>(shard: Rc<Shard<D>>, stream: S, shutdown: F)
+pub async fn handle_connection<D, S, F>(shard: Rc<Shard<D>>, stream: S, shutdown: F, faults: Faults)
 where
     D: Disk + 'static,
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -106,6 +116,9 @@ where
                         let (shard, out) = (shard.clone(), out.clone());
                         glommio::spawn_local(async move {
                             let reply = shard.handle(msg).await;
+                            if !faults.reply_delay.is_zero() {
+                                glommio::timer::sleep(faults.reply_delay).await;
+                            }
                             out.push(header.request_id, &reply);
                             out.requests_in_flight.set(out.requests_in_flight.get() - 1);
                             out.progress.notify();

@@ -273,3 +273,38 @@ fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
         }
     });
 }
+
+#[test]
+fn a_full_resend_buffer_drains_by_age_while_a_node_is_stopped() {
+    use nix::sys::signal::Signal;
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "budget");
+    let opts = NodeOpts {
+        file_bytes: 4 << 20,
+        file_count: 4,
+        ..NodeOpts::default()
+    };
+    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
+    let map = cluster_map(&cluster.borrow());
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let mut cfg = VolumeConfig::new(VOLUME);
+            cfg.quorum_timeout = Duration::from_secs(3);
+            // Records wait for all 6 or 200 ms past quorum; the budget holds ~1000 of them.
+            cfg.quorum.retained_bytes_max = 256 << 10;
+            cfg.quorum.retain_after_quorum = Duration::from_millis(200);
+            let vol = Rc::new(Volume::open(map, cfg));
+            let stopped = vol.members(PgIndex(0))[0].0;
+            cluster.borrow().signal(stopped, Signal::SIGSTOP);
+            // 4000 records: the budget fills several times over and must drain by age alone.
+            let result = commit_many(&vol, 8, 500).await;
+            cluster.borrow().signal(stopped, Signal::SIGCONT);
+            let (lsns, worst) = result.expect("a full resend buffer must drain by age, not stall");
+            println!(
+                "node {stopped} stopped, 256 KiB budget: {} commits, slowest {worst:?}",
+                lsns.len()
+            );
+            assert!(worst < STALL_BOUND, "a commit stalled {worst:?}");
+        });
+}

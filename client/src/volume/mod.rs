@@ -24,6 +24,9 @@ use crate::sync::Notify;
 use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS};
 use crate::wire::{Op, Record};
 
+/// How often a back-pressured append re-checks whether retained records have aged out.
+const RELEASE_TICK: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
     pub volume: VolumeId,
@@ -165,6 +168,8 @@ impl Volume {
         Ok(commit)
     }
 
+    /// Waits for room after back-pressure: acks that move VDL, or retained records aging out
+    /// (which no ack may trigger while the writer is stalled, so poll every `RELEASE_TICK`).
     async fn wait_for_room(&self, bp: BackPressure, started: Instant) -> Result<(), VolumeError> {
         let limit = self.inner.cfg.quorum_timeout;
         let left = limit.saturating_sub(started.elapsed());
@@ -174,11 +179,9 @@ impl Volume {
                 .inner
                 .unavailable(lsn, started, &format!("back-pressured: {bp}")));
         }
-        futures_lite::future::or(
-            self.inner.vdl_changed.notified(),
-            glommio::timer::sleep(left),
-        )
-        .await;
+        let tick = glommio::timer::sleep(left.min(RELEASE_TICK));
+        futures_lite::future::or(self.inner.vdl_changed.notified(), tick).await;
+        self.inner.release();
         Ok(())
     }
 
@@ -272,15 +275,18 @@ impl Inner {
     fn on_ack(&self, pg: PgIndex, node: NodeId, scl: Lsn) {
         let before = self.core.borrow().vdl();
         let after = self.core.borrow_mut().on_ack(pg, node, scl);
-        let released = self.core.borrow_mut().release(Instant::now());
-        if !released.is_empty() {
-            let mut retained = self.retained.borrow_mut();
-            for lsn in released {
-                retained.remove(&lsn);
-            }
-        }
+        self.release();
         if after > before {
             self.vdl_changed.notify();
+        }
+    }
+
+    /// Drops the records the core no longer needs for resending.
+    fn release(&self) {
+        let released = self.core.borrow_mut().release(Instant::now());
+        let mut retained = self.retained.borrow_mut();
+        for lsn in released {
+            retained.remove(&lsn);
         }
     }
 
