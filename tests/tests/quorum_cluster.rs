@@ -42,6 +42,26 @@ fn cluster_map(c: &Cluster) -> ClusterMap {
     ClusterMap::new(entries).unwrap()
 }
 
+/// Starts 6 nodes (2 in each of 3 AZs) with small hot logs.
+fn six_nodes(name: &str) -> (Rc<RefCell<Cluster>>, ClusterMap) {
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), name);
+    let opts = NodeOpts {
+        file_bytes: 4 << 20,
+        file_count: 4,
+        ..NodeOpts::default()
+    };
+    let cluster = Cluster::start(&bin(), &dir, 3, 2, &opts);
+    let map = cluster_map(&cluster);
+    (Rc::new(RefCell::new(cluster)), map)
+}
+
+/// The writer's executor, on the test thread.
+fn executor() -> glommio::LocalExecutor {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .make()
+        .unwrap()
+}
+
 fn change(i: u64) -> Change {
     let mut payload = 0u32.to_le_bytes().to_vec();
     payload.extend(std::iter::repeat_n((i % 251) as u8, 196));
@@ -132,82 +152,72 @@ fn assert_on_quorum(cluster: &Cluster, vol: &Volume, lsns: &[Lsn], phase: &str) 
 
 #[test]
 fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
-    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "quorum");
-    let opts = NodeOpts {
-        file_bytes: 4 << 20,
-        file_count: 4,
-        ..NodeOpts::default()
-    };
-    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster_map(&cluster.borrow());
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .make()
-        .unwrap()
-        .run(async move {
-            let mut cfg = VolumeConfig::new(VOLUME);
-            cfg.request_timeout = Duration::from_secs(1);
-            cfg.quorum_timeout = Duration::from_secs(3);
-            let vol = Rc::new(Volume::open(map, cfg));
+    let (cluster, map) = six_nodes("quorum");
+    executor().run(async move {
+        let mut cfg = VolumeConfig::new(VOLUME);
+        cfg.request_timeout = Duration::from_secs(1);
+        cfg.quorum_timeout = Duration::from_secs(3);
+        let vol = Rc::new(Volume::open(map, cfg));
 
-            // 1. All six up: concurrent writers commit; every commit is on >= 4 nodes.
-            let (mut committed, worst) = commit_many(&vol, 8, 40).await.expect("all nodes up");
-            println!("all up: {} commits, slowest {worst:?}", committed.len());
-            assert_on_quorum(&cluster.borrow(), &vol, &committed, "all up");
+        // 1. All six up: concurrent writers commit; every commit is on >= 4 nodes.
+        let (mut committed, worst) = commit_many(&vol, 8, 40).await.expect("all nodes up");
+        println!("all up: {} commits, slowest {worst:?}", committed.len());
+        assert_on_quorum(&cluster.borrow(), &vol, &committed, "all up");
 
-            // 2. Lose az1 (nodes 1 and 2) under load: commits go on, none stalls past the bound.
-            let writers = {
-                let vol = vol.clone();
-                glommio::spawn_local(async move { commit_many(&vol, 8, 400).await })
-            };
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-            cluster.borrow_mut().kill(1);
-            cluster.borrow_mut().kill(2);
-            let (lsns, worst) = writers.await.expect("commits continue without one AZ");
-            println!("az1 lost: {} commits, slowest {worst:?}", lsns.len());
-            assert!(
-                worst < STALL_BOUND,
-                "a commit stalled {worst:?} (bound {STALL_BOUND:?})"
-            );
-            committed.extend(lsns);
-            assert_on_quorum(&cluster.borrow(), &vol, &committed, "az1 lost");
+        // 2. Lose az1 (nodes 1 and 2) under load: commits go on, none stalls past the bound.
+        let writers = {
+            let vol = vol.clone();
+            glommio::spawn_local(async move { commit_many(&vol, 8, 400).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        cluster.borrow_mut().kill(1);
+        cluster.borrow_mut().kill(2);
+        let (lsns, worst) = writers.await.expect("commits continue without one AZ");
+        println!("az1 lost: {} commits, slowest {worst:?}", lsns.len());
+        assert!(
+            worst < STALL_BOUND,
+            "a commit stalled {worst:?} (bound {STALL_BOUND:?})"
+        );
+        committed.extend(lsns);
+        assert_on_quorum(&cluster.borrow(), &vol, &committed, "az1 lost");
 
-            // 3. Lose a third node: no acknowledgement, then "quorum unavailable" naming nodes.
-            cluster.borrow_mut().kill(3);
-            let lsn = vol.append(&[change(999_999)]).await.unwrap();
-            let started = Instant::now();
-            match vol.wait_durable(lsn).await {
-                Err(VolumeError::QuorumUnavailable { detail, .. }) => {
-                    println!("3 nodes down after {:?}: {detail}", started.elapsed());
-                    assert!(
-                        detail.contains("NodeId(3)")
-                            && detail.contains("NodeId(1)")
-                            && detail.contains("NodeId(2)"),
-                        "{detail}"
-                    );
-                }
-                other => panic!("expected QuorumUnavailable, got {other:?}"),
+        // 3. Lose a third node: no acknowledgement, then "quorum unavailable" naming nodes.
+        cluster.borrow_mut().kill(3);
+        let lsn = vol.append(&[change(999_999)]).await.unwrap();
+        let started = Instant::now();
+        match vol.wait_durable(lsn).await {
+            Err(VolumeError::QuorumUnavailable { detail, .. }) => {
+                println!("3 nodes down after {:?}: {detail}", started.elapsed());
+                assert!(
+                    detail.contains("NodeId(3)")
+                        && detail.contains("NodeId(1)")
+                        && detail.contains("NodeId(2)"),
+                    "{detail}"
+                );
             }
-            assert!(
-                vol.vdl() < lsn,
-                "a commit was acknowledged without a write quorum"
-            );
+            other => panic!("expected QuorumUnavailable, got {other:?}"),
+        }
+        assert!(
+            vol.vdl() < lsn,
+            "a commit was acknowledged without a write quorum"
+        );
 
-            // 4. Node 3 returns: the pending commit and new ones become durable.
-            cluster.borrow_mut().restart(3);
-            vol.wait_durable(lsn)
-                .await
-                .expect("the pending commit completes once node 3 is back");
-            let (lsns, _) = commit_many(&vol, 4, 20).await.expect("commits resume");
-            committed.extend(lsns);
-            committed.push(lsn);
-            assert_on_quorum(&cluster.borrow(), &vol, &committed, "node 3 back");
-            let held = copies(&cluster.borrow(), &vol, &committed);
-            println!(
-                "end: {} commits, every one on >= 4 of the running nodes: {}",
-                committed.len(),
-                held.values().all(|n| *n >= 4)
-            );
-        });
+        // 4. Node 3 returns: the pending commit and new ones become durable.
+        cluster.borrow_mut().restart(3);
+        vol.wait_durable(lsn)
+            .await
+            .expect("the pending commit completes once node 3 is back");
+        let (lsns, _) = commit_many(&vol, 4, 20).await.expect("commits resume");
+        committed.extend(lsns);
+        committed.push(lsn);
+        assert_on_quorum(&cluster.borrow(), &vol, &committed, "node 3 back");
+        let held = copies(&cluster.borrow(), &vol, &committed);
+        println!(
+            "end: {} commits, every one on >= 4 of the running nodes: {}",
+            committed.len(),
+            held.values().all(|n| *n >= 4)
+        );
+    });
 }
 
 /// The SCL node `id` reports for `pg`.
@@ -226,15 +236,8 @@ fn node_scl(cluster: &Cluster, id: u32, pg: PgIndex) -> Lsn {
 #[test]
 fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
     use nix::sys::signal::Signal;
-    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "sigstop");
-    let opts = NodeOpts {
-        file_bytes: 4 << 20,
-        file_count: 4,
-        ..NodeOpts::default()
-    };
-    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster_map(&cluster.borrow());
-    LocalExecutorBuilder::new(Placement::Unbound).make().unwrap().run(async move {
+    let (cluster, map) = six_nodes("sigstop");
+    executor().run(async move {
         let mut cfg = VolumeConfig::new(VOLUME);
         cfg.request_timeout = Duration::from_millis(500);
         cfg.quorum_timeout = Duration::from_secs(3);
@@ -277,34 +280,24 @@ fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
 #[test]
 fn a_full_resend_buffer_drains_by_age_while_a_node_is_stopped() {
     use nix::sys::signal::Signal;
-    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "budget");
-    let opts = NodeOpts {
-        file_bytes: 4 << 20,
-        file_count: 4,
-        ..NodeOpts::default()
-    };
-    let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster_map(&cluster.borrow());
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .make()
-        .unwrap()
-        .run(async move {
-            let mut cfg = VolumeConfig::new(VOLUME);
-            cfg.quorum_timeout = Duration::from_secs(3);
-            // Records wait for all 6 or 200 ms past quorum; the budget holds ~1000 of them.
-            cfg.quorum.retained_bytes_max = 256 << 10;
-            cfg.quorum.retain_after_quorum = Duration::from_millis(200);
-            let vol = Rc::new(Volume::open(map, cfg));
-            let stopped = vol.members(PgIndex(0))[0].0;
-            cluster.borrow().signal(stopped, Signal::SIGSTOP);
-            // 4000 records: the budget fills several times over and must drain by age alone.
-            let result = commit_many(&vol, 8, 500).await;
-            cluster.borrow().signal(stopped, Signal::SIGCONT);
-            let (lsns, worst) = result.expect("a full resend buffer must drain by age, not stall");
-            println!(
-                "node {stopped} stopped, 256 KiB budget: {} commits, slowest {worst:?}",
-                lsns.len()
-            );
-            assert!(worst < STALL_BOUND, "a commit stalled {worst:?}");
-        });
+    let (cluster, map) = six_nodes("budget");
+    executor().run(async move {
+        let mut cfg = VolumeConfig::new(VOLUME);
+        cfg.quorum_timeout = Duration::from_secs(3);
+        // Records wait for all 6 or 200 ms past quorum; the budget holds ~1000 of them.
+        cfg.quorum.retained_bytes_max = 256 << 10;
+        cfg.quorum.retain_after_quorum = Duration::from_millis(200);
+        let vol = Rc::new(Volume::open(map, cfg));
+        let stopped = vol.members(PgIndex(0))[0].0;
+        cluster.borrow().signal(stopped, Signal::SIGSTOP);
+        // 4000 records: the budget fills several times over and must drain by age alone.
+        let result = commit_many(&vol, 8, 500).await;
+        cluster.borrow().signal(stopped, Signal::SIGCONT);
+        let (lsns, worst) = result.expect("a full resend buffer must drain by age, not stall");
+        println!(
+            "node {stopped} stopped, 256 KiB budget: {} commits, slowest {worst:?}",
+            lsns.len()
+        );
+        assert!(worst < STALL_BOUND, "a commit stalled {worst:?}");
+    });
 }
