@@ -139,6 +139,52 @@ fn copies(cluster: &Cluster, vol: &Volume, lsns: &[Lsn]) -> BTreeMap<Lsn, usize>
     held
 }
 
+/// The writer's per-segment view: never ahead of what a node itself reports, and the 4th
+/// highest SCL of each PG covers that PG's highest committed LSN.
+fn check_writer_view(cluster: &Cluster, vol: &Volume, committed: &[Lsn]) {
+    let committed: BTreeSet<Lsn> = committed.iter().copied().collect();
+    for pg in [PgIndex(0), PgIndex(1)] {
+        let view = vol.segment_scls(pg);
+        for (node, scl) in &view {
+            if cluster.nodes[node.0 as usize - 1].is_some() {
+                assert!(
+                    *scl <= node_scl(cluster, node.0, pg),
+                    "writer thinks node {node} has more than it says"
+                );
+            }
+        }
+        let first = view[0].0 .0;
+        let mut conn =
+            hexad_client::blocking::Connection::connect(cluster.node(first).addr(0), IO_TIMEOUT)
+                .unwrap();
+        let Message::Records { records, .. } = conn
+            .call(&Message::FetchRecords {
+                volume: VOLUME,
+                pg,
+                after_lsn: Lsn(0),
+                to_lsn: Lsn(u64::MAX),
+                max_bytes: 4 << 20,
+            })
+            .unwrap()
+        else {
+            panic!("no records for {pg}")
+        };
+        let top = records
+            .iter()
+            .map(|r| r.lsn)
+            .filter(|l| committed.contains(l))
+            .max()
+            .expect("commits in every PG");
+        let mut scls: Vec<Lsn> = view.iter().map(|(_, s)| *s).collect();
+        scls.sort_unstable_by(|a, b| b.cmp(a));
+        assert!(
+            scls[3] >= top,
+            "PG {pg}: 4th highest SCL {} below committed LSN {top}: {view:?}",
+            scls[3]
+        );
+    }
+}
+
 fn assert_on_quorum(cluster: &Cluster, vol: &Volume, lsns: &[Lsn], phase: &str) {
     let short: Vec<_> = copies(cluster, vol, lsns)
         .into_iter()
@@ -162,6 +208,7 @@ fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
         // 1. All six up: concurrent writers commit; every commit is on >= 4 nodes.
         let (mut committed, worst) = commit_many(&vol, 8, 40).await.expect("all nodes up");
         println!("all up: {} commits, slowest {worst:?}", committed.len());
+        check_writer_view(&cluster.borrow(), &vol, &committed);
         assert_on_quorum(&cluster.borrow(), &vol, &committed, "all up");
 
         // 2. Lose az1 (nodes 1 and 2) under load: commits go on, none stalls past the bound.

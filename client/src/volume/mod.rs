@@ -223,6 +223,17 @@ impl Volume {
         self.inner.members_of(pg)
     }
 
+    /// Per segment of `pg`: each member and the SCL it last reported (its acknowledged LSN:
+    /// it holds every record of the PG up to there).
+    pub fn segment_scls(&self, pg: PgIndex) -> Vec<(NodeId, Lsn)> {
+        let members = self.inner.members_of(pg);
+        let core = self.inner.core.borrow();
+        members
+            .iter()
+            .map(|n| (*n, core.member_scl(pg, *n).unwrap_or(Lsn::NONE)))
+            .collect()
+    }
+
     /// Per-connection state: connected, acks, latency estimate, last error.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         let mut out: Vec<PeerStats> = self
