@@ -348,3 +348,37 @@ fn a_full_resend_buffer_drains_by_age_while_a_node_is_stopped() {
         assert!(worst < STALL_BOUND, "a commit stalled {worst:?}");
     });
 }
+
+#[test]
+fn a_restarted_node_gets_what_it_missed_from_the_writers_resend() {
+    let (cluster, map) = six_nodes("resend");
+    executor().run(async move {
+        let mut cfg = VolumeConfig::new(VOLUME);
+        cfg.request_timeout = Duration::from_millis(500);
+        cfg.quorum_timeout = Duration::from_secs(3);
+        // Keep records long enough to outlive the node's absence.
+        cfg.quorum.retain_after_quorum = Duration::from_secs(30);
+        let vol = Rc::new(Volume::open(map, cfg));
+        commit_many(&vol, 4, 20).await.expect("warm up");
+        let gone = vol.members(PgIndex(0))[1].0;
+        cluster.borrow_mut().kill(gone);
+        // Commits it never sees: its log cannot have them, and there is no gossip yet (#6).
+        let (lsns, _) = commit_many(&vol, 8, 50).await.expect("commits continue with one node down");
+        let peer = vol.members(PgIndex(0)).into_iter().find(|n| n.0 != gone).unwrap().0;
+        let target = node_scl(&cluster.borrow(), peer, PgIndex(0));
+        assert!(target > Lsn(0) && lsns.len() == 400);
+        cluster.borrow_mut().restart(gone);
+        let after_restart = node_scl(&cluster.borrow(), gone, PgIndex(0));
+        assert!(after_restart < target, "node {gone} already had the records it missed?");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let scl = node_scl(&cluster.borrow(), gone, PgIndex(0));
+            if scl >= target {
+                println!("node {gone}: SCL {after_restart} after restart -> {scl} by resend (peers {target})");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {gone} stuck at SCL {scl}, peers at {target}");
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
