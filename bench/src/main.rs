@@ -3,6 +3,7 @@
 //! issue #7.
 
 mod quorum;
+mod slo;
 mod write;
 
 use std::process::ExitCode;

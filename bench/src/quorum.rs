@@ -51,7 +51,7 @@ struct Summary {
     latency_us_max: u64,
 }
 
-pub fn run(args: &WriteArgs, path: &Path) -> Result<()> {
+pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: ClusterFile =
@@ -108,7 +108,16 @@ pub fn run(args: &WriteArgs, path: &Path) -> Result<()> {
             s.latency_us_max
         );
     }
-    Ok(())
+    match slo {
+        Some(targets) => crate::slo::check(
+            targets,
+            &crate::slo::Outcome {
+                latency_us: &hist,
+                iops: s.commits_per_s,
+            },
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn load(

@@ -49,6 +49,10 @@ pub struct WriteArgs {
     /// normal or json.
     #[arg(long, default_value = "normal")]
     pub output_format: String,
+    /// Targets the run must meet, e.g. 'p99<=2ms,p99.9<=10ms,iops>=20000' (pNN, max: us, ms
+    /// or s; iops: operations per second). Any miss exits non-zero, naming each.
+    #[arg(long)]
+    pub slo: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,8 +96,14 @@ pub fn run(args: &WriteArgs) -> Result<()> {
             args.output_format
         );
     }
+    let slo = args
+        .slo
+        .as_deref()
+        .map(crate::slo::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     if let Some(path) = args.target.strip_prefix("cluster:") {
-        return crate::quorum::run(args, std::path::Path::new(path));
+        return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
     }
     let Some(hostport) = args.target.strip_prefix("node:") else {
         bail!(
@@ -204,7 +214,16 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     } else {
         print_summary(&summary);
     }
-    Ok(())
+    match slo {
+        Some(targets) => crate::slo::check(
+            &targets,
+            &crate::slo::Outcome {
+                latency_us: &hist,
+                iops: summary.records_per_s,
+            },
+        ),
+        None => Ok(()),
+    }
 }
 
 fn print_summary(s: &Summary) {
