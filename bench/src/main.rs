@@ -2,6 +2,7 @@
 //! (one node, no quorum); the fio-style generator with job files, targets, SLOs and plots is
 //! issue #7.
 
+mod drive;
 mod quorum;
 mod slo;
 mod write;

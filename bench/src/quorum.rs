@@ -19,6 +19,7 @@ use hexad_client::wire::Op;
 use hexad_client::{PageNo, VolumeId};
 use serde::{Deserialize, Serialize};
 
+use crate::drive::{closed_loop, open_loop, Operation};
 use crate::write::WriteArgs;
 
 /// Pages the load touches: spread over two PGs so commits fan out to two segment sets.
@@ -41,6 +42,8 @@ struct Summary {
     target: String,
     bs: usize,
     commits_in_flight: usize,
+    /// Open loop at this rate (latency from each commit's scheduled time), or closed loop.
+    rate_iops: Option<f64>,
     runtime_s: f64,
     commits: u64,
     commits_per_s: f64,
@@ -59,26 +62,27 @@ pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) ->
     let map = ClusterMap::new(file.node).with_context(|| format!("cluster {}", path.display()))?;
     let mut cfg = VolumeConfig::new(VolumeId(args.volume_base));
     cfg.default_shards = file.defaults.shards.unwrap_or(1);
-    let (bs, depth, runtime, json) = (
-        args.bs,
-        args.iodepth,
-        args.runtime,
-        args.output_format == "json",
-    );
+    let json = args.output_format == "json";
+    let plan = Plan {
+        bs: args.bs,
+        depth: args.iodepth,
+        runtime: Duration::from_secs(args.runtime),
+        rate_iops: args.rate_iops,
+        quiet: json,
+    };
     let target = args.target.clone();
     let result = LocalExecutorBuilder::new(Placement::Unbound)
         .name("hexad-bench")
-        .spawn(move || async move {
-            load(map, cfg, bs, depth, Duration::from_secs(runtime), json).await
-        })
+        .spawn(move || async move { load(map, cfg, plan).await })
         .map_err(|e| anyhow!("cannot start executor: {e}"))?
         .join()
         .map_err(|e| anyhow!("bench executor failed: {e}"))??;
     let (hist, commits, elapsed) = result;
     let s = Summary {
         target,
-        bs,
-        commits_in_flight: depth,
+        bs: plan.bs,
+        commits_in_flight: plan.depth,
+        rate_iops: plan.rate_iops,
         runtime_s: elapsed,
         commits,
         commits_per_s: commits as f64 / elapsed,
@@ -92,8 +96,14 @@ pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) ->
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!(
-            "write (quorum): bs={} commits in flight={} target={} ({:.1}s, closed loop)",
-            s.bs, s.commits_in_flight, s.target, s.runtime_s
+            "write (quorum): bs={} commits in flight={} target={} ({:.1}s, {})",
+            s.bs,
+            s.commits_in_flight,
+            s.target,
+            s.runtime_s,
+            s.rate_iops.map_or("closed loop".to_string(), |r| format!(
+                "open loop at {r}/s, latency from scheduled start"
+            ))
         );
         println!(
             "  committed: {} mini-transactions, {:.0} commits/s",
@@ -120,25 +130,51 @@ pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) ->
     }
 }
 
+/// One commit: a one-record mini-transaction, appended and waited for.
+struct Commit {
+    vol: Volume,
+    bs: usize,
+}
+
+impl Operation for Commit {
+    async fn run(&self, i: u64) -> Result<()> {
+        let mut payload = vec![(i % 251) as u8; self.bs.max(4)];
+        payload[..4].copy_from_slice(&0u32.to_le_bytes());
+        // Spread over 2 PGs so commits fan out to two segment sets.
+        let page = PageNo(
+            (i % PAGES) * (hexad_client::PG_PAGES / PAGES * 2) % (2 * hexad_client::PG_PAGES),
+        );
+        let change = Change {
+            page,
+            op: Op::WriteBytes,
+            payload: Bytes::from(payload),
+        };
+        let lsn = self.vol.append(&[change]).await?;
+        self.vol.wait_durable(lsn).await?;
+        Ok(())
+    }
+}
+
 async fn load(
     map: ClusterMap,
     cfg: VolumeConfig,
-    bs: usize,
-    depth: usize,
-    runtime: Duration,
-    quiet: bool,
+    plan: Plan,
 ) -> Result<(Histogram<u64>, u64, f64)> {
-    let vol = Rc::new(Volume::open(map, cfg));
+    let op = Rc::new(Commit {
+        vol: Volume::open(map, cfg),
+        bs: plan.bs,
+    });
+    let done = Rc::new(Cell::new(0u64));
     let started = Instant::now();
-    let deadline = started + runtime;
-    let committed = Rc::new(Cell::new(0u64));
+    let deadline = started + plan.runtime;
     let progress = {
-        let committed = committed.clone();
+        let done = done.clone();
+        let quiet = plan.quiet;
         glommio::spawn_local(async move {
             let mut last = 0;
             while Instant::now() < deadline {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
-                let now = committed.get();
+                let now = done.get();
                 if !quiet {
                     eprintln!(
                         "[{:>4.0}s] {:>8} commits/s",
@@ -150,40 +186,25 @@ async fn load(
             }
         })
     };
-    let mut tasks = Vec::new();
-    for t in 0..depth as u64 {
-        let (vol, committed) = (vol.clone(), committed.clone());
-        tasks.push(glommio::spawn_local(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut i = t;
-            while Instant::now() < deadline {
-                let mut payload = vec![(i % 251) as u8; bs.max(4)];
-                payload[..4].copy_from_slice(&0u32.to_le_bytes());
-                let page = PageNo(
-                    (i % PAGES) * (hexad_client::PG_PAGES / PAGES * 2)
-                        % (2 * hexad_client::PG_PAGES),
-                );
-                let change = Change {
-                    page,
-                    op: Op::WriteBytes,
-                    payload: Bytes::from(payload),
-                };
-                let t0 = Instant::now();
-                let lsn = vol.append(&[change]).await?;
-                vol.wait_durable(lsn).await?;
-                hist.record(t0.elapsed().as_micros() as u64)
-                    .expect("latency within bounds");
-                committed.set(committed.get() + 1);
-                i += depth as u64;
-            }
-            Ok::<_, hexad_client::volume::VolumeError>(hist)
-        }));
+    let measured = match plan.rate_iops {
+        Some(rate) => open_loop(op, rate, plan.depth, plan.runtime, done).await,
+        None => closed_loop(op, plan.depth, plan.runtime, done).await,
     }
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    for t in tasks {
-        let h = t.await.context("a commit failed")?;
-        hist.add(&h).expect("same bounds");
-    }
+    .context("a commit failed")?;
     progress.await;
-    Ok((hist, committed.get(), started.elapsed().as_secs_f64()))
+    Ok((
+        measured.latency_us,
+        measured.done,
+        measured.elapsed.as_secs_f64(),
+    ))
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    bs: usize,
+    depth: usize,
+    runtime: Duration,
+    rate_iops: Option<f64>,
+    quiet: bool,
 }

@@ -53,6 +53,10 @@ pub struct WriteArgs {
     /// or s; iops: operations per second). Any miss exits non-zero, naming each.
     #[arg(long)]
     pub slo: Option<String>,
+    /// Open loop: start this many operations per second (at most `iodepth` in flight) and
+    /// measure each from its scheduled start, so stalls are not hidden. Cluster target only.
+    #[arg(long = "rate_iops")]
+    pub rate_iops: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +108,12 @@ pub fn run(args: &WriteArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     if let Some(path) = args.target.strip_prefix("cluster:") {
         return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
+    }
+    if args.rate_iops.is_some() {
+        bail!(
+            "--rate_iops (open loop) is supported for cluster targets so far, not {:?}",
+            args.target
+        );
     }
     let Some(hostport) = args.target.strip_prefix("node:") else {
         bail!(
