@@ -1,8 +1,10 @@
-//! hexad-bench: load generator for hexad. This is the minimal write mode issue #2 asks for
-//! (one node, no quorum); the fio-style generator with job files, targets, SLOs and plots is
-//! issue #7.
+//! hexad-bench: load generator for hexad. `write` appends to one node or commits through the
+//! quorum client (to an embedded local cluster or a running one), with HDR latency, SLO
+//! checks and an open-loop mode; `quickstart` is the one-command demo. Reads, job files,
+//! the raw-device engine and plots are still to come (issue #7).
 
 mod drive;
+mod local;
 mod quorum;
 mod slo;
 mod write;
@@ -20,6 +22,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start an embedded 6-node cluster, commit through the quorum client for a few seconds,
+    /// print the summary, and remove the cluster.
+    Quickstart {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 5)]
+        runtime: u64,
+        /// Where the embedded cluster keeps its data (a real disk, not tmpfs).
+        #[arg(long, default_value = "/var/tmp")]
+        local_dir: std::path::PathBuf,
+    },
     /// Append redo records to one node and report throughput, latency and group commit.
     Write(write::WriteArgs),
 }
@@ -27,6 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Quickstart { runtime, local_dir } => write::quickstart(runtime, local_dir),
         Command::Write(args) => write::run(&args),
     };
     match result {

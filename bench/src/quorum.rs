@@ -60,8 +60,18 @@ pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) ->
     let file: ClusterFile =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let map = ClusterMap::new(file.node).with_context(|| format!("cluster {}", path.display()))?;
+    run_on(args, map, file.defaults.shards.unwrap_or(1), slo)
+}
+
+/// Runs the commit load against the nodes of `map`.
+pub fn run_on(
+    args: &WriteArgs,
+    map: ClusterMap,
+    default_shards: u16,
+    slo: Option<&[crate::slo::Target]>,
+) -> Result<()> {
     let mut cfg = VolumeConfig::new(VolumeId(args.volume_base));
-    cfg.default_shards = file.defaults.shards.unwrap_or(1);
+    cfg.default_shards = default_shards;
     let json = args.output_format == "json";
     let plan = Plan {
         bs: args.bs,

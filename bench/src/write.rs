@@ -24,10 +24,14 @@ const PG: PgIndex = PgIndex(0);
 
 #[derive(Debug, clap::Args)]
 pub struct WriteArgs {
-    /// Where to write: node:HOST:PORT (one node, no quorum; any shard's port) or
-    /// cluster:FILE (commits through the quorum client to the cluster in FILE).
-    #[arg(long)]
+    /// Where to write: local (an embedded 6-node cluster started for the run),
+    /// cluster:FILE (commits through the quorum client to the cluster in FILE), or
+    /// node:HOST:PORT (one node, no quorum; any shard's port).
+    #[arg(long, default_value = "local")]
     pub target: String,
+    /// With --target local: where the embedded cluster keeps its data (a real disk, not tmpfs).
+    #[arg(long, default_value = "/var/tmp")]
+    pub local_dir: std::path::PathBuf,
     /// Payload bytes per record (4..=8192; 8192 sends full-page images).
     #[arg(long, default_value_t = 200)]
     pub bs: usize,
@@ -109,6 +113,10 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     if let Some(path) = args.target.strip_prefix("cluster:") {
         return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
     }
+    if args.target == "local" {
+        let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
+        return crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref());
+    }
     if args.rate_iops.is_some() {
         bail!(
             "--rate_iops (open loop) is supported for cluster targets so far, not {:?}",
@@ -117,7 +125,7 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     let Some(hostport) = args.target.strip_prefix("node:") else {
         bail!(
-            "--target {:?}: use node:HOST:PORT or cluster:FILE (the embedded local target arrives with issue #7)",
+            "--target {:?}: use local, cluster:FILE or node:HOST:PORT",
             args.target
         );
     };
@@ -355,4 +363,24 @@ fn run_job(
             other => bail!("unexpected reply {other:?}"),
         }
     }
+}
+
+/// `hexad-bench quickstart`: the write job on an embedded local cluster.
+pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
+    let args = WriteArgs {
+        target: "local".into(),
+        local_dir,
+        bs: 200,
+        batch: 1,
+        iodepth: 16,
+        numjobs: 1,
+        runtime,
+        volume_base: 1,
+        output_format: "normal".into(),
+        slo: None,
+        rate_iops: None,
+    };
+    run(&args)?;
+    println!("quickstart: done (a read job follows once nodes serve pages, issue #4)");
+    Ok(())
 }

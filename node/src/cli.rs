@@ -89,21 +89,13 @@ fn run(args: &Args) -> Result<(), String> {
     let Some(cfg) = load(args)? else {
         return Ok(());
     };
-    preflight::check(&cfg)?;
     if args.check {
+        preflight::check(&cfg)?;
         println!(
             "hexad-node {}: configuration and environment OK",
             cfg.node_id
         );
         return Ok(());
-    }
-    let shards = cfg.shard_count();
-    let ports: Vec<u16> = (0..shards).map(|s| cfg.shard_port(s)).collect();
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if cfg.pin_shards && usize::from(shards) > cpus {
-        return Err(format!(
-            "pin_shards = true needs a CPU per shard: {shards} shards, {cpus} CPUs (set shards or pin_shards = false)"
-        ));
     }
     let faults = Faults {
         reply_delay: std::time::Duration::from_micros(args.fault_reply_delay_us),
@@ -113,6 +105,46 @@ fn run(args: &Args) -> Result<(), String> {
             "hexad-node: FAULT INJECTION: every reply is delayed by {:?}",
             faults.reply_delay
         );
+    }
+    let node = start(&cfg, faults)?;
+    for line in &node.startup {
+        println!("{line}");
+    }
+    node.wait()
+}
+
+/// A node whose shards are running on their own executor threads.
+pub struct RunningNode {
+    /// One line per shard: what it recovered and where it listens, then the ready line.
+    pub startup: Vec<String>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    errors: mpsc::Receiver<Result<String, String>>,
+}
+
+impl RunningNode {
+    /// Blocks until a shard stops, which happens only when it fails; returns its error.
+    pub fn wait(self) -> Result<(), String> {
+        for h in self.handles {
+            let _ = h.join();
+        }
+        match self.errors.recv() {
+            Ok(Err(e)) => Err(e),
+            _ => Err("a shard stopped".into()),
+        }
+    }
+}
+
+/// Starts every shard of a node (after the preflight checks) and returns once all of them
+/// serve. Used by the `hexad-node` command and by hexad-bench's embedded local cluster.
+pub fn start(cfg: &NodeConfig, faults: Faults) -> Result<RunningNode, String> {
+    preflight::check(cfg)?;
+    let shards = cfg.shard_count();
+    let ports: Vec<u16> = (0..shards).map(|s| cfg.shard_port(s)).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cfg.pin_shards && usize::from(shards) > cpus {
+        return Err(format!(
+            "pin_shards = true needs a CPU per shard: {shards} shards, {cpus} CPUs (set shards or pin_shards = false)"
+        ));
     }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
     let mut handles = Vec::new();
@@ -126,7 +158,7 @@ fn run(args: &Args) -> Result<(), String> {
             Placement::Unbound
         };
         let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{shard}"))
+            .name(&format!("n{}-shard-{shard}", cfg.node_id))
             .spawn(move || async move {
                 if let Err(e) = run_shard(cfg, shard, ports, faults, &ready).await {
                     let _ = ready.send(Err(e));
@@ -136,28 +168,26 @@ fn run(args: &Args) -> Result<(), String> {
         handles.push(handle);
     }
     drop(ready_tx);
+    let mut startup = Vec::new();
     for _ in 0..shards {
         match ready_rx.recv() {
-            Ok(Ok(line)) => println!("{line}"),
+            Ok(Ok(line)) => startup.push(line),
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err("a shard exited during startup".into()),
         }
     }
-    println!(
+    startup.push(format!(
         "hexad-node {} ready: {shards} shards on {}:{}..{}",
         cfg.node_id,
         cfg.listen_addr,
         ports[0],
         ports[ports.len() - 1]
-    );
-    for h in handles {
-        let _ = h.join();
-    }
-    // A shard stops only when it fails after startup; its error was sent on the channel.
-    match ready_rx.recv() {
-        Ok(Err(e)) => Err(e),
-        _ => Err("a shard stopped".into()),
-    }
+    ));
+    Ok(RunningNode {
+        startup,
+        handles,
+        errors: ready_rx,
+    })
 }
 
 async fn run_shard(

@@ -1,0 +1,56 @@
+//! `hexad-bench quickstart` runs to completion, quickly, and cleans up after itself.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_mins(1);
+
+#[test]
+fn quickstart_completes_within_a_minute_and_removes_its_data() {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hexad-bench"))
+        .args(["quickstart", "--runtime", "1", "--local-dir"])
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("quickstart still running after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(status.success(), "quickstart failed: {stdout}\n{stderr}");
+    let committed: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("committed: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in: {stdout}"));
+    assert!(committed > 0, "{stdout}");
+    assert!(stdout.contains("commit latency (us): p50="), "{stdout}");
+    assert!(
+        stderr.contains("removed the local cluster's data"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "data left behind in {}",
+        root.display()
+    );
+    println!("quickstart: {committed} commits in {:?}", started.elapsed());
+}
