@@ -33,7 +33,7 @@ impl LocalCluster {
         eprintln!(
             "starting a local cluster: {NODES} nodes in 3 AZs under {} ({} MiB of hot log each)",
             dir.display(),
-            HOT_LOG_FILE_BYTES * u64::from(HOT_LOG_FILES) >> 20
+            (HOT_LOG_FILE_BYTES * u64::from(HOT_LOG_FILES)) >> 20
         );
         let mut entries = Vec::new();
         let mut nodes = Vec::new();
