@@ -275,3 +275,70 @@ fn corruption_in_the_middle_of_the_log_is_reported_and_later_records_kept() {
         "SCL stops at the hole until a peer fills it"
     );
 }
+
+#[test]
+fn an_older_volume_epoch_is_refused_also_after_a_restart() {
+    use hexad_client::wire::ErrorCode;
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "epoch");
+    let port = free_ports(1);
+    let config = write_config(&dir, port, &small());
+    let batch = |epoch: u64, lsn: u64| Message::AppendBatch {
+        volume: VOLUME,
+        pg: PG,
+        volume_epoch: VolumeEpoch(epoch),
+        membership_epoch: MembershipEpoch(1),
+        records: vec![test_record(PG, lsn, lsn - 1, 64)],
+    };
+    let node = NodeProcess::start(&bin(), &config, port);
+    let mut c = node.connect(0);
+    assert!(matches!(
+        c.call(&batch(5, 1)).unwrap(),
+        Message::AppendAck { .. }
+    ));
+    match c.call(&batch(4, 2)).unwrap() {
+        Message::Error {
+            code: ErrorCode::StaleEpoch,
+            message,
+            ..
+        } => {
+            assert!(
+                message.contains("epoch 4") && message.contains('5'),
+                "{message}"
+            );
+        }
+        other => panic!("an older writer's batch was not refused: {other:?}"),
+    }
+    // Not a protocol error: the connection stays usable for the current epoch.
+    assert!(matches!(
+        c.call(&batch(5, 2)).unwrap(),
+        Message::AppendAck { .. }
+    ));
+    node.kill9();
+    let node = NodeProcess::start(&bin(), &config, port);
+    match node.connect(0).call(&batch(4, 3)).unwrap() {
+        Message::Error {
+            code: ErrorCode::StaleEpoch,
+            ..
+        } => {}
+        other => panic!("after a restart the node forgot the volume epoch: {other:?}"),
+    }
+    let Message::SegmentState {
+        volume_epoch,
+        highest_lsn,
+        ..
+    } = node
+        .connect(0)
+        .call(&Message::GetSegmentState {
+            volume: VOLUME,
+            pg: PG,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (volume_epoch, highest_lsn),
+        (VolumeEpoch(5), Lsn(2)),
+        "the refused records were not stored"
+    );
+}
