@@ -29,6 +29,8 @@ use hexad_client::sync::Notify;
 pub const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION: usize = 4096;
 /// Bytes asked of the socket per read when no frame size is known yet.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Size of a connection's receive buffer allocation; frames are split off it zero-copy.
+const RECV_BUFFER_BYTES: usize = 1 << 20;
 /// Reply bytes buffered for a connection before request handling waits for the socket.
 const MAX_OUTBOX_BYTES: usize = 16 << 20;
 
@@ -142,6 +144,12 @@ where
                 n.saturating_sub(buf.len()).max(READ_CHUNK_BYTES)
             })
             .min(MAX_FRAME_BODY_BYTES + 64);
+        // When the buffer lacks room, take a large region at once (or the whole announced
+        // frame): frames already split off still share the old allocation, so each regrowth
+        // copies the partial frame at the tail, and `BytesMut` alone regrows in small steps.
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want.max(RECV_BUFFER_BYTES));
+        }
         let start = buf.len();
         buf.resize(start + want, 0);
         match rd.read(&mut buf[start..]).await {
