@@ -110,6 +110,9 @@ pub fn run(args: &WriteArgs) -> Result<()> {
         .map(crate::slo::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate_iops must be a positive number of operations per second");
+    }
     if let Some(path) = args.target.strip_prefix("cluster:") {
         return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
     }
@@ -119,7 +122,7 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     if args.rate_iops.is_some() {
         bail!(
-            "--rate_iops (open loop) is supported for cluster targets so far, not {:?}",
+            "--rate_iops (open loop) is supported for local and cluster targets so far, not {:?}",
             args.target
         );
     }

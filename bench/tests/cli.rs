@@ -1,0 +1,95 @@
+//! hexad-bench's command line: contradictory or malformed options are clear errors, and
+//! `--output-format json` prints one complete JSON document.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hexad-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    for (args, needle) in [
+        (
+            &["write", "--target", "bogus:x"][..],
+            "use local, cluster:FILE or node:HOST:PORT",
+        ),
+        (&["write", "--bs", "9000"][..], "--bs 9000 must be 4..=8192"),
+        (&["write", "--iodepth", "0"][..], "must be at least 1"),
+        (
+            &["write", "--output-format", "xml"][..],
+            "must be normal or json",
+        ),
+        (&["write", "--slo", "p99<2ms"][..], "expected METRIC<=VALUE"),
+        (&["write", "--rate_iops=0"][..], "positive number"),
+        (
+            &["write", "--target", "node:127.0.0.1:1", "--rate_iops", "10"][..],
+            "supported for local and cluster targets",
+        ),
+        (
+            &["write", "--target", "cluster:/nonexistent.toml"][..],
+            "reading /nonexistent.toml",
+        ),
+        (&["write", "--no-such-flag"][..], "unexpected argument"),
+    ] {
+        let (ok, _, err) = bench(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn json_output_is_one_complete_document() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, out, err) = bench(&[
+        "write",
+        "--target",
+        "local",
+        "--local-dir",
+        dir.to_str().unwrap(),
+        "--runtime",
+        "1",
+        "--iodepth",
+        "4",
+        "--output-format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    for key in [
+        "target",
+        "bs",
+        "commits_in_flight",
+        "rate_iops",
+        "runtime_s",
+        "commits",
+        "commits_per_s",
+        "latency_us_p50",
+        "latency_us_p90",
+        "latency_us_p99",
+        "latency_us_p999",
+        "latency_us_max",
+    ] {
+        assert!(v.get(key).is_some(), "JSON lacks {key}: {out}");
+    }
+    assert!(v["commits"].as_u64().unwrap() > 0, "{out}");
+    assert!(v["latency_us_p50"].as_u64().unwrap() <= v["latency_us_p99"].as_u64().unwrap());
+    assert!(
+        !out.contains("commits/s\n["),
+        "progress lines must not mix into the JSON"
+    );
+}
