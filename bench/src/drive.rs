@@ -8,6 +8,9 @@
 //!   before; latency runs from that *scheduled* time, so every operation that should have
 //!   started during a stall reports it. At most `max_in_flight` run at once; when that many
 //!   are outstanding the next one waits, and its wait counts.
+//!
+//! Both run for `ramp + runtime` and measure only operations that start (or are due) after
+//! the ramp (`--ramp_time`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -17,12 +20,19 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
+/// How long a load runs: `ramp` first, unmeasured, then `runtime`, measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub ramp: Duration,
+    pub runtime: Duration,
+}
+
 /// One operation of a load: the `i`-th.
 pub trait Operation {
     fn run(&self, i: u64) -> impl Future<Output = Result<()>>;
 }
 
-/// What a loop measured.
+/// What a loop measured (after the ramp).
 pub struct Measured {
     /// Microseconds.
     pub latency_us: Histogram<u64>,
@@ -34,15 +44,15 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("histogram")
 }
 
-/// Closed loop: `depth` workers back to back until `runtime` has passed.
+/// Closed loop: `depth` workers back to back until the window has passed.
 pub async fn closed_loop<O: Operation + 'static>(
     op: Rc<O>,
     depth: usize,
-    runtime: Duration,
+    window: Window,
     done: Rc<Cell<u64>>,
 ) -> Result<Measured> {
-    let started = Instant::now();
-    let deadline = started + runtime;
+    let measure_from = Instant::now() + window.ramp;
+    let deadline = measure_from + window.runtime;
     let mut workers = Vec::new();
     for w in 0..depth as u64 {
         let (op, done) = (op.clone(), done.clone());
@@ -52,8 +62,10 @@ pub async fn closed_loop<O: Operation + 'static>(
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 op.run(i).await?;
-                hist.record(t0.elapsed().as_micros() as u64)?;
-                done.set(done.get() + 1);
+                if t0 >= measure_from {
+                    hist.record(t0.elapsed().as_micros() as u64)?;
+                    done.set(done.get() + 1);
+                }
                 i += depth as u64;
             }
             Ok::<_, anyhow::Error>(hist)
@@ -66,26 +78,27 @@ pub async fn closed_loop<O: Operation + 'static>(
     Ok(Measured {
         latency_us,
         done: done.get(),
-        elapsed: started.elapsed(),
+        elapsed: measure_from.elapsed(),
     })
 }
 
-/// Open loop at `rate` operations per second for `runtime`, at most `max_in_flight` at once.
+/// Open loop at `rate` operations per second over the window, at most `max_in_flight` at once.
 pub async fn open_loop<O: Operation + 'static>(
     op: Rc<O>,
     rate: f64,
     max_in_flight: usize,
-    runtime: Duration,
+    window: Window,
     done: Rc<Cell<u64>>,
 ) -> Result<Measured> {
     assert!(rate > 0.0 && max_in_flight > 0);
     let started = Instant::now();
+    let measure_from = started + window.ramp;
     let hist = Rc::new(RefCell::new(histogram()));
     let in_flight = Rc::new(Cell::new(0usize));
     let failed: Rc<RefCell<Option<anyhow::Error>>> = Rc::default();
     let finished = Rc::new(hexad_client::sync::Notify::default());
     #[allow(clippy::cast_sign_loss)] // rate > 0 is asserted above
-    let total = (rate * runtime.as_secs_f64()) as u64;
+    let total = (rate * (window.ramp + window.runtime).as_secs_f64()) as u64;
     for i in 0..total {
         let due = started + Duration::from_secs_f64(i as f64 / rate);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -109,10 +122,11 @@ pub async fn open_loop<O: Operation + 'static>(
         glommio::spawn_local(async move {
             match op.run(i).await {
                 // From the scheduled time, not the actual start: coordinated-omission correct.
-                Ok(()) => {
+                Ok(()) if due >= measure_from => {
                     let _ = hist.borrow_mut().record(due.elapsed().as_micros() as u64);
                     done.set(done.get() + 1);
                 }
+                Ok(()) => {}
                 Err(e) => *failed.borrow_mut() = Some(e),
             }
             in_flight.set(in_flight.get() - 1);
@@ -130,7 +144,7 @@ pub async fn open_loop<O: Operation + 'static>(
     Ok(Measured {
         latency_us,
         done: done.get(),
-        elapsed: started.elapsed(),
+        elapsed: measure_from.elapsed(),
     })
 }
 
@@ -158,6 +172,24 @@ mod tests {
         }
     }
 
+    /// Slow (50 ms) for the first 300 ms, then fast (100 us).
+    struct SlowStart {
+        start: Instant,
+    }
+
+    impl Operation for SlowStart {
+        async fn run(&self, _i: u64) -> Result<()> {
+            let slow = self.start.elapsed() < Duration::from_millis(300);
+            glommio::timer::sleep(if slow {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_micros(100)
+            })
+            .await;
+            Ok(())
+        }
+    }
+
     fn run<T>(f: impl Future<Output = T>) -> T {
         LocalExecutorBuilder::new(Placement::Unbound)
             .make()
@@ -165,17 +197,23 @@ mod tests {
             .run(f)
     }
 
+    fn window(ramp_ms: u64, runtime_ms: u64) -> Window {
+        Window {
+            ramp: Duration::from_millis(ramp_ms),
+            runtime: Duration::from_millis(runtime_ms),
+        }
+    }
+
     #[test]
     fn open_loop_reports_a_stall_that_closed_loop_hides() {
         let (open, closed) = run(async {
-            let runtime = Duration::from_secs(2);
             let open = open_loop(
                 Rc::new(Stalling {
                     start: Instant::now(),
                 }),
                 1000.0,
                 1,
-                runtime,
+                window(0, 2000),
                 Rc::default(),
             )
             .await
@@ -185,7 +223,7 @@ mod tests {
                     start: Instant::now(),
                 }),
                 1,
-                runtime,
+                window(0, 2000),
                 Rc::default(),
             )
             .await
@@ -208,5 +246,61 @@ mod tests {
             "the one stalled operation is still recorded"
         );
         println!("open p90 {open_p90} us; closed p90 {closed_p90} us");
+    }
+
+    #[test]
+    fn ramp_time_leaves_the_warm_up_out_of_the_figures() {
+        let (ramped, plain, open_ramped) = run(async {
+            let ramped = closed_loop(
+                Rc::new(SlowStart {
+                    start: Instant::now(),
+                }),
+                2,
+                window(400, 500),
+                Rc::default(),
+            )
+            .await
+            .unwrap();
+            let plain = closed_loop(
+                Rc::new(SlowStart {
+                    start: Instant::now(),
+                }),
+                2,
+                window(0, 900),
+                Rc::default(),
+            )
+            .await
+            .unwrap();
+            let open_ramped = open_loop(
+                Rc::new(SlowStart {
+                    start: Instant::now(),
+                }),
+                200.0,
+                8,
+                window(400, 500),
+                Rc::default(),
+            )
+            .await
+            .unwrap();
+            (ramped, plain, open_ramped)
+        });
+        assert!(
+            plain.latency_us.max() >= 45_000,
+            "without a ramp the slow start is measured"
+        );
+        assert!(
+            ramped.latency_us.max() < 20_000,
+            "closed loop with ramp: max {} us",
+            ramped.latency_us.max()
+        );
+        assert!(
+            open_ramped.latency_us.max() < 20_000,
+            "open loop with ramp: max {} us",
+            open_ramped.latency_us.max()
+        );
+        assert!(
+            ramped.elapsed < Duration::from_millis(700),
+            "elapsed counts from the end of the ramp"
+        );
     }
 }

@@ -19,7 +19,7 @@ use hexad_client::wire::Op;
 use hexad_client::{PageNo, VolumeId};
 use serde::{Deserialize, Serialize};
 
-use crate::drive::{closed_loop, open_loop, Operation};
+use crate::drive::{closed_loop, open_loop, Operation, Window};
 use crate::write::WriteArgs;
 
 /// Pages the load touches: spread over two PGs so commits fan out to two segment sets.
@@ -77,6 +77,7 @@ pub fn run_on(
         bs: args.bs,
         depth: args.iodepth,
         runtime: Duration::from_secs(args.runtime),
+        ramp: Duration::from_secs(args.ramp_time),
         rate_iops: args.rate_iops,
         quiet: json,
     };
@@ -176,7 +177,7 @@ async fn load(
     });
     let done = Rc::new(Cell::new(0u64));
     let started = Instant::now();
-    let deadline = started + plan.runtime;
+    let deadline = started + plan.ramp + plan.runtime;
     let progress = {
         let done = done.clone();
         let quiet = plan.quiet;
@@ -196,9 +197,13 @@ async fn load(
             }
         })
     };
+    let window = Window {
+        ramp: plan.ramp,
+        runtime: plan.runtime,
+    };
     let measured = match plan.rate_iops {
-        Some(rate) => open_loop(op, rate, plan.depth, plan.runtime, done).await,
-        None => closed_loop(op, plan.depth, plan.runtime, done).await,
+        Some(rate) => open_loop(op, rate, plan.depth, window, done).await,
+        None => closed_loop(op, plan.depth, window, done).await,
     }
     .context("a commit failed")?;
     progress.await;
@@ -215,6 +220,8 @@ struct Plan {
     bs: usize,
     depth: usize,
     runtime: Duration,
+    /// Unmeasured warm-up before `runtime`.
+    ramp: Duration,
     rate_iops: Option<f64>,
     quiet: bool,
 }

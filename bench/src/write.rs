@@ -61,6 +61,9 @@ pub struct WriteArgs {
     /// measure each from its scheduled start, so stalls are not hidden. Cluster target only.
     #[arg(long = "rate_iops")]
     pub rate_iops: Option<f64>,
+    /// Seconds of unmeasured warm-up before --runtime (local and cluster targets).
+    #[arg(long = "ramp_time", default_value_t = 0)]
+    pub ramp_time: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +122,12 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     if args.target == "local" {
         let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
         return crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref());
+    }
+    if args.ramp_time > 0 {
+        bail!(
+            "--ramp_time is supported for local and cluster targets so far, not {:?}",
+            args.target
+        );
     }
     if args.rate_iops.is_some() {
         bail!(
@@ -382,6 +391,7 @@ pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
         output_format: "normal".into(),
         slo: None,
         rate_iops: None,
+        ramp_time: 0,
     };
     run(&args)?;
     println!("quickstart: done (a read job follows once nodes serve pages, issue #4)");
