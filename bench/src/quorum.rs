@@ -180,13 +180,20 @@ async fn load(
     let deadline = started + plan.ramp + plan.runtime;
     let progress = {
         let done = done.clone();
-        let quiet = plan.quiet;
+        let (quiet, ramp) = (plan.quiet, plan.ramp);
         glommio::spawn_local(async move {
             let mut last = 0;
+            let mut interval_start = Instant::now();
             while Instant::now() < deadline {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
                 let now = done.get();
-                if !quiet {
+                if quiet {
+                } else if interval_start < started + ramp {
+                    eprintln!(
+                        "[{:>4.0}s] ramping (not measured)",
+                        started.elapsed().as_secs_f64()
+                    );
+                } else {
                     eprintln!(
                         "[{:>4.0}s] {:>8} commits/s",
                         started.elapsed().as_secs_f64(),
@@ -194,6 +201,7 @@ async fn load(
                     );
                 }
                 last = now;
+                interval_start = Instant::now();
             }
         })
     };
