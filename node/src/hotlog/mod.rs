@@ -398,10 +398,6 @@ impl<D: Disk + 'static> HotLog<D> {
         self.stats.get()
     }
 
-    pub fn failure(&self) -> Option<String> {
-        self.failed.borrow().clone()
-    }
-
     pub fn disk(&self) -> &D {
         &self.disk
     }
