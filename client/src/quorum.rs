@@ -123,10 +123,6 @@ impl QuorumCore {
         assert!(prev.is_none(), "PG {pg} added twice");
     }
 
-    pub fn has_pg(&self, pg: PgIndex) -> bool {
-        self.pgs.contains_key(&pg)
-    }
-
     /// Allocates the next LSN for a record of `pg` of `bytes` bytes.
     pub fn allocate(
         &mut self,
@@ -249,10 +245,6 @@ impl QuorumCore {
 
     pub fn vdl(&self) -> Lsn {
         self.vdl
-    }
-
-    pub fn last_allocated(&self) -> Lsn {
-        self.last_allocated
     }
 
     pub fn pgcl(&self, pg: PgIndex) -> Option<Lsn> {
