@@ -171,10 +171,8 @@ async fn load(
     cfg: VolumeConfig,
     plan: Plan,
 ) -> Result<(Histogram<u64>, u64, f64)> {
-    let op = Rc::new(Commit {
-        vol: Volume::open(map, cfg),
-        bs: plan.bs,
-    });
+    let vol = Volume::open(map, cfg).await.context("opening the volume")?;
+    let op = Rc::new(Commit { vol, bs: plan.bs });
     let done = Rc::new(Cell::new(0u64));
     let started = Instant::now();
     let deadline = started + plan.ramp + plan.runtime;

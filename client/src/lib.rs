@@ -4,10 +4,11 @@
 //! - [`wire`]: the frame and message format shared with the node (see `FORMAT.md`).
 //! - [`placement`]: which 6 nodes hold a PG (2 per AZ in 3 AZs) and which shard owns a segment.
 //! - [`quorum`]: the writer's sans-IO quorum arithmetic: PGCL, VCL, VDL, LAL, retained bytes.
-//! - [`volume`]: the writer's `Volume` on glommio: fan-out to 6 segments per PG, boxcar
-//!   sending, reconnect and resend, `append` / `wait_durable`.
+//! - [`volume`]: the writer's `Volume` on glommio: open with recovery and fencing, fan-out
+//!   to 6 segments per PG, boxcar sending, reconnect and resend, `append` /
+//!   `wait_durable`; and the read-only `VolumeReader`.
 //! - [`blocking`]: a small synchronous connection over any [`wire::transport::FrameTransport`],
-//!   used by tests, the bench and admin tools. The asynchronous transport and `Volume` API arrive with issue #3.
+//!   used by tests, the bench and admin tools.
 
 pub mod blocking;
 pub mod placement;

@@ -214,7 +214,8 @@ async fn run_shard(
         shard: ShardId(shard),
         shard_ports: ports.clone(),
     };
-    let (shard_state, report) = Shard::open(identity, disk, cfg.hot_log_config())
+    let meta = crate::meta::MetaStore::load(&dir).map_err(|e| format!("shard {shard}: {e}"))?;
+    let (shard_state, report) = Shard::open(identity, disk, cfg.hot_log_config(), meta)
         .await
         .map_err(|e| format!("shard {shard}: recovery failed: {e}"))?;
     for c in &report.corruption {

@@ -5,6 +5,7 @@
 //! - [`disk`]: the positional `Disk` trait; glommio (`O_DIRECT`, `io_uring`) and simulated disks.
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
+//! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
 //! - [`shard`]: a shard's segments and the handling of one request.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod disk;
 pub mod hotlog;
+pub mod meta;
 pub mod preflight;
 pub mod segment;
 pub mod server;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hexad_client::wire::Truncation;
 use hexad_client::{Lsn, MembershipEpoch, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
@@ -10,6 +11,8 @@ use crate::hotlog::format::{RecordLoc, SegmentKey};
 #[derive(Debug, Clone, Copy)]
 pub struct RecordMeta {
     pub prev_lsn_pg: Lsn,
+    /// Volume epoch of the writer (or volume open) that sent it.
+    pub epoch: VolumeEpoch,
     pub loc: RecordLoc,
 }
 
@@ -18,6 +21,10 @@ pub struct RecordMeta {
 /// SCL (segment complete LSN) is the highest LSN up to which the segment holds every
 /// record of its PG: the end of the `prev_lsn_pg` chain starting at the PG's first record
 /// (whose backlink is 0). Records above a hole wait in `successors` until it is filled.
+///
+/// Truncation ranges (DESIGN §7) annul records of older epochs inside them: such records
+/// are dropped when the range arrives and refused when they arrive (or are replayed from
+/// the hot log) later.
 #[derive(Debug)]
 pub struct Segment {
     pub key: SegmentKey,
@@ -27,6 +34,9 @@ pub struct Segment {
     scl: Lsn,
     pub volume_epoch: VolumeEpoch,
     pub membership_epoch: MembershipEpoch,
+    /// Highest epoch among the records held.
+    max_record_epoch: VolumeEpoch,
+    truncations: Vec<Truncation>,
 }
 
 impl Segment {
@@ -38,25 +48,113 @@ impl Segment {
             scl: Lsn::NONE,
             volume_epoch: VolumeEpoch(0),
             membership_epoch: MembershipEpoch(0),
+            max_record_epoch: VolumeEpoch(0),
+            truncations: Vec::new(),
         }
     }
 
-    /// Adds a durable record. A duplicate LSN (a resend) keeps the first copy.
-    pub fn insert(&mut self, lsn: Lsn, prev_lsn_pg: Lsn, loc: RecordLoc) {
+    /// Adds a durable record. A duplicate LSN (a resend) keeps the first copy; a record
+    /// annulled by a truncation range is dropped. Returns whether it was added.
+    pub fn insert(
+        &mut self,
+        lsn: Lsn,
+        prev_lsn_pg: Lsn,
+        epoch: VolumeEpoch,
+        loc: RecordLoc,
+    ) -> bool {
         assert!(
             lsn > Lsn::NONE && prev_lsn_pg < lsn,
             "record invariants are checked at decode"
         );
-        if self.records.contains_key(&lsn) {
-            return;
+        if self.records.contains_key(&lsn) || self.annulled(epoch, lsn) {
+            return false;
         }
-        self.records.insert(lsn, RecordMeta { prev_lsn_pg, loc });
+        self.records.insert(
+            lsn,
+            RecordMeta {
+                prev_lsn_pg,
+                epoch,
+                loc,
+            },
+        );
+        self.max_record_epoch = self.max_record_epoch.max(epoch);
         if lsn > self.scl {
             self.successors.insert(prev_lsn_pg, lsn);
-            while let Some(next) = self.successors.remove(&self.scl) {
-                self.scl = next;
-            }
+            self.advance_scl();
         }
+        true
+    }
+
+    fn advance_scl(&mut self) {
+        while let Some(next) = self.successors.remove(&self.scl) {
+            self.scl = next;
+        }
+    }
+
+    fn annulled(&self, epoch: VolumeEpoch, lsn: Lsn) -> bool {
+        self.truncations.iter().any(|t| t.annuls(epoch, lsn))
+    }
+
+    /// Adds a truncation range (or seals one already held) and drops the records it
+    /// annuls; the SCL is then recomputed from what is left. Returns the records dropped.
+    /// A different range for an epoch that already has one is refused: each volume open
+    /// owns its epoch and writes one range.
+    pub fn add_truncation(&mut self, t: Truncation) -> Result<usize, String> {
+        if let Some(held) = self.truncations.iter_mut().find(|h| h.epoch == t.epoch) {
+            if !held.same_range(&t) {
+                return Err(format!(
+                    "epoch {} already truncated ({}, {}] here; refusing ({}, {}]",
+                    t.epoch, held.start, held.end, t.start, t.end
+                ));
+            }
+            held.sealed |= t.sealed;
+            return Ok(0);
+        }
+        self.truncations.push(t);
+        self.volume_epoch = self.volume_epoch.max(t.epoch);
+        let before = self.records.len();
+        self.records.retain(|lsn, m| !t.annuls(m.epoch, *lsn));
+        let dropped = before - self.records.len();
+        if dropped > 0 {
+            self.scl = Lsn::NONE;
+            self.successors = self
+                .records
+                .iter()
+                .map(|(lsn, m)| (m.prev_lsn_pg, *lsn))
+                .collect();
+            self.advance_scl();
+        }
+        Ok(dropped)
+    }
+
+    /// Truncation ranges held, in the order they arrived.
+    pub fn truncations(&self) -> &[Truncation] {
+        &self.truncations
+    }
+
+    /// Whether the volume open of `epoch` has written its range here.
+    pub fn has_truncation(&self, epoch: VolumeEpoch) -> bool {
+        self.truncations.iter().any(|t| t.epoch == epoch)
+    }
+
+    /// Whether records of `epoch` must wait for that epoch's truncation range: the segment
+    /// holds records of older epochs only, any of which the range may annul. (Once records
+    /// of `epoch` are held, the range was there when they came; older ones arriving later
+    /// are refused as stale.)
+    pub fn needs_truncation_for(&self, epoch: VolumeEpoch) -> bool {
+        !self.records.is_empty() && self.max_record_epoch < epoch && !self.has_truncation(epoch)
+    }
+
+    /// The range of the highest epoch, sealed or not, and the highest sealed one.
+    pub fn latest_truncations(&self) -> (Option<Truncation>, Option<Truncation>) {
+        let latest = self.truncations.iter().max_by_key(|t| t.epoch).copied();
+        let sealed = self
+            .truncations
+            .iter()
+            .filter(|t| t.sealed)
+            .max_by_key(|t| t.epoch)
+            .copied();
+        (latest, sealed)
     }
 
     pub fn observe_epochs(&mut self, volume: VolumeEpoch, membership: MembershipEpoch) {
@@ -103,6 +201,7 @@ mod tests {
             pg: PgIndex(0),
         })
     }
+    const E1: VolumeEpoch = VolumeEpoch(1);
     const LOC: RecordLoc = RecordLoc {
         file: 0,
         offset: 0,
@@ -113,21 +212,48 @@ mod tests {
     fn scl_stops_below_a_gap_and_advances_when_filled() {
         let mut s = seg();
         // The PG's chain is 10 -> 20 -> 30 -> 40.
-        s.insert(Lsn(10), Lsn(0), LOC);
-        s.insert(Lsn(30), Lsn(20), LOC);
-        s.insert(Lsn(40), Lsn(30), LOC);
+        s.insert(Lsn(10), Lsn(0), E1, LOC);
+        s.insert(Lsn(30), Lsn(20), E1, LOC);
+        s.insert(Lsn(40), Lsn(30), E1, LOC);
         assert_eq!(s.scl(), Lsn(10));
         assert_eq!(s.highest_lsn(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), LOC);
+        s.insert(Lsn(20), Lsn(10), E1, LOC);
         assert_eq!(s.scl(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), LOC); // a resend changes nothing
+        s.insert(Lsn(20), Lsn(10), E1, LOC); // a resend changes nothing
         assert_eq!((s.scl(), s.record_count()), (Lsn(40), 4));
+    }
+
+    #[test]
+    fn a_truncation_drops_older_records_in_its_range_and_refuses_them_later() {
+        let mut s = seg();
+        for l in 1..=6 {
+            s.insert(Lsn(l), Lsn(l - 1), E1, LOC);
+        }
+        assert!(!s.needs_truncation_for(E1));
+        assert!(s.needs_truncation_for(VolumeEpoch(2)));
+        let t = Truncation {
+            epoch: VolumeEpoch(2),
+            start: Lsn(4),
+            end: Lsn(100),
+            sealed: false,
+        };
+        assert_eq!(s.add_truncation(t), Ok(2));
+        assert_eq!((s.scl(), s.record_count()), (Lsn(4), 4));
+        assert!(!s.needs_truncation_for(VolumeEpoch(2)));
+        // A late copy of an annulled record is refused; the new epoch's own records are not.
+        assert!(!s.insert(Lsn(5), Lsn(4), E1, LOC));
+        assert!(s.insert(Lsn(101), Lsn(4), VolumeEpoch(2), LOC));
+        assert_eq!(s.scl(), Lsn(101));
+        // Sealing is idempotent; another range for the same epoch is refused.
+        assert_eq!(s.add_truncation(Truncation { sealed: true, ..t }), Ok(0));
+        assert_eq!(s.latest_truncations().1.map(|t| t.start), Some(Lsn(4)));
+        assert!(s.add_truncation(Truncation { start: Lsn(3), ..t }).is_err());
     }
 
     #[test]
     fn scl_is_zero_without_the_first_record() {
         let mut s = seg();
-        s.insert(Lsn(7), Lsn(5), LOC);
+        s.insert(Lsn(7), Lsn(5), E1, LOC);
         assert_eq!(s.scl(), Lsn(0));
     }
 }

@@ -7,13 +7,16 @@ use std::rc::Rc;
 
 use hexad_client::placement::segment_shard;
 use hexad_client::wire::message::MessageError;
-use hexad_client::wire::{ErrorCode, Message, NodeStats, Record, PROTOCOL_VERSION};
-use hexad_client::{Lsn, NodeId, ShardId};
+use hexad_client::wire::{
+    ErrorCode, FenceMode, Message, NodeStats, Record, SegmentView, Truncation, PROTOCOL_VERSION,
+};
+use hexad_client::{Lsn, NodeId, ShardId, VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
+use crate::meta::{MetaStore, SegmentMeta};
 use crate::segment::Segment;
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -61,6 +64,8 @@ pub struct Shard<D: Disk> {
     id: ShardIdentity,
     log: Rc<HotLog<D>>,
     segments: Segments,
+    /// Durable epochs and truncation ranges; saved before any reply that depends on them.
+    meta: RefCell<MetaStore>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
@@ -83,8 +88,18 @@ impl<D: Disk + 'static> Shard<D> {
         id: ShardIdentity,
         disk: D,
         cfg: HotLogConfig,
+        meta: MetaStore,
     ) -> std::io::Result<(Rc<Shard<D>>, OpenReport)> {
         let segments: Segments = Rc::default();
+        // Epochs and truncation ranges first, so that replaying the log drops what they annul.
+        for (key, m) in &meta.segments {
+            let mut seg = Segment::new(*key);
+            seg.observe_epochs(m.volume_epoch, hexad_client::MembershipEpoch(0));
+            for t in &m.truncations {
+                seg.add_truncation(*t).map_err(std::io::Error::other)?;
+            }
+            segments.borrow_mut().insert(*key, seg);
+        }
         let sink = segments.clone();
         let on_durable = Box::new(move |records: &[DurableRecord]| {
             let mut segs = sink.borrow_mut();
@@ -98,6 +113,7 @@ impl<D: Disk + 'static> Shard<D> {
             id,
             log,
             segments,
+            meta: RefCell::new(meta),
             records_appended: Cell::new(0),
             bytes_appended: Cell::new(0),
             batches_acked: Cell::new(0),
@@ -144,12 +160,14 @@ impl<D: Disk + 'static> Shard<D> {
                 }
                 if let Some(seg) = self.segments.borrow().get(&key) {
                     if volume_epoch < seg.volume_epoch {
+                        return stale_epoch(key, volume_epoch, seg.volume_epoch);
+                    }
+                    if seg.needs_truncation_for(volume_epoch) {
                         return Reply::error(
-                            ErrorCode::StaleEpoch,
-                            0,
+                            ErrorCode::TruncationNeeded,
+                            saturate(seg.volume_epoch),
                             format!(
-                                "volume {volume} pg {pg}: request volume epoch {volume_epoch} is older than the segment's {}",
-                                seg.volume_epoch
+                                "volume {volume} pg {pg}: holds records of epochs below {volume_epoch} and no truncation range of epoch {volume_epoch}; send Truncate first"
                             ),
                         );
                     }
@@ -168,6 +186,13 @@ impl<D: Disk + 'static> Shard<D> {
                     .collect();
                 match self.log.append(entries).await {
                     Ok(()) => {
+                        // A volume open may have fenced this segment while the batch was
+                        // being written: the records stay (a truncation range annuls them),
+                        // but the old writer must not count this node toward its quorum.
+                        let now = self.segments.borrow().get(&key).map(|s| s.volume_epoch);
+                        if let Some(now) = now.filter(|e| *e > volume_epoch) {
+                            return stale_epoch(key, volume_epoch, now);
+                        }
                         self.records_appended.set(self.records_appended.get() + count);
                         self.bytes_appended.set(self.bytes_appended.get() + bytes);
                         self.batches_acked.set(self.batches_acked.get() + 1);
@@ -210,6 +235,30 @@ impl<D: Disk + 'static> Shard<D> {
                 self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::GetStats => Reply::ok(Message::Stats(self.stats())),
+            Message::ListSegments { volume } => self.list(volume),
+            Message::Fence {
+                volume,
+                pg,
+                epoch,
+                mode,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                self.fence(key, epoch, mode)
+            }
+            Message::Truncate {
+                volume,
+                pg,
+                truncation,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                self.truncate(key, truncation)
+            }
             other => Reply::error(
                 ErrorCode::UnknownKind,
                 u32::from(other.kind()),
@@ -232,6 +281,98 @@ impl<D: Disk + 'static> Shard<D> {
                     self.id.shard_ports[usize::from(owner.0)],
                     self.id.shard
                 ),
+            )
+        })
+    }
+
+    fn list(&self, volume: VolumeId) -> Reply {
+        let segs = self.segments.borrow();
+        let mine: Vec<&Segment> = segs.values().filter(|s| s.key.volume == volume).collect();
+        let mut pgs: Vec<_> = mine.iter().map(|s| s.key.pg).collect();
+        pgs.sort_unstable();
+        Reply::ok(Message::SegmentList {
+            volume,
+            max_epoch: mine
+                .iter()
+                .map(|s| s.volume_epoch)
+                .max()
+                .unwrap_or_default(),
+            pgs,
+        })
+    }
+
+    fn fence(&self, key: SegmentKey, epoch: VolumeEpoch, mode: FenceMode) -> Reply {
+        let mut segs = self.segments.borrow_mut();
+        if mode == FenceMode::Look {
+            let view = segs.get(&key).map(view_of).unwrap_or_default();
+            return Reply::ok(Message::FenceOk {
+                volume: key.volume,
+                pg: key.pg,
+                view,
+            });
+        }
+        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
+        let held = seg.volume_epoch;
+        let refused = match mode {
+            FenceMode::Exclusive => held >= epoch,
+            _ => held > epoch,
+        };
+        if refused {
+            return stale_epoch(key, epoch, held);
+        }
+        if held < epoch {
+            seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
+            if let Err(reply) = self.persist(seg) {
+                // Not durable: do not claim the fence. The in-memory epoch stays raised,
+                // which only refuses more.
+                return reply;
+            }
+        }
+        Reply::ok(Message::FenceOk {
+            volume: key.volume,
+            pg: key.pg,
+            view: view_of(seg),
+        })
+    }
+
+    fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
+        let mut segs = self.segments.borrow_mut();
+        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
+        if t.epoch < seg.volume_epoch {
+            return stale_epoch(key, t.epoch, seg.volume_epoch);
+        }
+        if let Err(e) = seg.add_truncation(t) {
+            return Reply::error(
+                ErrorCode::Internal,
+                0,
+                format!("volume {} pg {}: {e}", key.volume, key.pg),
+            );
+        }
+        if let Err(reply) = self.persist(seg) {
+            return reply;
+        }
+        Reply::ok(Message::TruncateAck {
+            volume: key.volume,
+            pg: key.pg,
+            scl: seg.scl(),
+        })
+    }
+
+    /// Saves a segment's epoch and truncation ranges before a reply depends on them.
+    fn persist(&self, seg: &Segment) -> Result<(), Reply> {
+        let mut meta = self.meta.borrow_mut();
+        meta.segments.insert(
+            seg.key,
+            SegmentMeta {
+                volume_epoch: seg.volume_epoch,
+                truncations: seg.truncations().to_vec(),
+            },
+        );
+        meta.save().map_err(|e| {
+            Reply::error(
+                ErrorCode::Io,
+                0,
+                format!("cannot persist segment metadata: {e}"),
             )
         })
     }
@@ -301,6 +442,33 @@ pub fn decode_error_reply(e: &MessageError) -> Reply {
     Reply::error(e.code(), 0, e.to_string())
 }
 
+fn stale_epoch(key: SegmentKey, asked: VolumeEpoch, held: VolumeEpoch) -> Reply {
+    Reply::error(
+        ErrorCode::StaleEpoch,
+        saturate(held),
+        format!(
+            "volume {} pg {}: request volume epoch {asked} is older than the segment's {held}",
+            key.volume, key.pg
+        ),
+    )
+}
+
+fn saturate(epoch: VolumeEpoch) -> u32 {
+    u32::try_from(epoch.0).unwrap_or(u32::MAX)
+}
+
+fn view_of(seg: &Segment) -> SegmentView {
+    let (latest, sealed) = seg.latest_truncations();
+    SegmentView {
+        exists: true,
+        volume_epoch: seg.volume_epoch,
+        scl: seg.scl(),
+        highest_lsn: seg.highest_lsn(),
+        latest: latest.unwrap_or_default(),
+        latest_sealed: sealed.unwrap_or_default(),
+    }
+}
+
 fn no_such_segment(key: SegmentKey) -> Reply {
     Reply::error(
         ErrorCode::NoSuchSegment,
@@ -354,7 +522,7 @@ fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
         .entry(r.segment)
         .or_insert_with(|| Segment::new(r.segment));
     seg.observe_epochs(r.volume_epoch, r.membership_epoch);
-    seg.insert(r.lsn, r.prev_lsn_pg, r.loc);
+    seg.insert(r.lsn, r.prev_lsn_pg, r.volume_epoch, r.loc);
 }
 
 fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {

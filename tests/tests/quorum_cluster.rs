@@ -203,7 +203,7 @@ fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
         let mut cfg = VolumeConfig::new(VOLUME);
         cfg.request_timeout = Duration::from_secs(1);
         cfg.quorum_timeout = Duration::from_secs(3);
-        let vol = Rc::new(Volume::open(map, cfg));
+        let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
 
         // 1. All six up: concurrent writers commit; every commit is on >= 4 nodes.
         let (mut committed, worst) = commit_many(&vol, 8, 40).await.expect("all nodes up");
@@ -288,7 +288,7 @@ fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
         let mut cfg = VolumeConfig::new(VOLUME);
         cfg.request_timeout = Duration::from_millis(500);
         cfg.quorum_timeout = Duration::from_secs(3);
-        let vol = Rc::new(Volume::open(map, cfg));
+        let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
         let slow = vol.members(PgIndex(0))[2].0;
         commit_many(&vol, 4, 20).await.expect("warm up");
 
@@ -334,7 +334,7 @@ fn a_full_resend_buffer_drains_by_age_while_a_node_is_stopped() {
         // Records wait for all 6 or 200 ms past quorum; the budget holds ~1000 of them.
         cfg.quorum.retained_bytes_max = 256 << 10;
         cfg.quorum.retain_after_quorum = Duration::from_millis(200);
-        let vol = Rc::new(Volume::open(map, cfg));
+        let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
         let stopped = vol.members(PgIndex(0))[0].0;
         cluster.borrow().signal(stopped, Signal::SIGSTOP);
         // 4000 records: the budget fills several times over and must drain by age alone.
@@ -358,7 +358,7 @@ fn a_restarted_node_gets_what_it_missed_from_the_writers_resend() {
         cfg.quorum_timeout = Duration::from_secs(3);
         // Keep records long enough to outlive the node's absence.
         cfg.quorum.retain_after_quorum = Duration::from_secs(30);
-        let vol = Rc::new(Volume::open(map, cfg));
+        let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
         commit_many(&vol, 4, 20).await.expect("warm up");
         let gone = vol.members(PgIndex(0))[1].0;
         cluster.borrow_mut().kill(gone);

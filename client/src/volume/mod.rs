@@ -2,10 +2,12 @@
 //! PG, count acks in the quorum core, and resolve commits once VDL passes them.
 //!
 //! Runs inside a glommio executor (the database engine's I/O thread); nothing here blocks.
-//! Opening a volume for writing after a crash (recovery, truncation, fencing) is issue #5:
-//! [`Volume::open`] starts a fresh volume.
+//! [`Volume::open`] recovers the volume from storage and fences older writers first (see
+//! [`recovery`]); [`VolumeReader::open`] does the read-only half of that.
 
 mod peer;
+pub mod recovery;
+mod rpc;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -17,12 +19,13 @@ use bytes::Bytes;
 
 use peer::Peer;
 pub use peer::PeerStats;
+pub use recovery::{Recovered, RecoveryStep};
 
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::{BackPressure, QuorumConfig, QuorumCore};
 use crate::sync::Notify;
-use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS};
-use crate::wire::{Op, Record};
+use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeId, MAX_PGS};
+use crate::wire::{Message, Op, Record};
 
 /// How often a back-pressured append re-checks whether retained records have aged out.
 const RELEASE_TICK: Duration = Duration::from_millis(10);
@@ -30,7 +33,6 @@ const RELEASE_TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
     pub volume: VolumeId,
-    pub epoch: VolumeEpoch,
     pub quorum: QuorumConfig,
     /// An unacknowledged request older than this breaks its connection (which reconnects
     /// and resends).
@@ -40,18 +42,26 @@ pub struct VolumeConfig {
     pub connect_timeout: Duration,
     /// Shards per node where the cluster file does not say.
     pub default_shards: u16,
+    /// Opening gives up after this while quorums are out of reach (it retries meanwhile).
+    pub open_timeout: Duration,
+    /// Called with a line of news while an open waits (e.g. for a write quorum).
+    pub progress: Option<fn(&str)>,
+    /// Tests only: end the open after this step, as if the process died there.
+    pub stop_after: Option<RecoveryStep>,
 }
 
 impl VolumeConfig {
     pub fn new(volume: VolumeId) -> VolumeConfig {
         VolumeConfig {
             volume,
-            epoch: VolumeEpoch(1),
             quorum: QuorumConfig::default(),
             request_timeout: Duration::from_secs(2),
             quorum_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             default_shards: 1,
+            open_timeout: Duration::from_mins(1),
+            progress: None,
+            stop_after: None,
         }
     }
 }
@@ -68,6 +78,14 @@ pub enum VolumeError {
     PageOutOfRange(PageNo),
     #[error("a mini-transaction needs at least one record")]
     EmptyMiniTransaction,
+    #[error("cannot open the volume after {waited_ms} ms: {detail}")]
+    OpenFailed { waited_ms: u64, detail: String },
+    #[error("this writer is fenced: a newer open of the volume took over ({0})")]
+    Fenced(String),
+    #[error("open stopped after step {0:?}, as configured")]
+    Stopped(RecoveryStep),
+    #[error("reading PG {pg}: {detail}")]
+    ReadFailed { pg: PgIndex, detail: String },
 }
 
 /// One redo record of a mini-transaction, before it has an LSN.
@@ -81,6 +99,9 @@ pub struct Change {
 pub(crate) struct Inner {
     cfg: VolumeConfig,
     cluster: ClusterMap,
+    recovered: Recovered,
+    /// Set when a node refused this writer's epoch: every later call fails.
+    fenced: RefCell<Option<String>>,
     core: RefCell<QuorumCore>,
     members: RefCell<HashMap<PgIndex, [NodeId; PG_MEMBERS]>>,
     peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
@@ -98,21 +119,43 @@ pub struct Volume {
 }
 
 impl Volume {
-    /// Starts writing a fresh volume on `cluster`. (Recovery of an existing volume: #5.)
-    pub fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Volume {
-        let core = QuorumCore::new(cfg.quorum, Lsn::NONE);
-        Volume {
+    /// Opens `cfg.volume` for writing: recovers its state from a read quorum of every PG,
+    /// truncates the ragged edge, fences every older writer, and returns ready to append
+    /// above the truncation range. A volume nobody wrote before starts at LSN 1. Waits (up
+    /// to `open_timeout`) while a write quorum is out of reach.
+    ///
+    /// After an open the writer does not know each page's last LSN, so the first record
+    /// of each page carries `prev_lsn_page = 0` (the page chain restarts; issue #4 adds
+    /// the page heads).
+    pub async fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Result<Volume, VolumeError> {
+        let recovered = recovery::Opener::new(&cluster, &cfg, true, cfg.stop_after)
+            .open()
+            .await?;
+        let mut core = QuorumCore::new(cfg.quorum, recovered.allocate_after);
+        let mut members = HashMap::new();
+        for (pg, state) in &recovered.pgs {
+            core.add_pg(*pg, state.members, state.tail);
+            members.insert(*pg, state.members);
+        }
+        Ok(Volume {
             inner: Rc::new(Inner {
                 cfg,
                 cluster,
+                recovered,
+                fenced: RefCell::default(),
                 core: RefCell::new(core),
-                members: RefCell::default(),
+                members: RefCell::new(members),
                 peers: RefCell::default(),
                 retained: RefCell::default(),
                 page_heads: RefCell::default(),
                 vdl_changed: Notify::default(),
             }),
-        }
+        })
+    }
+
+    /// What the open found and did: epoch, recovered VCL/VDL, truncation range, timings.
+    pub fn recovery(&self) -> &Recovered {
+        &self.inner.recovered
     }
 
     /// Appends a mini-transaction; its last record carries CPL. Returns the commit LSN to
@@ -123,6 +166,7 @@ impl Volume {
             return Err(VolumeError::EmptyMiniTransaction);
         };
         let inner = &self.inner;
+        inner.check_fenced()?;
         let mut commit = Lsn::NONE;
         for (i, c) in changes.iter().enumerate() {
             let pg = c.page.pg();
@@ -171,6 +215,7 @@ impl Volume {
     /// Waits for room after back-pressure: acks that move VDL, or retained records aging out
     /// (which no ack may trigger while the writer is stalled, so poll every `RELEASE_TICK`).
     async fn wait_for_room(&self, bp: BackPressure, started: Instant) -> Result<(), VolumeError> {
+        self.inner.check_fenced()?;
         let limit = self.inner.cfg.quorum_timeout;
         let left = limit.saturating_sub(started.elapsed());
         if left.is_zero() {
@@ -191,6 +236,7 @@ impl Volume {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), VolumeError> {
         let started = Instant::now();
         loop {
+            self.inner.check_fenced()?;
             if self.inner.core.borrow().vdl() >= lsn {
                 return Ok(());
             }
@@ -248,7 +294,120 @@ impl Volume {
     }
 }
 
+/// A read-only view of a volume as of the VDL its open recovered: needs only a read
+/// quorum (3 of 6) of every PG, so it works with an AZ and one more node down, and never
+/// writes or fences. Reads committed records (page reads at an LSN arrive with issue #4).
+pub struct VolumeReader {
+    cluster: ClusterMap,
+    cfg: VolumeConfig,
+    recovered: Recovered,
+}
+
+impl VolumeReader {
+    pub async fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Result<VolumeReader, VolumeError> {
+        let recovered = recovery::Opener::new(&cluster, &cfg, false, None)
+            .open()
+            .await?;
+        Ok(VolumeReader {
+            cluster,
+            cfg,
+            recovered,
+        })
+    }
+
+    pub fn recovery(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    pub fn vdl(&self) -> Lsn {
+        self.recovered.vdl
+    }
+
+    /// The PGs the volume has.
+    pub fn pgs(&self) -> Vec<PgIndex> {
+        self.recovered.pgs.keys().copied().collect()
+    }
+
+    /// The committed records of `pg` in `(after, min(to, VDL)]`, from one segment that is
+    /// complete that far (the next one if it fails).
+    pub async fn records(
+        &self,
+        pg: PgIndex,
+        after: Lsn,
+        to: Lsn,
+    ) -> Result<Vec<Record>, VolumeError> {
+        let to = to.min(self.recovered.vdl);
+        let mut errors = Vec::new();
+        for node in self.recovered.sources(pg, to) {
+            let shards = self
+                .cluster
+                .node(node)
+                .and_then(|n| n.shards)
+                .unwrap_or(self.cfg.default_shards);
+            let addr = self
+                .cluster
+                .node(node)
+                .expect("sources come from the cluster map")
+                .shard_addr(segment_shard(self.cfg.volume, pg, shards));
+            let got = async {
+                let mut rpc =
+                    rpc::Rpc::connect(addr, self.cfg.connect_timeout, self.cfg.request_timeout)
+                        .await?;
+                rpc::fetch_all(&mut rpc, self.cfg.volume, pg, after, to).await
+            }
+            .await;
+            match got {
+                Ok(records) => return Ok(records),
+                Err(e) => errors.push(format!("node {node}: {e}")),
+            }
+        }
+        Err(VolumeError::ReadFailed {
+            pg,
+            detail: if errors.is_empty() {
+                "no segment that answered the open is complete that far".into()
+            } else {
+                errors.join("; ")
+            },
+        })
+    }
+}
+
 impl Inner {
+    fn check_fenced(&self) -> Result<(), VolumeError> {
+        match &*self.fenced.borrow() {
+            Some(why) => Err(VolumeError::Fenced(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn set_fenced(&self, why: String) {
+        self.fenced.borrow_mut().get_or_insert(why);
+        self.vdl_changed.notify();
+    }
+
+    /// The Truncate requests a (node, shard) must take before this writer's records: one
+    /// per PG of the volume it serves. None for a volume this writer created.
+    fn truncations_for(&self, node: NodeId, shard: ShardId) -> Vec<Message> {
+        let Some(t) = self.recovered.truncation else {
+            return Vec::new();
+        };
+        let mut pgs: Vec<PgIndex> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|(pg, m)| m.contains(&node) && self.shard_of(node, **pg) == shard)
+            .map(|(pg, _)| *pg)
+            .collect();
+        pgs.sort_unstable();
+        pgs.into_iter()
+            .map(|pg| Message::Truncate {
+                volume: self.cfg.volume,
+                pg,
+                truncation: t,
+            })
+            .collect()
+    }
+
     fn members_of(self: &Rc<Self>, pg: PgIndex) -> [NodeId; PG_MEMBERS] {
         if let Some(m) = self.members.borrow().get(&pg) {
             return *m;

@@ -26,7 +26,7 @@ use super::Inner;
 use crate::sync::Notify;
 use crate::wire::frame::take_frame;
 use crate::wire::message::MAX_RECORDS_PER_BATCH;
-use crate::wire::{Message, Record, PROTOCOL_VERSION};
+use crate::wire::{ErrorCode, Message, Record, PROTOCOL_VERSION};
 use crate::{MembershipEpoch, NodeId, PgIndex, ShardId};
 
 /// Backoff between reconnect attempts.
@@ -143,6 +143,39 @@ impl Peer {
         if !matches!(reply, Message::HelloOk { .. }) {
             return Err(format!("hello from {}: unexpected {reply:?}", self.addr));
         }
+        // After a volume open, the node takes the open's truncation range for each of its
+        // segments before any record of the new epoch (it would refuse them otherwise).
+        let truncations = inner.truncations_for(self.node, self.shard);
+        if !truncations.is_empty() {
+            let mut frames = BytesMut::new();
+            for (i, m) in truncations.iter().enumerate() {
+                m.encode_frame(i as u64 + 1, &mut frames);
+            }
+            wr.write_all(&frames)
+                .await
+                .map_err(|e| format!("send truncations to {}: {e}", self.addr))?;
+            for _ in &truncations {
+                let reply = glommio::timer::timeout(cfg.request_timeout, async {
+                    read_reply(&mut rd, &mut buf)
+                        .await
+                        .map_err(glommio::GlommioError::from)
+                })
+                .await
+                .map_err(|e| format!("truncation reply from {}: {e}", self.addr))?;
+                match reply {
+                    Message::TruncateAck { .. } => {}
+                    Message::Error {
+                        code: ErrorCode::StaleEpoch,
+                        message,
+                        ..
+                    } => {
+                        inner.set_fenced(format!("node {}: {message}", self.node));
+                        return Err(message);
+                    }
+                    other => return Err(format!("truncation reply from {}: {other:?}", self.addr)),
+                }
+            }
+        }
         self.connected.set(true);
         // Resend what this node may have missed while it was away.
         let missing = inner.missing_for(self.node, self.shard);
@@ -230,6 +263,14 @@ impl Peer {
                     }
                     Message::Error { code, message, .. } => {
                         *self.last_error.borrow_mut() = Some(format!("{code:?}: {message}"));
+                        if code == ErrorCode::StaleEpoch {
+                            inner.set_fenced(format!("node {}: {message}", self.node));
+                        }
+                        if code == ErrorCode::TruncationNeeded {
+                            // A PG new to this connection: reconnect, which sends the
+                            // truncation range of every PG first, then resends.
+                            return Err(format!("node {}: {message}", self.node));
+                        }
                         if code.closes_connection() {
                             return Err(format!("node closed the connection: {code:?}: {message}"));
                         }
@@ -265,7 +306,7 @@ fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
             out.push(Message::AppendBatch {
                 volume: inner.cfg.volume,
                 pg,
-                volume_epoch: inner.cfg.epoch,
+                volume_epoch: inner.recovered.epoch,
                 membership_epoch: MembershipEpoch(1),
                 records: Vec::new(),
             });
@@ -291,7 +332,7 @@ async fn read_reply<R: futures_lite::AsyncRead + Unpin>(
     }
 }
 
-async fn read_more<R: futures_lite::AsyncRead + Unpin>(
+pub(super) async fn read_more<R: futures_lite::AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<()> {

@@ -15,6 +15,12 @@
 //!     | <-- SegmentState ------------ |
 //!     | --- FetchRecords -----------> |
 //!     | <-- Records ----------------- |
+//!     | --- ListSegments -----------> |   volume open (recovery, DESIGN §7):
+//!     | <-- SegmentList ------------- |   which PGs of the volume this shard holds
+//!     | --- Fence ------------------> |   raise the segment's volume epoch; its state
+//!     | <-- FenceOk ----------------- |
+//!     | --- Truncate ---------------> |   persist a truncation range, drop what it annuls
+//!     | <-- TruncateAck ------------- |
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -23,7 +29,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::codec::{DecodeError, Reader};
 use super::frame::{FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
 use super::record::{Record, RecordError};
-use crate::types::{Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, VolumeId};
+use crate::types::{
+    Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
+};
 
 /// Most records in one `AppendBatch` or `Records` reply.
 pub const MAX_RECORDS_PER_BATCH: usize = 65_536;
@@ -58,6 +66,10 @@ pub enum ErrorCode {
     NoSuchSegment = 10,
     /// Anything else.
     Internal = 11,
+    /// The segment holds records of older volume epochs and has no truncation range for the
+    /// batch's epoch yet: send `Truncate` for that epoch first. `detail` is the segment's
+    /// epoch (saturated to `u32`).
+    TruncationNeeded = 12,
 }
 
 impl ErrorCode {
@@ -74,6 +86,7 @@ impl ErrorCode {
             9 => ErrorCode::Io,
             10 => ErrorCode::NoSuchSegment,
             11 => ErrorCode::Internal,
+            12 => ErrorCode::TruncationNeeded,
             _ => return None,
         })
     }
@@ -89,6 +102,90 @@ impl ErrorCode {
                 | ErrorCode::InvalidLsn
         )
     }
+}
+
+/// A truncation range written by the volume open of `epoch` (DESIGN §7): records of older
+/// epochs with `start < lsn <= end` are annulled, now and when they arrive late. `start` is
+/// the VDL that open recovered; the writer of `epoch` allocates LSNs above `end`.
+///
+/// `sealed` is set once that open has made every record `<= start` durable on a write
+/// quorum of every PG: only then may a later open trust `start` as complete and skip the
+/// range's LSNs (which no writer will ever use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Truncation {
+    pub epoch: VolumeEpoch,
+    pub start: Lsn,
+    pub end: Lsn,
+    pub sealed: bool,
+}
+
+impl Truncation {
+    /// Bytes of [`Truncation::encode`].
+    pub const ENCODED_BYTES: usize = 32;
+
+    /// Whether a record of `record_epoch` at `lsn` is annulled by this range.
+    pub fn annuls(&self, record_epoch: VolumeEpoch, lsn: Lsn) -> bool {
+        record_epoch < self.epoch && self.start < lsn && lsn <= self.end
+    }
+
+    /// The same range from the same open, sealed or not.
+    pub fn same_range(&self, other: &Truncation) -> bool {
+        (self.epoch, self.start, self.end) == (other.epoch, other.start, other.end)
+    }
+
+    /// 32 bytes: epoch, start, end (u64 LE), sealed (u8), 7 zero bytes.
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u64_le(self.epoch.0);
+        b.put_u64_le(self.start.0);
+        b.put_u64_le(self.end.0);
+        b.put_u8(u8::from(self.sealed));
+        b.put_bytes(0, 7);
+    }
+
+    pub fn decode(r: &mut Reader) -> Result<Truncation, MessageError> {
+        let t = Truncation {
+            epoch: VolumeEpoch(r.u64()?),
+            start: Lsn(r.u64()?),
+            end: Lsn(r.u64()?),
+            sealed: decode_bool(r, "Truncation")?,
+        };
+        r.zeros(7)?;
+        if t.end < t.start {
+            return Err(DecodeError::new(
+                "Truncation",
+                format!("range ({}, {}] ends below its start", t.start, t.end),
+            )
+            .into());
+        }
+        Ok(t)
+    }
+}
+
+/// What a `Fence` request does to the segment's volume epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FenceMode {
+    /// Change nothing; report the state (read-only open).
+    Look = 0,
+    /// Raise the epoch to the request's; fails if the segment's is higher.
+    Raise = 1,
+    /// Raise the epoch only if the segment's is lower (compare-and-set): two opens that chose
+    /// the same epoch cannot both win a write quorum of PG 0.
+    Exclusive = 2,
+}
+
+/// A segment's state as `FenceOk` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentView {
+    /// False when the shard holds nothing of this PG (every other field is then zero).
+    pub exists: bool,
+    pub volume_epoch: VolumeEpoch,
+    pub scl: Lsn,
+    pub highest_lsn: Lsn,
+    /// The truncation range of the highest epoch this segment holds (epoch 0: none).
+    pub latest: Truncation,
+    /// The sealed truncation range of the highest epoch (epoch 0: none).
+    pub latest_sealed: Truncation,
 }
 
 /// Counters a shard reports in a `Stats` reply.
@@ -194,6 +291,41 @@ pub enum Message {
     },
     GetStats,
     Stats(NodeStats),
+    /// Which PGs of `volume` the shard holds.
+    ListSegments {
+        volume: VolumeId,
+    },
+    SegmentList {
+        volume: VolumeId,
+        /// Highest volume epoch among those segments (0 when there are none).
+        max_epoch: VolumeEpoch,
+        pgs: Vec<PgIndex>,
+    },
+    /// Raises (or only reads) a segment's volume epoch; creates the segment if needed
+    /// (except for `Look`) so that the epoch is persisted even where no record is.
+    Fence {
+        volume: VolumeId,
+        pg: PgIndex,
+        epoch: VolumeEpoch,
+        mode: FenceMode,
+    },
+    FenceOk {
+        volume: VolumeId,
+        pg: PgIndex,
+        view: SegmentView,
+    },
+    /// Persists a truncation range (or seals one already held) and drops what it annuls.
+    Truncate {
+        volume: VolumeId,
+        pg: PgIndex,
+        truncation: Truncation,
+    },
+    TruncateAck {
+        volume: VolumeId,
+        pg: PgIndex,
+        /// The segment's SCL after the truncation.
+        scl: Lsn,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -237,6 +369,12 @@ mod kind {
     pub const GET_STATS: u16 = 9;
     pub const STATS: u16 = 10;
     pub const ERROR: u16 = 11;
+    pub const LIST_SEGMENTS: u16 = 12;
+    pub const SEGMENT_LIST: u16 = 13;
+    pub const FENCE: u16 = 14;
+    pub const FENCE_OK: u16 = 15;
+    pub const TRUNCATE: u16 = 16;
+    pub const TRUNCATE_ACK: u16 = 17;
 }
 
 impl Message {
@@ -253,6 +391,12 @@ impl Message {
             Message::GetStats => kind::GET_STATS,
             Message::Stats(_) => kind::STATS,
             Message::Error { .. } => kind::ERROR,
+            Message::ListSegments { .. } => kind::LIST_SEGMENTS,
+            Message::SegmentList { .. } => kind::SEGMENT_LIST,
+            Message::Fence { .. } => kind::FENCE,
+            Message::FenceOk { .. } => kind::FENCE_OK,
+            Message::Truncate { .. } => kind::TRUNCATE,
+            Message::TruncateAck { .. } => kind::TRUNCATE_ACK,
         }
     }
 
@@ -277,7 +421,8 @@ impl Message {
             Message::AppendBatch { records, .. } | Message::Records { records, .. } => {
                 32 + records.iter().map(Record::encoded_len).sum::<usize>()
             }
-            _ => 64,
+            Message::SegmentList { pgs, .. } => 24 + 4 * pgs.len(),
+            _ => 96,
         }
     }
 
@@ -385,6 +530,60 @@ impl Message {
                 }
             }
             Message::GetStats => {}
+            Message::ListSegments { volume } => b.put_u64_le(volume.0),
+            Message::SegmentList {
+                volume,
+                max_epoch,
+                pgs,
+            } => {
+                assert!(pgs.len() <= MAX_PGS as usize);
+                b.put_u64_le(volume.0);
+                b.put_u64_le(max_epoch.0);
+                b.put_u32_le(pgs.len() as u32);
+                b.put_u32_le(0);
+                for pg in pgs {
+                    b.put_u32_le(pg.0);
+                }
+            }
+            Message::Fence {
+                volume,
+                pg,
+                epoch,
+                mode,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u8(*mode as u8);
+                b.put_bytes(0, 3);
+                b.put_u64_le(epoch.0);
+            }
+            Message::FenceOk { volume, pg, view } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u8(u8::from(view.exists));
+                b.put_bytes(0, 3);
+                b.put_u64_le(view.volume_epoch.0);
+                b.put_u64_le(view.scl.0);
+                b.put_u64_le(view.highest_lsn.0);
+                view.latest.encode(b);
+                view.latest_sealed.encode(b);
+            }
+            Message::Truncate {
+                volume,
+                pg,
+                truncation,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                truncation.encode(b);
+            }
+            Message::TruncateAck { volume, pg, scl } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                b.put_u64_le(scl.0);
+            }
             Message::Stats(stats) => {
                 for v in stats.to_array() {
                     b.put_u64_le(v);
@@ -496,17 +695,7 @@ impl Message {
                 let volume = VolumeId(r.u64()?);
                 let pg = PgIndex(r.u32()?);
                 let count = r.u32()? as usize;
-                let more = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    other => {
-                        return Err(DecodeError::new(
-                            "Records",
-                            format!("more flag must be 0 or 1, found {other}"),
-                        )
-                        .into())
-                    }
-                };
+                let more = decode_bool(&mut r, "Records")?;
                 r.zeros(7)?;
                 let records = decode_n_records(&mut r, count, "Records")?;
                 Message::Records {
@@ -517,6 +706,86 @@ impl Message {
                 }
             }
             kind::GET_STATS => Message::GetStats,
+            kind::LIST_SEGMENTS => Message::ListSegments {
+                volume: VolumeId(r.u64()?),
+            },
+            kind::SEGMENT_LIST => {
+                let volume = VolumeId(r.u64()?);
+                let max_epoch = VolumeEpoch(r.u64()?);
+                let count = r.u32()?;
+                r.zeros(4)?;
+                if count > MAX_PGS || count as usize * 4 > r.remaining() {
+                    return Err(DecodeError::new(
+                        "SegmentList",
+                        format!("{count} PGs (at most {MAX_PGS}, 4 bytes each)"),
+                    )
+                    .into());
+                }
+                let pgs = (0..count)
+                    .map(|_| r.u32().map(PgIndex))
+                    .collect::<Result<_, _>>()?;
+                Message::SegmentList {
+                    volume,
+                    max_epoch,
+                    pgs,
+                }
+            }
+            kind::FENCE => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                let mode = match r.u8()? {
+                    0 => FenceMode::Look,
+                    1 => FenceMode::Raise,
+                    2 => FenceMode::Exclusive,
+                    other => {
+                        return Err(
+                            DecodeError::new("Fence", format!("unknown mode {other}")).into()
+                        )
+                    }
+                };
+                r.zeros(3)?;
+                Message::Fence {
+                    volume,
+                    pg,
+                    mode,
+                    epoch: VolumeEpoch(r.u64()?),
+                }
+            }
+            kind::FENCE_OK => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                let exists = decode_bool(&mut r, "FenceOk")?;
+                r.zeros(3)?;
+                let view = SegmentView {
+                    exists,
+                    volume_epoch: VolumeEpoch(r.u64()?),
+                    scl: Lsn(r.u64()?),
+                    highest_lsn: Lsn(r.u64()?),
+                    latest: Truncation::decode(&mut r)?,
+                    latest_sealed: Truncation::decode(&mut r)?,
+                };
+                Message::FenceOk { volume, pg, view }
+            }
+            kind::TRUNCATE => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::Truncate {
+                    volume,
+                    pg,
+                    truncation: Truncation::decode(&mut r)?,
+                }
+            }
+            kind::TRUNCATE_ACK => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::TruncateAck {
+                    volume,
+                    pg,
+                    scl: Lsn(r.u64()?),
+                }
+            }
             kind::STATS => {
                 let mut a = [0u64; NodeStats::FIELDS];
                 for v in &mut a {
@@ -552,6 +821,16 @@ impl Message {
         };
         r.finish()?;
         Ok(msg)
+    }
+}
+
+fn decode_bool(r: &mut Reader, what: &'static str) -> Result<bool, MessageError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => {
+            Err(DecodeError::new(what, format!("a flag must be 0 or 1, found {other}")).into())
+        }
     }
 }
 
@@ -637,6 +916,17 @@ mod tests {
         })
     }
 
+    fn arb_truncation() -> impl Strategy<Value = Truncation> {
+        (any::<u64>(), any::<u64>(), 0u64..1 << 40, any::<bool>()).prop_map(
+            |(epoch, start, len, sealed)| Truncation {
+                epoch: VolumeEpoch(epoch),
+                start: Lsn(start),
+                end: Lsn(start.saturating_add(len)),
+                sealed,
+            },
+        )
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
             any::<u16>().prop_map(|v| Message::Hello {
@@ -717,8 +1007,65 @@ mod tests {
                 }
             ),
             Just(Message::GetStats),
+            any::<u64>().prop_map(|v| Message::ListSegments {
+                volume: VolumeId(v)
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u32>(), 0..20)
+            )
+                .prop_map(|(v, e, pgs)| Message::SegmentList {
+                    volume: VolumeId(v),
+                    max_epoch: VolumeEpoch(e),
+                    pgs: pgs.into_iter().map(PgIndex).collect(),
+                }),
+            (any::<u64>(), any::<u32>(), any::<u64>(), 0u8..3).prop_map(|(v, pg, e, m)| {
+                Message::Fence {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    epoch: VolumeEpoch(e),
+                    mode: [FenceMode::Look, FenceMode::Raise, FenceMode::Exclusive][usize::from(m)],
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<bool>(),
+                any::<[u64; 3]>(),
+                arb_truncation(),
+                arb_truncation()
+            )
+                .prop_map(|(v, pg, exists, a, latest, latest_sealed)| {
+                    Message::FenceOk {
+                        volume: VolumeId(v),
+                        pg: PgIndex(pg),
+                        view: SegmentView {
+                            exists,
+                            volume_epoch: VolumeEpoch(a[0]),
+                            scl: Lsn(a[1]),
+                            highest_lsn: Lsn(a[2]),
+                            latest,
+                            latest_sealed,
+                        },
+                    }
+                }),
+            (any::<u64>(), any::<u32>(), arb_truncation()).prop_map(|(v, pg, truncation)| {
+                Message::Truncate {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    truncation,
+                }
+            }),
+            (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(v, pg, s)| {
+                Message::TruncateAck {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    scl: Lsn(s),
+                }
+            }),
             any::<[u64; 8]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
-            (0usize..11, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
+            (0usize..12, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
                 code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
                 detail,
                 message,
@@ -736,7 +1083,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bodies_never_panic(kind in 0u16..14, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fn arbitrary_bodies_never_panic(kind in 0u16..20, body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Message::decode(kind, Bytes::from(body));
         }
 

@@ -1,0 +1,886 @@
+//! Volume open (DESIGN §7): rebuild the volume's state from storage alone, cut the ragged
+//! edge, and fence every older writer. No redo is replayed: segments own their pages.
+//!
+//! ```text
+//!  list     every shard: which PGs of the volume it holds, and the highest epoch seen
+//!  fence    PG 0: compare-and-set the new epoch on a write quorum (4/6), so two opens can
+//!           never both win; every other PG: raise the epoch on the members that answer.
+//!           A writer of an older epoch can then get at most 2 acks anywhere: fenced.
+//!  compute  per PG, from ≥ 3 segments: PGCL = highest (clipped) SCL; fetch the records
+//!           above `base` from that segment; VCL = end of the dense LSN run above `base`;
+//!           VDL = highest CPL ≤ VCL
+//!  truncate every reachable member: range (VDL, VDL + LAL] stamped with the new epoch,
+//!           then re-replicate the PG's records up to its tail where the member lacks them;
+//!           needs 4 complete members per PG
+//!  seal     mark the range sealed on every reachable member: from now on a later open may
+//!           start from `base = VDL` and skip the range's LSNs, which nobody will use
+//! ```
+//! Two facts make the rest work. LSNs are dense per writer (every LSN up to the last one
+//! allocated belongs to exactly one record), and a writer never allocates below
+//! `VDL + LAL` of the open that started it, so an LSN names at most one record ever.
+//! And a node that holds records of epoch E also holds E's truncation range (nodes refuse
+//! E's records until it arrives), so a segment that lacks the newest range S* holds only
+//! records older than S*: its chain is trusted up to `S*.start` and no further.
+//!
+//! Any step may fail or the process may die; a later open repeats everything with a new
+//! epoch. Once the truncation step has completed, a later open finds the same VDL (the
+//! range's epoch is the newest any read quorum sees, and every record ≤ VDL is on 4/6).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::rpc::Rpc;
+use super::{VolumeConfig, VolumeError};
+use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
+use crate::quorum::WRITE_QUORUM;
+use crate::types::{Lsn, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
+use crate::wire::message::MAX_RECORDS_PER_BATCH;
+use crate::wire::{ErrorCode, FenceMode, Message, Record, SegmentView, Truncation};
+
+/// Segments of a PG that must answer before its state is known.
+pub const READ_QUORUM: usize = 3;
+/// Bytes asked for per `FetchRecords` reply.
+const FETCH_BYTES: u32 = 4 << 20;
+/// Record bytes per re-replication batch.
+const REPLICATE_BATCH_BYTES: usize = 1 << 20;
+/// Pause between open attempts while a quorum is out of reach.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Where to stop an open, to test that a later open repeats it correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// After the truncation ranges and re-replication reached a write quorum of every PG.
+    Truncated,
+}
+
+type Conn = (NodeId, ShardId);
+
+/// What a segment told the open, and what the open trusts of it.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentReport {
+    pub node: NodeId,
+    pub view: SegmentView,
+    /// Its SCL, clipped to the newest truncation range's start if it lacks that range.
+    pub trusted_scl: Lsn,
+}
+
+/// One PG after open.
+#[derive(Debug, Clone)]
+pub struct PgState {
+    pub members: [NodeId; PG_MEMBERS],
+    pub segments: Vec<SegmentReport>,
+    /// Highest trusted SCL among the segments that answered.
+    pub pgcl: Lsn,
+    /// The PG's last record at or below VDL (the next record's `prev_lsn_pg`). Exact after
+    /// a write open; for a read-only open, the best bound known (`pgcl` capped at VDL when
+    /// no record above `base` says more).
+    pub tail: Lsn,
+}
+
+/// The outcome of an open.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub epoch: VolumeEpoch,
+    pub vcl: Lsn,
+    pub vdl: Lsn,
+    /// Where the open started looking: the newest sealed range's start (0 if none).
+    pub base: Lsn,
+    /// This open's range (write opens of a volume that existed).
+    pub truncation: Option<Truncation>,
+    /// The writer allocates LSNs above this.
+    pub allocate_after: Lsn,
+    pub pgs: BTreeMap<PgIndex, PgState>,
+    pub records_fetched: u64,
+    pub records_replicated: u64,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl Recovered {
+    /// Segments of `pg` that hold every record of it up to `lsn` (≤ VDL), best first.
+    pub fn sources(&self, pg: PgIndex, lsn: Lsn) -> Vec<NodeId> {
+        let Some(state) = self.pgs.get(&pg) else {
+            return Vec::new();
+        };
+        let need = lsn.min(state.tail);
+        let mut s: Vec<&SegmentReport> = state
+            .segments
+            .iter()
+            .filter(|r| r.trusted_scl >= need)
+            .collect();
+        s.sort_by_key(|r| std::cmp::Reverse(r.trusted_scl));
+        s.iter().map(|r| r.node).collect()
+    }
+}
+
+enum Failure {
+    /// Out of reach for now (a quorum, a node): try again until `open_timeout`.
+    Retry(String),
+    /// Will not get better by waiting.
+    Fatal(VolumeError),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Retry(s)
+    }
+}
+
+pub(crate) struct Opener<'a> {
+    cluster: &'a ClusterMap,
+    cfg: &'a VolumeConfig,
+    write: bool,
+    stop_after: Option<RecoveryStep>,
+    conns: HashMap<Conn, Rpc>,
+    down: BTreeMap<Conn, String>,
+    /// Highest epoch another open was seen to hold (from `StaleEpoch` replies).
+    seen_epoch: VolumeEpoch,
+}
+
+impl<'a> Opener<'a> {
+    pub fn new(
+        cluster: &'a ClusterMap,
+        cfg: &'a VolumeConfig,
+        write: bool,
+        stop_after: Option<RecoveryStep>,
+    ) -> Opener<'a> {
+        Opener {
+            cluster,
+            cfg,
+            write,
+            stop_after,
+            conns: HashMap::new(),
+            down: BTreeMap::new(),
+            seen_epoch: VolumeEpoch(0),
+        }
+    }
+
+    /// Opens, retrying while quorums are out of reach, for at most `open_timeout`.
+    pub async fn open(mut self) -> Result<Recovered, VolumeError> {
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.attempt().await {
+                Ok(mut r) => {
+                    r.attempts = attempts;
+                    r.elapsed = started.elapsed();
+                    return Ok(r);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(why)) => {
+                    if started.elapsed() + RETRY_PAUSE > self.cfg.open_timeout {
+                        return Err(VolumeError::OpenFailed {
+                            waited_ms: started.elapsed().as_millis() as u64,
+                            detail: why,
+                        });
+                    }
+                    if let Some(progress) = &self.cfg.progress {
+                        progress(&format!("volume open attempt {attempts}: {why}; retrying"));
+                    }
+                    glommio::timer::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn addr(&self, (node, shard): Conn) -> SocketAddr {
+        self.cluster
+            .node(node)
+            .expect("connections come from the cluster map")
+            .shard_addr(shard)
+    }
+
+    fn shards(&self, node: NodeId) -> u16 {
+        self.cluster
+            .node(node)
+            .and_then(|n| n.shards)
+            .unwrap_or(self.cfg.default_shards)
+    }
+
+    fn conn_of(&self, node: NodeId, pg: PgIndex) -> Conn {
+        (node, segment_shard(self.cfg.volume, pg, self.shards(node)))
+    }
+
+    /// Connects to every shard of every node not yet connected.
+    async fn connect_all(&mut self) {
+        let mut tasks = Vec::new();
+        for n in self.cluster.nodes() {
+            for s in 0..self.shards(NodeId(n.id)) {
+                let conn = (NodeId(n.id), ShardId(s));
+                if self.conns.contains_key(&conn) {
+                    continue;
+                }
+                let (addr, ct, rt) = (
+                    self.addr(conn),
+                    self.cfg.connect_timeout,
+                    self.cfg.request_timeout,
+                );
+                tasks.push((
+                    conn,
+                    glommio::spawn_local(async move { Rpc::connect(addr, ct, rt).await }),
+                ));
+            }
+        }
+        for (conn, task) in tasks {
+            match task.await {
+                Ok(rpc) => {
+                    self.down.remove(&conn);
+                    self.conns.insert(conn, rpc);
+                }
+                Err(e) => {
+                    self.down.insert(conn, e);
+                }
+            }
+        }
+    }
+
+    /// Sends each connection its requests (pipelined), all connections at once. A
+    /// connection that fails is dropped and reported down; its requests get no reply.
+    async fn exchange(
+        &mut self,
+        mut work: HashMap<Conn, Vec<Message>>,
+    ) -> HashMap<Conn, Vec<Message>> {
+        let mut tasks = Vec::new();
+        for (conn, msgs) in work.drain() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let Some(mut rpc) = self.conns.remove(&conn) else {
+                continue;
+            };
+            tasks.push((
+                conn,
+                glommio::spawn_local(async move {
+                    let r = rpc.call_all(msgs).await;
+                    (rpc, r)
+                }),
+            ));
+        }
+        let mut out = HashMap::new();
+        for (conn, task) in tasks {
+            let (rpc, r) = task.await;
+            match r {
+                Ok(replies) => {
+                    self.conns.insert(conn, rpc);
+                    out.insert(conn, replies);
+                }
+                Err(e) => {
+                    self.down.insert(conn, e);
+                }
+            }
+        }
+        out
+    }
+
+    fn unanswered(&self, pg: PgIndex, answered: &BTreeSet<NodeId>) -> String {
+        let members = self.cluster.pg_members(self.cfg.volume, pg);
+        let missing: Vec<String> = members
+            .iter()
+            .filter(|m| !answered.contains(m))
+            .map(|m| {
+                let why = self
+                    .down
+                    .get(&self.conn_of(*m, pg))
+                    .map_or_else(|| "no usable reply".to_string(), Clone::clone);
+                format!("node {m} ({why})")
+            })
+            .collect();
+        missing.join(", ")
+    }
+
+    async fn attempt(&mut self) -> Result<Recovered, Failure> {
+        self.connect_all().await;
+        let (mut pgs, max_epoch) = self.list().await?;
+        let epoch = VolumeEpoch(max_epoch.max(self.seen_epoch).0 + 1);
+        let views = if self.write {
+            pgs.insert(PgIndex(0));
+            self.fence(&pgs, epoch).await?
+        } else {
+            self.look(&pgs).await?
+        };
+        let mut state = compute(&views);
+        self.fetch_tails(&mut state).await?;
+        let records_fetched = state.fetched.len() as u64;
+        let (vcl, vdl) = state.walk();
+        let mut recovered = Recovered {
+            epoch: if self.write { epoch } else { max_epoch },
+            vcl,
+            vdl,
+            base: state.base,
+            truncation: None,
+            allocate_after: vdl,
+            pgs: BTreeMap::new(),
+            records_fetched,
+            records_replicated: 0,
+            attempts: 0,
+            elapsed: Duration::ZERO,
+        };
+        let any_record = views
+            .values()
+            .flatten()
+            .any(|(_, v)| v.highest_lsn > Lsn::NONE);
+        if self.write && (epoch > VolumeEpoch(1) || any_record) {
+            let t = Truncation {
+                epoch,
+                start: vdl,
+                end: Lsn(vdl.0.saturating_add(self.cfg.quorum.lal)),
+                sealed: false,
+            };
+            let (tails, replicated) = self.truncate(&state, t).await?;
+            state.tails = tails;
+            recovered.records_replicated = replicated;
+            if self.stop_after == Some(RecoveryStep::Truncated) {
+                return Err(Failure::Fatal(VolumeError::Stopped(
+                    RecoveryStep::Truncated,
+                )));
+            }
+            self.seal(&state, Truncation { sealed: true, ..t }).await?;
+            recovered.truncation = Some(Truncation { sealed: true, ..t });
+            recovered.allocate_after = t.end;
+        }
+        for (pg, reports) in &state.reports {
+            let pgcl = state.pgcl[pg];
+            recovered.pgs.insert(
+                *pg,
+                PgState {
+                    members: self.cluster.pg_members(self.cfg.volume, *pg),
+                    segments: reports.clone(),
+                    pgcl,
+                    tail: state.tails.get(pg).copied().unwrap_or(pgcl.min(vdl)),
+                },
+            );
+        }
+        Ok(recovered)
+    }
+
+    /// Which PGs exist, and the highest epoch any shard holds. Fails (for now) when some
+    /// PG could hold data that no answering node would know of.
+    async fn list(&mut self) -> Result<(BTreeSet<PgIndex>, VolumeEpoch), Failure> {
+        let work = self
+            .conns
+            .keys()
+            .map(|c| {
+                (
+                    *c,
+                    vec![Message::ListSegments {
+                        volume: self.cfg.volume,
+                    }],
+                )
+            })
+            .collect();
+        let replies = self.exchange(work).await;
+        let mut pgs = BTreeSet::new();
+        let mut max_epoch = VolumeEpoch(0);
+        let mut answered: BTreeSet<Conn> = BTreeSet::new();
+        for (conn, r) in replies {
+            match r.into_iter().next() {
+                Some(Message::SegmentList {
+                    max_epoch: e,
+                    pgs: p,
+                    ..
+                }) => {
+                    pgs.extend(p);
+                    max_epoch = max_epoch.max(e);
+                    answered.insert(conn);
+                }
+                other => {
+                    self.down.insert(conn, format!("ListSegments: {other:?}"));
+                }
+            }
+        }
+        // A PG's committed records are on 4 of its 6 members, so 3 answering members would
+        // know of it. With 6 nodes every PG has every node; in a bigger cluster with 4 or
+        // more nodes silent, check each possible PG's members.
+        let silent: BTreeSet<NodeId> = self.down.keys().map(|c| c.0).collect();
+        let nodes = self.cluster.nodes().count();
+        if silent.len() > PG_MEMBERS - READ_QUORUM {
+            let check_all = nodes > PG_MEMBERS;
+            let last = if check_all { MAX_PGS } else { 1 };
+            for pg in (0..last).map(PgIndex) {
+                let ok = self
+                    .cluster
+                    .pg_members(self.cfg.volume, pg)
+                    .iter()
+                    .filter(|m| answered.contains(&self.conn_of(**m, pg)))
+                    .count();
+                if ok < READ_QUORUM {
+                    let got = answered.iter().map(|c| c.0).collect();
+                    return Err(Failure::Retry(format!(
+                        "PG {pg}: only {ok} of its segments answered (a read quorum is {READ_QUORUM}); no answer from {}",
+                        self.unanswered(pg, &got)
+                    )));
+                }
+            }
+        }
+        Ok((pgs, max_epoch))
+    }
+
+    /// Takes the new epoch: compare-and-set on PG 0, then raise it on every other PG.
+    async fn fence(
+        &mut self,
+        pgs: &BTreeSet<PgIndex>,
+        epoch: VolumeEpoch,
+    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
+        let pg0 = BTreeSet::from([PgIndex(0)]);
+        let views0 = self.fence_pgs(&pg0, epoch, FenceMode::Exclusive).await?;
+        let won = views0.get(&PgIndex(0)).map_or(0, Vec::len);
+        if won < WRITE_QUORUM {
+            let answered = views0.values().flatten().map(|(n, _)| *n).collect();
+            let why = if self.seen_epoch >= epoch {
+                format!(
+                    "another open holds epoch {} (ours was {epoch}); taking a higher one",
+                    self.seen_epoch
+                )
+            } else {
+                format!(
+                    "PG 0: the new epoch {epoch} reached {won} segments, a write quorum is {WRITE_QUORUM}; no answer from {}",
+                    self.unanswered(PgIndex(0), &answered)
+                )
+            };
+            return Err(Failure::Retry(why));
+        }
+        let rest: BTreeSet<PgIndex> = pgs.iter().copied().filter(|p| p.0 != 0).collect();
+        let mut views = self.fence_pgs(&rest, epoch, FenceMode::Raise).await?;
+        if self.seen_epoch > epoch {
+            return Err(Failure::Fatal(VolumeError::Fenced(format!(
+                "another open took epoch {} while this one was opening with {epoch}",
+                self.seen_epoch
+            ))));
+        }
+        views.extend(views0);
+        self.need(&views, READ_QUORUM)?;
+        Ok(views)
+    }
+
+    async fn look(
+        &mut self,
+        pgs: &BTreeSet<PgIndex>,
+    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
+        let views = self.fence_pgs(pgs, VolumeEpoch(0), FenceMode::Look).await?;
+        self.need(&views, READ_QUORUM)?;
+        Ok(views)
+    }
+
+    fn need(
+        &self,
+        views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>,
+        quorum: usize,
+    ) -> Result<(), Failure> {
+        for (pg, v) in views {
+            if v.len() < quorum {
+                let answered = v.iter().map(|(n, _)| *n).collect();
+                return Err(Failure::Retry(format!(
+                    "PG {pg}: {} of its segments answered, {quorum} are needed; no answer from {}",
+                    v.len(),
+                    self.unanswered(*pg, &answered)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn fence_pgs(
+        &mut self,
+        pgs: &BTreeSet<PgIndex>,
+        epoch: VolumeEpoch,
+        mode: FenceMode,
+    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
+        let volume = self.cfg.volume;
+        let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
+        for pg in pgs {
+            for m in self.cluster.pg_members(volume, *pg) {
+                work.entry(self.conn_of(m, *pg))
+                    .or_default()
+                    .push(Message::Fence {
+                        volume,
+                        pg: *pg,
+                        epoch,
+                        mode,
+                    });
+            }
+        }
+        let mut views: BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>> =
+            pgs.iter().map(|p| (*p, Vec::new())).collect();
+        for (conn, replies) in self.exchange(work).await {
+            for reply in replies {
+                match reply {
+                    Message::FenceOk { pg, view, .. } => {
+                        views.entry(pg).or_default().push((conn.0, view));
+                    }
+                    Message::Error {
+                        code: ErrorCode::StaleEpoch,
+                        detail,
+                        ..
+                    } => {
+                        self.seen_epoch = self.seen_epoch.max(VolumeEpoch(u64::from(detail)));
+                    }
+                    other => {
+                        self.down.insert(conn, format!("Fence: {other:?}"));
+                    }
+                }
+            }
+        }
+        Ok(views)
+    }
+
+    /// Fetches, for each PG, its records in `(base, pgcl]` from the segment that has them.
+    async fn fetch_tails(&mut self, state: &mut OpenState) -> Result<(), Failure> {
+        let mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+        for (pg, pgcl) in &state.pgcl {
+            if *pgcl > state.base {
+                let source = state.source[pg];
+                ranges
+                    .entry(self.conn_of(source, *pg))
+                    .or_default()
+                    .push((*pg, state.base, *pgcl));
+            }
+        }
+        for (pg, records) in self.fetch_ranges(ranges).await? {
+            for r in records {
+                state.fetched.insert(r.lsn, (pg, r));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches each `(pg, after, to]` range, following `more` until it is complete.
+    async fn fetch_ranges(
+        &mut self,
+        mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
+    ) -> Result<Vec<(PgIndex, Vec<Record>)>, Failure> {
+        let volume = self.cfg.volume;
+        let mut out: BTreeMap<PgIndex, Vec<Record>> = BTreeMap::new();
+        while !ranges.is_empty() {
+            let work = ranges
+                .iter()
+                .map(|(c, rs)| {
+                    let msgs = rs
+                        .iter()
+                        .map(|(pg, after, to)| Message::FetchRecords {
+                            volume,
+                            pg: *pg,
+                            after_lsn: *after,
+                            to_lsn: *to,
+                            max_bytes: FETCH_BYTES,
+                        })
+                        .collect();
+                    (*c, msgs)
+                })
+                .collect();
+            let mut replies = self.exchange(work).await;
+            let mut next: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+            for (conn, rs) in ranges {
+                let Some(answers) = replies.remove(&conn) else {
+                    return Err(Failure::Retry(format!(
+                        "fetching records from node {} failed: {}",
+                        conn.0,
+                        self.down.get(&conn).map_or("no reply", String::as_str)
+                    )));
+                };
+                for ((pg, _, to), answer) in rs.into_iter().zip(answers) {
+                    let Message::Records { more, records, .. } = answer else {
+                        return Err(Failure::Retry(format!(
+                            "fetching PG {pg} from node {}: {answer:?}",
+                            conn.0
+                        )));
+                    };
+                    let last = records.last().map(|r| r.lsn);
+                    out.entry(pg).or_default().extend(records);
+                    if let (true, Some(last)) = (more, last) {
+                        next.entry(conn).or_default().push((pg, last, to));
+                    }
+                }
+            }
+            ranges = next;
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Writes the truncation range to every reachable member and brings each up to the
+    /// PG's tail. Returns each PG's tail and the records sent.
+    async fn truncate(
+        &mut self,
+        state: &OpenState,
+        t: Truncation,
+    ) -> Result<(HashMap<PgIndex, Lsn>, u64), Failure> {
+        let volume = self.cfg.volume;
+        let acks = self.send_truncation(state, t).await;
+        // The tail: a complete segment's SCL once everything above VDL is annulled.
+        let mut tails = HashMap::new();
+        let mut behind: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+        for (pg, got) in &acks {
+            // The source is complete up to the PG's tail; without its answer the tail
+            // could be read short, and the next record would link to the wrong one.
+            if let Some(source) = state.source.get(pg) {
+                if !got.iter().any(|(n, _)| n == source) {
+                    return Err(Failure::Retry(format!(
+                        "PG {pg}: node {source}, the segment with its latest records, did not take the truncation range: {}",
+                        self.down
+                            .get(&self.conn_of(*source, *pg))
+                            .map_or("no usable reply", String::as_str)
+                    )));
+                }
+            }
+            let tail = got.iter().map(|(_, scl)| *scl).max().unwrap_or(Lsn::NONE);
+            if let Some(expected) = state.expected_tail(*pg) {
+                if expected != tail {
+                    return Err(Failure::Retry(format!(
+                        "PG {pg}: after truncation the most complete segment ends at {tail}, but its records end at {expected} (a segment may have changed under the open)"
+                    )));
+                }
+            }
+            tails.insert(*pg, tail);
+            for (node, scl) in got {
+                if *scl < tail {
+                    behind
+                        .entry(self.conn_of(*node, *pg))
+                        .or_default()
+                        .push((*pg, *scl, tail));
+                }
+            }
+        }
+        // Records the lagging members need: from the fetched tail where it reaches, the rest
+        // from the PG's most complete segment.
+        let mut fetch: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+        for (pg, from, _) in behind.values().flatten() {
+            if *from < state.base {
+                fetch
+                    .entry(self.conn_of(state.source[pg], *pg))
+                    .or_default()
+                    .push((*pg, *from, state.base));
+            }
+        }
+        let mut older: HashMap<PgIndex, BTreeMap<Lsn, Record>> = HashMap::new();
+        for (pg, records) in self.fetch_ranges(fetch).await? {
+            older
+                .entry(pg)
+                .or_default()
+                .extend(records.into_iter().map(|r| (r.lsn, r)));
+        }
+        let mut sent = 0u64;
+        let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
+        for (conn, lags) in &behind {
+            for (pg, from, tail) in lags {
+                let mut records: Vec<Record> = older
+                    .get(pg)
+                    .into_iter()
+                    .flat_map(|m| m.range(Lsn(from.0 + 1)..=*tail).map(|(_, r)| r.clone()))
+                    .collect();
+                records.extend(
+                    state
+                        .fetched
+                        .range(Lsn(from.0.max(state.base.0) + 1)..=*tail)
+                        .filter(|(_, (p, _))| p == pg)
+                        .map(|(_, (_, r))| r.clone()),
+                );
+                sent += records.len() as u64;
+                for chunk in chunks(records) {
+                    work.entry(*conn).or_default().push(Message::AppendBatch {
+                        volume,
+                        pg: *pg,
+                        volume_epoch: t.epoch,
+                        membership_epoch: crate::MembershipEpoch(1),
+                        records: chunk,
+                    });
+                }
+            }
+        }
+        let mut complete: HashMap<PgIndex, usize> = acks
+            .iter()
+            .map(|(pg, got)| (*pg, got.iter().filter(|(_, s)| *s >= tails[pg]).count()))
+            .collect();
+        for (_, replies) in self.exchange(work).await {
+            let mut last: HashMap<PgIndex, Lsn> = HashMap::new();
+            for r in replies {
+                if let Message::AppendAck { pg, scl, .. } = r {
+                    last.insert(pg, scl);
+                }
+            }
+            for (pg, scl) in last {
+                if scl >= tails[&pg] {
+                    *complete.entry(pg).or_default() += 1;
+                }
+            }
+        }
+        for pg in state.reports.keys() {
+            let n = complete.get(pg).copied().unwrap_or(0);
+            if n < WRITE_QUORUM {
+                let answered = acks
+                    .get(pg)
+                    .into_iter()
+                    .flatten()
+                    .map(|(n, _)| *n)
+                    .collect();
+                return Err(Failure::Retry(format!(
+                    "PG {pg}: {n} segments hold the truncation range and the tail, a write quorum is {WRITE_QUORUM}; no answer from {}",
+                    self.unanswered(*pg, &answered)
+                )));
+            }
+        }
+        Ok((tails, sent))
+    }
+
+    /// Sends `t` to every reachable member of every PG; returns `(node, scl)` per PG.
+    async fn send_truncation(
+        &mut self,
+        state: &OpenState,
+        t: Truncation,
+    ) -> BTreeMap<PgIndex, Vec<(NodeId, Lsn)>> {
+        let volume = self.cfg.volume;
+        let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
+        for pg in state.reports.keys() {
+            for m in self.cluster.pg_members(volume, *pg) {
+                work.entry(self.conn_of(m, *pg))
+                    .or_default()
+                    .push(Message::Truncate {
+                        volume,
+                        pg: *pg,
+                        truncation: t,
+                    });
+            }
+        }
+        let mut acks: BTreeMap<PgIndex, Vec<(NodeId, Lsn)>> =
+            state.reports.keys().map(|p| (*p, Vec::new())).collect();
+        for (conn, replies) in self.exchange(work).await {
+            for r in replies {
+                match r {
+                    Message::TruncateAck { pg, scl, .. } => {
+                        acks.entry(pg).or_default().push((conn.0, scl));
+                    }
+                    other => {
+                        self.down.insert(conn, format!("Truncate: {other:?}"));
+                    }
+                }
+            }
+        }
+        acks
+    }
+
+    async fn seal(&mut self, state: &OpenState, t: Truncation) -> Result<(), Failure> {
+        let acks = self.send_truncation(state, t).await;
+        for (pg, got) in &acks {
+            if got.len() < WRITE_QUORUM {
+                let answered = got.iter().map(|(n, _)| *n).collect();
+                return Err(Failure::Retry(format!(
+                    "PG {pg}: the sealed range reached {} segments, a write quorum is {WRITE_QUORUM}; no answer from {}",
+                    got.len(),
+                    self.unanswered(*pg, &answered)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn chunks(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let full = out.last().is_none_or(|c| {
+            c.len() >= MAX_RECORDS_PER_BATCH || bytes + r.encoded_len() > REPLICATE_BATCH_BYTES
+        });
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += r.encoded_len();
+        out.last_mut().expect("pushed above").push(r);
+    }
+    out
+}
+
+/// The arithmetic of an open, apart from the network.
+struct OpenState {
+    base: Lsn,
+    /// The newest sealed range: its LSNs were never allocated.
+    sealed: Option<Truncation>,
+    reports: BTreeMap<PgIndex, Vec<SegmentReport>>,
+    pgcl: BTreeMap<PgIndex, Lsn>,
+    source: BTreeMap<PgIndex, NodeId>,
+    /// Records above `base` up to each PG's PGCL, by LSN.
+    fetched: BTreeMap<Lsn, (PgIndex, Record)>,
+    vdl: Lsn,
+    tails: HashMap<PgIndex, Lsn>,
+}
+
+fn compute(views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>) -> OpenState {
+    let all = views.values().flatten().map(|(_, v)| v);
+    let newest = all
+        .clone()
+        .map(|v| v.latest)
+        .max_by_key(|t| t.epoch)
+        .unwrap_or_default();
+    let sealed = all
+        .map(|v| v.latest_sealed)
+        .max_by_key(|t| t.epoch)
+        .filter(|t| t.epoch > VolumeEpoch(0));
+    let base = sealed.map_or(Lsn::NONE, |t| t.start);
+    let mut reports = BTreeMap::new();
+    let mut pgcl = BTreeMap::new();
+    let mut source = BTreeMap::new();
+    for (pg, vs) in views {
+        let rs: Vec<SegmentReport> = vs
+            .iter()
+            .map(|(node, v)| SegmentReport {
+                node: *node,
+                view: *v,
+                trusted_scl: if v.latest.epoch < newest.epoch {
+                    v.scl.min(newest.start)
+                } else {
+                    v.scl
+                },
+            })
+            .collect();
+        let best = rs.iter().max_by_key(|r| r.trusted_scl);
+        pgcl.insert(*pg, best.map_or(Lsn::NONE, |r| r.trusted_scl));
+        if let Some(b) = best {
+            source.insert(*pg, b.node);
+        }
+        reports.insert(*pg, rs);
+    }
+    OpenState {
+        base,
+        sealed,
+        reports,
+        pgcl,
+        source,
+        fetched: BTreeMap::new(),
+        vdl: base,
+        tails: HashMap::new(),
+    }
+}
+
+impl OpenState {
+    /// VCL: the end of the unbroken run of LSNs above `base` (records found, or the sealed
+    /// range nobody allocated from). VDL: the highest CPL within it, else `base`.
+    fn walk(&mut self) -> (Lsn, Lsn) {
+        let mut next = self.base.0 + 1;
+        let mut vdl = self.base;
+        let skip = |n: u64| match self.sealed {
+            Some(t) if t.start.0 < n && n <= t.end.0 => t.end.0 + 1,
+            _ => n,
+        };
+        for (lsn, (_, r)) in &self.fetched {
+            next = skip(next);
+            if lsn.0 != next {
+                break;
+            }
+            if r.cpl {
+                vdl = *lsn;
+            }
+            next += 1;
+        }
+        let vcl = Lsn(skip(next) - 1);
+        self.fetched.retain(|l, _| *l <= vdl);
+        self.vdl = vdl;
+        (vcl, vdl)
+    }
+
+    /// The PG's tail as the fetched records show it, when they show it.
+    fn expected_tail(&self, pg: PgIndex) -> Option<Lsn> {
+        let mine = self.fetched.iter().filter(|(_, (p, _))| *p == pg);
+        mine.map(|(l, _)| *l).next_back()
+    }
+}

@@ -1,0 +1,146 @@
+//! A plain request/reply connection to one shard, for volume open and reads: Hello, then
+//! pipelined requests whose replies are matched by request id. (The write path uses
+//! [`super::peer::Peer`], which streams batches instead.)
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use super::peer::read_more;
+use crate::wire::frame::take_frame;
+use crate::wire::{Message, PROTOCOL_VERSION};
+
+pub(crate) struct Rpc {
+    pub addr: SocketAddr,
+    rd: ReadHalf<TcpStream>,
+    wr: WriteHalf<TcpStream>,
+    buf: BytesMut,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl Rpc {
+    /// Connects and shakes hands; every later call must be answered within `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Rpc, String> {
+        let stream = TcpStream::connect_timeout(addr, connect_timeout)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = futures_lite::io::split(stream);
+        let mut rpc = Rpc {
+            addr,
+            rd,
+            wr,
+            buf: BytesMut::new(),
+            next_id: 1,
+            timeout,
+        };
+        let reply = rpc
+            .call(Message::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            })
+            .await?;
+        match reply {
+            Message::HelloOk { .. } => Ok(rpc),
+            other => Err(format!("hello from {addr}: unexpected {other:?}")),
+        }
+    }
+
+    pub async fn call(&mut self, msg: Message) -> Result<Message, String> {
+        let mut replies = self.call_all(vec![msg]).await?;
+        Ok(replies.remove(0))
+    }
+
+    /// Sends every request in one write and returns the replies in request order. An
+    /// `Error` reply is returned like any other; only transport failures are `Err`.
+    pub async fn call_all(&mut self, msgs: Vec<Message>) -> Result<Vec<Message>, String> {
+        let first = self.next_id;
+        let mut frames = BytesMut::new();
+        for m in &msgs {
+            m.encode_frame(self.next_id, &mut frames);
+            self.next_id += 1;
+        }
+        let addr = self.addr;
+        let timeout = self.timeout;
+        let work = async {
+            self.wr
+                .write_all(&frames)
+                .await
+                .map_err(|e| format!("send to {addr}: {e}"))?;
+            let mut got: HashMap<u64, Message> = HashMap::with_capacity(msgs.len());
+            while got.len() < msgs.len() {
+                match take_frame(&mut self.buf).map_err(|e| format!("{addr}: {e}"))? {
+                    Some((h, body)) => {
+                        let m =
+                            Message::decode(h.kind, body).map_err(|e| format!("{addr}: {e}"))?;
+                        if h.request_id < first || h.request_id >= self.next_id {
+                            return Err(format!(
+                                "{addr}: reply to unknown request {}",
+                                h.request_id
+                            ));
+                        }
+                        got.insert(h.request_id, m);
+                    }
+                    None => read_more(&mut self.rd, &mut self.buf)
+                        .await
+                        .map_err(|e| format!("{addr}: {e}"))?,
+                }
+            }
+            Ok((first..self.next_id)
+                .map(|id| got.remove(&id).expect("every reply arrived"))
+                .collect())
+        };
+        glommio::timer::timeout(timeout, async {
+            work.await
+                .map_err(|e: String| glommio::GlommioError::from(std::io::Error::other(e)))
+        })
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::TimedOut(_) => {
+                format!("no reply from {addr} within {timeout:?}")
+            }
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Every record of `pg` in `(after, to]` held by the shard behind `rpc`, in LSN order.
+pub(crate) async fn fetch_all(
+    rpc: &mut Rpc,
+    volume: crate::VolumeId,
+    pg: crate::PgIndex,
+    after: crate::Lsn,
+    to: crate::Lsn,
+) -> Result<Vec<crate::wire::Record>, String> {
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let reply = rpc
+            .call(Message::FetchRecords {
+                volume,
+                pg,
+                after_lsn: after,
+                to_lsn: to,
+                max_bytes: 4 << 20,
+            })
+            .await?;
+        let Message::Records { more, records, .. } = reply else {
+            return Err(format!("{}: {reply:?}", rpc.addr));
+        };
+        let last = records.last().map(|r| r.lsn);
+        out.extend(records);
+        match (more, last) {
+            (true, Some(last)) => after = last,
+            _ => return Ok(out),
+        }
+    }
+}

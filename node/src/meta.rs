@@ -1,0 +1,225 @@
+//! Per-shard segment metadata that must outlive the hot log: each segment's highest volume
+//! epoch (so a fenced writer stays fenced across restarts, even on a segment that holds no
+//! record) and its truncation ranges (so annulled records stay annulled when the hot log is
+//! scanned again). Layout in `FORMAT.md` ("Segment metadata file").
+//!
+//! Changes are rare (one per volume open per segment), so the whole file is rewritten each
+//! time: write `segments.meta.tmp`, fsync it, rename it over `segments.meta`, fsync the
+//! directory. A crash leaves either the old or the new file. This uses blocking std I/O on
+//! the shard's thread: a few milliseconds per volume open, never on the append path.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hexad_client::wire::codec::Reader;
+use hexad_client::wire::Truncation;
+use hexad_client::{PgIndex, VolumeEpoch, VolumeId};
+
+use crate::hotlog::format::SegmentKey;
+
+const MAGIC: &[u8; 4] = b"HXSM";
+const VERSION: u16 = 1;
+const FILE: &str = "segments.meta";
+const TMP: &str = "segments.meta.tmp";
+/// Most truncation ranges kept per segment: one per volume open that reached it.
+pub const MAX_TRUNCATIONS: usize = 4096;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentMeta {
+    pub volume_epoch: VolumeEpoch,
+    pub truncations: Vec<Truncation>,
+}
+
+/// The metadata of every segment of a shard; `dir: None` keeps it in memory (tests).
+#[derive(Debug, Default)]
+pub struct MetaStore {
+    dir: Option<PathBuf>,
+    pub segments: BTreeMap<SegmentKey, SegmentMeta>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt ({detail}); it holds volume epochs and truncation ranges, so the shard will not start without it: restore it or rebuild this node's segments from peers")]
+    Corrupt { path: String, detail: String },
+}
+
+impl MetaStore {
+    pub fn in_memory() -> MetaStore {
+        MetaStore::default()
+    }
+
+    /// Loads `dir/segments.meta`; a missing file is an empty store.
+    pub fn load(dir: &Path) -> Result<MetaStore, MetaError> {
+        let path = dir.join(FILE);
+        let io = |source| MetaError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let _ = std::fs::remove_file(dir.join(TMP));
+        let segments = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes).map_err(|detail| MetaError::Corrupt {
+                path: path.display().to_string(),
+                detail,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(e)),
+        };
+        Ok(MetaStore {
+            dir: Some(dir.to_path_buf()),
+            segments,
+        })
+    }
+
+    /// Makes the current contents durable (see the module comment).
+    pub fn save(&self) -> Result<(), MetaError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let (tmp, path) = (dir.join(TMP), dir.join(FILE));
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |source| MetaError::Io { path: p, source }
+        };
+        let bytes = encode(&self.segments);
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        Ok(())
+    }
+}
+
+fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_slice(MAGIC);
+    b.put_u16_le(VERSION);
+    b.put_u16_le(0);
+    b.put_u32_le(segments.len() as u32);
+    b.put_u32_le(0);
+    for (key, meta) in segments {
+        b.put_u64_le(key.volume.0);
+        b.put_u32_le(key.pg.0);
+        b.put_u32_le(meta.truncations.len() as u32);
+        b.put_u64_le(meta.volume_epoch.0);
+        for t in &meta.truncations {
+            t.encode(&mut b);
+        }
+    }
+    let crc = crc32c::crc32c(&b);
+    b.put_u32_le(crc);
+    b.freeze()
+}
+
+fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
+    let Some(body_len) = bytes.len().checked_sub(4) else {
+        return Err(format!("{} bytes is too short", bytes.len()));
+    };
+    let stored = u32::from_le_bytes(bytes[body_len..].try_into().expect("4 bytes"));
+    let actual = crc32c::crc32c(&bytes[..body_len]);
+    if stored != actual {
+        return Err(format!(
+            "CRC32C {actual:#010x} does not match the stored {stored:#010x}"
+        ));
+    }
+    let mut r = Reader::new(Bytes::copy_from_slice(&bytes[..body_len]), "segments.meta");
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let magic = r.bytes(4).map_err(|x| e(&x))?;
+    if &magic[..] != MAGIC {
+        return Err(format!("bad magic {magic:?}"));
+    }
+    let version = r.u16().map_err(|x| e(&x))?;
+    if version != VERSION {
+        return Err(format!("version {version}; this build reads {VERSION}"));
+    }
+    r.zeros(2).map_err(|x| e(&x))?;
+    let count = r.u32().map_err(|x| e(&x))?;
+    r.zeros(4).map_err(|x| e(&x))?;
+    let mut out = BTreeMap::new();
+    for _ in 0..count {
+        let key = SegmentKey {
+            volume: VolumeId(r.u64().map_err(|x| e(&x))?),
+            pg: PgIndex(r.u32().map_err(|x| e(&x))?),
+        };
+        let n = r.u32().map_err(|x| e(&x))? as usize;
+        if n > MAX_TRUNCATIONS {
+            return Err(format!("{n} truncation ranges for one segment"));
+        }
+        let volume_epoch = VolumeEpoch(r.u64().map_err(|x| e(&x))?);
+        let truncations = (0..n)
+            .map(|_| Truncation::decode(&mut r).map_err(|x| e(&x)))
+            .collect::<Result<_, _>>()?;
+        out.insert(
+            key,
+            SegmentMeta {
+                volume_epoch,
+                truncations,
+            },
+        );
+    }
+    r.finish().map_err(|x| e(&x))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hexad_client::Lsn;
+
+    fn sample() -> BTreeMap<SegmentKey, SegmentMeta> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            SegmentKey {
+                volume: VolumeId(7),
+                pg: PgIndex(3),
+            },
+            SegmentMeta {
+                volume_epoch: VolumeEpoch(4),
+                truncations: vec![Truncation {
+                    epoch: VolumeEpoch(4),
+                    start: Lsn(100),
+                    end: Lsn(200),
+                    sealed: true,
+                }],
+            },
+        );
+        m
+    }
+
+    #[test]
+    fn round_trips_through_a_file_and_survives_a_leftover_tmp() {
+        let dir = std::env::temp_dir().join(format!("hexad-meta-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = MetaStore::load(&dir).unwrap();
+        assert!(store.segments.is_empty());
+        store.segments = sample();
+        store.save().unwrap();
+        std::fs::write(dir.join(TMP), b"half-written").unwrap();
+        let again = MetaStore::load(&dir).unwrap();
+        assert_eq!(again.segments, sample());
+        assert!(!dir.join(TMP).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.to_vec();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at byte {i} went unnoticed");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(decode(&bytes).unwrap(), sample());
+    }
+}
