@@ -123,18 +123,14 @@ impl QuorumCore {
         assert!(prev.is_none(), "PG {pg} added twice");
     }
 
-    /// Allocates the next LSN for a record of `pg` of `bytes` bytes.
-    pub fn allocate(
-        &mut self,
-        pg: PgIndex,
-        cpl: bool,
-        bytes: u64,
-        now: Instant,
-    ) -> Result<Allocation, BackPressure> {
-        let next = Lsn(self.last_allocated.0 + 1);
-        if next.0 > self.vdl.0.saturating_add(self.cfg.lal) {
+    /// Whether `records` more records of `bytes` bytes in all may be allocated now. A
+    /// mini-transaction checks once for all its records, then allocates them back to back,
+    /// so its LSNs are contiguous and VDL can never fall inside it.
+    pub fn room_for(&self, records: u64, bytes: u64) -> Result<(), BackPressure> {
+        let last = Lsn(self.last_allocated.0 + records);
+        if last.0 > self.vdl.0.saturating_add(self.cfg.lal) {
             return Err(BackPressure::Lal {
-                next,
+                next: last,
                 vdl: self.vdl,
                 lal: self.cfg.lal,
             });
@@ -145,6 +141,19 @@ impl QuorumCore {
                 max: self.cfg.retained_bytes_max,
             });
         }
+        Ok(())
+    }
+
+    /// Allocates the next LSN for a record of `pg` of `bytes` bytes.
+    pub fn allocate(
+        &mut self,
+        pg: PgIndex,
+        cpl: bool,
+        bytes: u64,
+        now: Instant,
+    ) -> Result<Allocation, BackPressure> {
+        self.room_for(1, bytes)?;
+        let next = Lsn(self.last_allocated.0 + 1);
         let track = self
             .pgs
             .get_mut(&pg)

@@ -317,3 +317,144 @@ impl Cluster {
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 }
+
+/// Payload of record `i` of mini-transaction `seq` by writer `writer` (hexad-test-writer):
+/// a `WriteBytes` at offset 0 whose bytes name all three, padded to 120 bytes with bytes
+/// derived from them, so any stored copy can be checked exactly.
+pub fn writer_payload(writer: u32, seq: u64, i: u32) -> Vec<u8> {
+    let mut p = 0u32.to_le_bytes().to_vec();
+    p.extend(format!("w{writer}-s{seq}-r{i}-").as_bytes());
+    let mut x = (u64::from(writer) << 48) ^ (seq << 8) ^ u64::from(i) ^ 0x9e37_79b9_7f4a_7c15;
+    while p.len() < 124 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p.push(x as u8);
+    }
+    p
+}
+
+/// A running `hexad-test-writer`, its stdout lines collected by a thread.
+pub struct WriterProcess {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl WriterProcess {
+    pub fn start(bin: &Path, cluster: &Path, args: &[&str]) -> WriterProcess {
+        let mut child = Command::new(bin)
+            .arg("--cluster")
+            .arg(cluster)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hexad-test-writer");
+        let out = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        WriterProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collects lines until one starts with `prefix` (returned), or panics after `timeout`
+    /// or if the process ends first.
+    pub fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no {prefix:?} line within {timeout:?}; last lines: {:?}",
+                        self.tail()
+                    )
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "writer exited before a {prefix:?} line; last lines: {:?}",
+                        self.tail()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Collects whatever lines are available now, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Waits for the process to exit (bounded), collecting every line; returns its code.
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends at EOF; take what it still holds.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    self.seen.push(line);
+                }
+                return (status.code(), std::mem::take(&mut self.seen));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "writer did not exit within {timeout:?}; last lines: {:?}",
+                self.tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"))
+    }
+
+    pub fn kill9(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(line);
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    fn tail(&self) -> &[String] {
+        &self.seen[self.seen.len().saturating_sub(8)..]
+    }
+}
+
+impl Drop for WriterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a writer output line (`"OPEN vdl=12 ..."`, `"vdl"` → `"12"`).
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let want = format!("{key}=");
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(want.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}

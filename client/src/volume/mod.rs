@@ -82,8 +82,8 @@ pub enum VolumeError {
     OpenFailed { waited_ms: u64, detail: String },
     #[error("this writer is fenced: a newer open of the volume took over ({0})")]
     Fenced(String),
-    #[error("open stopped after step {0:?}, as configured")]
-    Stopped(RecoveryStep),
+    #[error("open stopped after step {step:?} (recovered VDL {vdl}), as configured")]
+    Stopped { step: RecoveryStep, vdl: Lsn },
     #[error("reading PG {pg}: {detail}")]
     ReadFailed { pg: PgIndex, detail: String },
 }
@@ -167,25 +167,29 @@ impl Volume {
         };
         let inner = &self.inner;
         inner.check_fenced()?;
+        if let Some(c) = changes.iter().find(|c| c.page.pg().0 >= MAX_PGS) {
+            return Err(VolumeError::PageOutOfRange(c.page));
+        }
+        let record_bytes = |c: &Change| (crate::wire::RECORD_HEADER_BYTES + c.payload.len()) as u64;
+        let total: u64 = changes.iter().map(record_bytes).sum();
+        let started = Instant::now();
+        loop {
+            let room = inner.core.borrow().room_for(changes.len() as u64, total);
+            match room {
+                Ok(()) => break,
+                Err(bp) => self.wait_for_room(bp, started).await?,
+            }
+        }
+        // No await from here on: the mini-transaction's LSNs are contiguous.
         let mut commit = Lsn::NONE;
         for (i, c) in changes.iter().enumerate() {
             let pg = c.page.pg();
-            if pg.0 >= MAX_PGS {
-                return Err(VolumeError::PageOutOfRange(c.page));
-            }
             let members = inner.members_of(pg);
-            let bytes = (crate::wire::RECORD_HEADER_BYTES + c.payload.len()) as u64;
-            let started = Instant::now();
-            let alloc = loop {
-                let tried = inner
-                    .core
-                    .borrow_mut()
-                    .allocate(pg, i == last, bytes, Instant::now());
-                match tried {
-                    Ok(a) => break a,
-                    Err(bp) => self.wait_for_room(bp, started).await?,
-                }
-            };
+            let alloc = inner
+                .core
+                .borrow_mut()
+                .allocate(pg, i == last, record_bytes(c), Instant::now())
+                .expect("room for the whole mini-transaction was checked");
             let prev_page = inner
                 .page_heads
                 .borrow_mut()

@@ -332,9 +332,10 @@ impl<'a> Opener<'a> {
             state.tails = tails;
             recovered.records_replicated = replicated;
             if self.stop_after == Some(RecoveryStep::Truncated) {
-                return Err(Failure::Fatal(VolumeError::Stopped(
-                    RecoveryStep::Truncated,
-                )));
+                return Err(Failure::Fatal(VolumeError::Stopped {
+                    step: RecoveryStep::Truncated,
+                    vdl,
+                }));
             }
             self.seal(&state, Truncation { sealed: true, ..t }).await?;
             recovered.truncation = Some(Truncation { sealed: true, ..t });
