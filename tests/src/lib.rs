@@ -372,13 +372,19 @@ impl WriterProcess {
     /// Collects lines until one starts with `prefix` (returned), or panics after `timeout`
     /// or if the process ends first.
     pub fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
+        self.wait_for_any(&[prefix], timeout)
+    }
+
+    /// Like [`WriterProcess::wait_for`], for the first line with any of `prefixes`.
+    pub fn wait_for_any(&mut self, prefixes: &[&str], timeout: Duration) -> String {
+        let prefix = prefixes.join("|");
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
+                    if prefixes.iter().any(|p| line.starts_with(p)) {
                         return line;
                     }
                 }

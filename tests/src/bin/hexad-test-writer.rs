@@ -16,6 +16,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -144,7 +145,10 @@ async fn run(args: Args) -> Result<()> {
         say_open(reader.recovery());
         for pg in reader.pgs() {
             for r in reader.records(pg, Lsn::NONE, reader.vdl()).await? {
-                let hex: String = r.payload().iter().map(|b| format!("{b:02x}")).collect();
+                let hex = r.payload().iter().fold(String::new(), |mut h, b| {
+                    let _ = write!(h, "{b:02x}");
+                    h
+                });
                 say(&format!(
                     "REC lsn={} page={} cpl={} payload={hex}",
                     r.lsn,
