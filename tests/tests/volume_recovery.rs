@@ -408,6 +408,25 @@ fn recovery_reads_with_three_nodes_down_and_writes_once_a_quorum_returns() {
     let dump = Dump::take(&c, "13");
     dump.check(1, &a_acks);
 
+    // One more down and not even a read quorum is left: a clear error naming the PG and
+    // the silent nodes.
+    c.kill(4);
+    let r = writer(
+        &c,
+        &["--volume", "13", "--read", "--open-timeout-ms", "1500"],
+    );
+    let (code, lines) = r.finish(RUN_BOUND);
+    assert_eq!(code, Some(2), "{lines:?}");
+    let error = lines
+        .iter()
+        .find(|l| l.starts_with("ERROR "))
+        .expect("ERROR line");
+    for needle in ["PG 0", "node 1 (", "node 2 (", "node 3 (", "node 4 ("] {
+        assert!(error.contains(needle), "{needle:?} missing from: {error}");
+    }
+    eprintln!("with 4 nodes down: {error}");
+    c.restart(4);
+
     let mut b = writer(&c, &["--volume", "13", "--writer", "2", "--commits", "20"]);
     let waiting = b.wait_for("WAIT ", OPEN_BOUND);
     assert!(waiting.contains("write quorum"), "{waiting}");

@@ -40,6 +40,7 @@ struct Args {
     commits: u64,
     in_flight: u64,
     stop_after: Option<RecoveryStep>,
+    open_timeout: Option<Duration>,
 }
 
 fn parse() -> Result<Args> {
@@ -52,6 +53,7 @@ fn parse() -> Result<Args> {
         commits: 0,
         in_flight: 16,
         stop_after: None,
+        open_timeout: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +63,9 @@ fn parse() -> Result<Args> {
             "--volume" => a.volume = VolumeId(value()?.parse()?),
             "--read" => a.read = true,
             "--open-only" => a.open_only = true,
+            "--open-timeout-ms" => {
+                a.open_timeout = Some(Duration::from_millis(value()?.parse()?));
+            }
             "--writer" => a.writer = value()?.parse()?,
             "--commits" => a.commits = value()?.parse()?,
             "--in-flight" => a.in_flight = value()?.parse()?,
@@ -140,6 +145,9 @@ async fn run(args: Args) -> Result<()> {
     cfg.quorum_timeout = Duration::from_secs(10);
     cfg.progress = Some(progress);
     cfg.stop_after = args.stop_after;
+    if let Some(t) = args.open_timeout {
+        cfg.open_timeout = t;
+    }
     if args.read {
         let reader = VolumeReader::open(map, cfg).await?;
         say_open(reader.recovery());
