@@ -1,11 +1,13 @@
 //! hexad-bench: load generator for hexad. `write` appends to one node or commits through the
 //! quorum client (to an embedded local cluster or a running one), with HDR latency, SLO
-//! checks and an open-loop mode; `quickstart` is the one-command demo. Reads, job files,
+//! checks and an open-loop mode; `recover` times volume opens after a writer crash;
+//! `quickstart` is the one-command demo. Reads, job files,
 //! the raw-device engine and plots are still to come (issue #7).
 
 mod drive;
 mod local;
 mod quorum;
+mod recover;
 mod slo;
 mod write;
 
@@ -34,6 +36,8 @@ enum Command {
     },
     /// Append redo records to one node and report throughput, latency and group commit.
     Write(write::WriteArgs),
+    /// Time volume opens (recovery) by number of PGs and records left by a crashed writer.
+    Recover(recover::RecoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quickstart { runtime, local_dir } => write::quickstart(runtime, local_dir),
         Command::Write(args) => write::run(&args),
+        Command::Recover(args) => recover::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

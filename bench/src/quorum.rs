@@ -55,12 +55,18 @@ struct Summary {
 }
 
 pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) -> Result<()> {
+    let (map, shards) = load_cluster(path)?;
+    run_on(args, map, shards, slo)
+}
+
+/// A cluster file's nodes, and the shards per node where an entry does not say.
+pub fn load_cluster(path: &Path) -> Result<(ClusterMap, u16)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: ClusterFile =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let map = ClusterMap::new(file.node).with_context(|| format!("cluster {}", path.display()))?;
-    run_on(args, map, file.defaults.shards.unwrap_or(1), slo)
+    Ok((map, file.defaults.shards.unwrap_or(1)))
 }
 
 /// Runs the commit load against the nodes of `map`.

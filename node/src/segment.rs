@@ -13,6 +13,8 @@ pub struct RecordMeta {
     pub prev_lsn_pg: Lsn,
     /// Volume epoch of the writer (or volume open) that sent it.
     pub epoch: VolumeEpoch,
+    /// It ends a mini-transaction (volume opens look for these without reading the log).
+    pub cpl: bool,
     pub loc: RecordLoc,
 }
 
@@ -60,6 +62,7 @@ impl Segment {
         lsn: Lsn,
         prev_lsn_pg: Lsn,
         epoch: VolumeEpoch,
+        cpl: bool,
         loc: RecordLoc,
     ) -> bool {
         assert!(
@@ -74,6 +77,7 @@ impl Segment {
             RecordMeta {
                 prev_lsn_pg,
                 epoch,
+                cpl,
                 loc,
             },
         );
@@ -212,14 +216,14 @@ mod tests {
     fn scl_stops_below_a_gap_and_advances_when_filled() {
         let mut s = seg();
         // The PG's chain is 10 -> 20 -> 30 -> 40.
-        s.insert(Lsn(10), Lsn(0), E1, LOC);
-        s.insert(Lsn(30), Lsn(20), E1, LOC);
-        s.insert(Lsn(40), Lsn(30), E1, LOC);
+        s.insert(Lsn(10), Lsn(0), E1, false, LOC);
+        s.insert(Lsn(30), Lsn(20), E1, false, LOC);
+        s.insert(Lsn(40), Lsn(30), E1, false, LOC);
         assert_eq!(s.scl(), Lsn(10));
         assert_eq!(s.highest_lsn(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), E1, LOC);
+        s.insert(Lsn(20), Lsn(10), E1, false, LOC);
         assert_eq!(s.scl(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), E1, LOC); // a resend changes nothing
+        s.insert(Lsn(20), Lsn(10), E1, false, LOC); // a resend changes nothing
         assert_eq!((s.scl(), s.record_count()), (Lsn(40), 4));
     }
 
@@ -227,7 +231,7 @@ mod tests {
     fn a_truncation_drops_older_records_in_its_range_and_refuses_them_later() {
         let mut s = seg();
         for l in 1..=6 {
-            s.insert(Lsn(l), Lsn(l - 1), E1, LOC);
+            s.insert(Lsn(l), Lsn(l - 1), E1, false, LOC);
         }
         assert!(!s.needs_truncation_for(E1));
         assert!(s.needs_truncation_for(VolumeEpoch(2)));
@@ -241,8 +245,8 @@ mod tests {
         assert_eq!((s.scl(), s.record_count()), (Lsn(4), 4));
         assert!(!s.needs_truncation_for(VolumeEpoch(2)));
         // A late copy of an annulled record is refused; the new epoch's own records are not.
-        assert!(!s.insert(Lsn(5), Lsn(4), E1, LOC));
-        assert!(s.insert(Lsn(101), Lsn(4), VolumeEpoch(2), LOC));
+        assert!(!s.insert(Lsn(5), Lsn(4), E1, false, LOC));
+        assert!(s.insert(Lsn(101), Lsn(4), VolumeEpoch(2), false, LOC));
         assert_eq!(s.scl(), Lsn(101));
         // Sealing is idempotent; another range for the same epoch is refused.
         assert_eq!(s.add_truncation(Truncation { sealed: true, ..t }), Ok(0));
@@ -253,7 +257,7 @@ mod tests {
     #[test]
     fn scl_is_zero_without_the_first_record() {
         let mut s = seg();
-        s.insert(Lsn(7), Lsn(5), E1, LOC);
+        s.insert(Lsn(7), Lsn(5), E1, false, LOC);
         assert_eq!(s.scl(), Lsn(0));
     }
 }

@@ -7,8 +7,10 @@ use std::rc::Rc;
 
 use hexad_client::placement::segment_shard;
 use hexad_client::wire::message::MessageError;
+use hexad_client::wire::message::MAX_INDEX_ENTRIES;
 use hexad_client::wire::{
-    ErrorCode, FenceMode, Message, NodeStats, Record, SegmentView, Truncation, PROTOCOL_VERSION,
+    ErrorCode, FenceMode, IndexEntry, Message, NodeStats, Record, SegmentView, Truncation,
+    PROTOCOL_VERSION,
 };
 use hexad_client::{Lsn, NodeId, ShardId, VolumeEpoch, VolumeId};
 
@@ -16,7 +18,7 @@ use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
-use crate::meta::{MetaStore, SegmentMeta};
+use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
 use crate::segment::Segment;
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -66,6 +68,9 @@ pub struct Shard<D: Disk> {
     segments: Segments,
     /// Durable epochs and truncation ranges; saved before any reply that depends on them.
     meta: RefCell<MetaStore>,
+    /// Metadata changes made in memory, and how many of them are durable.
+    meta_changes: Cell<u64>,
+    meta_saved: Cell<u64>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
@@ -114,6 +119,8 @@ impl<D: Disk + 'static> Shard<D> {
             log,
             segments,
             meta: RefCell::new(meta),
+            meta_changes: Cell::new(0),
+            meta_saved: Cell::new(0),
             records_appended: Cell::new(0),
             bytes_appended: Cell::new(0),
             batches_acked: Cell::new(0),
@@ -235,6 +242,39 @@ impl<D: Disk + 'static> Shard<D> {
                 self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::GetStats => Reply::ok(Message::Stats(self.stats())),
+            Message::FetchIndex {
+                volume,
+                pg,
+                after_lsn,
+                to_lsn,
+                max_entries,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                let limit = (max_entries as usize).clamp(1, MAX_INDEX_ENTRIES);
+                let segs = self.segments.borrow();
+                let Some(seg) = segs.get(&key) else {
+                    return no_such_segment(key);
+                };
+                let mut range = seg.range(after_lsn, to_lsn);
+                let entries: Vec<IndexEntry> = range
+                    .by_ref()
+                    .take(limit)
+                    .map(|(lsn, m)| IndexEntry {
+                        lsn,
+                        prev_lsn_pg: m.prev_lsn_pg,
+                        cpl: m.cpl,
+                    })
+                    .collect();
+                Reply::ok(Message::Index {
+                    volume,
+                    pg,
+                    more: range.next().is_some(),
+                    entries,
+                })
+            }
             Message::ListSegments { volume } => self.list(volume),
             Message::Fence {
                 volume,
@@ -246,7 +286,7 @@ impl<D: Disk + 'static> Shard<D> {
                 if let Some(reply) = self.check_owner(key) {
                     return reply;
                 }
-                self.fence(key, epoch, mode)
+                self.fence(key, epoch, mode).await
             }
             Message::Truncate {
                 volume,
@@ -257,7 +297,7 @@ impl<D: Disk + 'static> Shard<D> {
                 if let Some(reply) = self.check_owner(key) {
                     return reply;
                 }
-                self.truncate(key, truncation)
+                self.truncate(key, truncation).await
             }
             other => Reply::error(
                 ErrorCode::UnknownKind,
@@ -301,18 +341,24 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
-    fn fence(&self, key: SegmentKey, epoch: VolumeEpoch, mode: FenceMode) -> Reply {
-        let mut segs = self.segments.borrow_mut();
+    async fn fence(&self, key: SegmentKey, epoch: VolumeEpoch, mode: FenceMode) -> Reply {
         if mode == FenceMode::Look {
-            let view = segs.get(&key).map(view_of).unwrap_or_default();
+            let view = self
+                .segments
+                .borrow()
+                .get(&key)
+                .map(view_of)
+                .unwrap_or_default();
             return Reply::ok(Message::FenceOk {
                 volume: key.volume,
                 pg: key.pg,
                 view,
             });
         }
-        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        let held = seg.volume_epoch;
+        // Compare with the epoch being made durable too, so that two opens racing for the
+        // same epoch cannot both win here.
+        let mut meta = self.meta_entry(key);
+        let held = meta.volume_epoch;
         let refused = match mode {
             FenceMode::Exclusive => held >= epoch,
             _ => held > epoch,
@@ -321,13 +367,15 @@ impl<D: Disk + 'static> Shard<D> {
             return stale_epoch(key, epoch, held);
         }
         if held < epoch {
-            seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
-            if let Err(reply) = self.persist(seg) {
-                // Not durable: do not claim the fence. The in-memory epoch stays raised,
-                // which only refuses more.
+            meta.volume_epoch = epoch;
+            if let Err(reply) = self.persist(key, meta).await {
                 return reply;
             }
         }
+        // Durable: now the segment refuses older writers.
+        let mut segs = self.segments.borrow_mut();
+        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
+        seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
         Reply::ok(Message::FenceOk {
             volume: key.volume,
             pg: key.pg,
@@ -335,21 +383,45 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
-    fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
+    async fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
+        let mut meta = self.meta_entry(key);
+        if t.epoch < meta.volume_epoch {
+            return stale_epoch(key, t.epoch, meta.volume_epoch);
+        }
+        let held_count = meta.truncations.len();
+        match meta.truncations.iter_mut().find(|h| h.epoch == t.epoch) {
+            Some(held) if !held.same_range(&t) => {
+                return Reply::error(
+                    ErrorCode::Internal,
+                    0,
+                    format!(
+                    "volume {} pg {}: epoch {} already truncated ({}, {}] here; refusing ({}, {}]",
+                    key.volume, key.pg, t.epoch, held.start, held.end, t.start, t.end
+                ),
+                )
+            }
+            Some(held) => held.sealed |= t.sealed,
+            None if held_count >= MAX_TRUNCATIONS => {
+                return Reply::error(
+                    ErrorCode::Internal,
+                    0,
+                    format!(
+                        "volume {} pg {}: {MAX_TRUNCATIONS} truncation ranges held already",
+                        key.volume, key.pg
+                    ),
+                )
+            }
+            None => meta.truncations.push(t),
+        }
+        meta.volume_epoch = t.epoch;
+        if let Err(reply) = self.persist(key, meta).await {
+            return reply;
+        }
+        // Durable: drop what the range annuls, and take the new epoch's records from now on.
         let mut segs = self.segments.borrow_mut();
         let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        if t.epoch < seg.volume_epoch {
-            return stale_epoch(key, t.epoch, seg.volume_epoch);
-        }
         if let Err(e) = seg.add_truncation(t) {
-            return Reply::error(
-                ErrorCode::Internal,
-                0,
-                format!("volume {} pg {}: {e}", key.volume, key.pg),
-            );
-        }
-        if let Err(reply) = self.persist(seg) {
-            return reply;
+            return Reply::error(ErrorCode::Internal, 0, e);
         }
         Reply::ok(Message::TruncateAck {
             volume: key.volume,
@@ -358,23 +430,45 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
-    /// Saves a segment's epoch and truncation ranges before a reply depends on them.
-    fn persist(&self, seg: &Segment) -> Result<(), Reply> {
-        let mut meta = self.meta.borrow_mut();
-        meta.segments.insert(
-            seg.key,
-            SegmentMeta {
-                volume_epoch: seg.volume_epoch,
-                truncations: seg.truncations().to_vec(),
-            },
-        );
-        meta.save().map_err(|e| {
+    /// A segment's metadata as it will be once every save under way is done.
+    fn meta_entry(&self, key: SegmentKey) -> SegmentMeta {
+        let seg_epoch = self
+            .segments
+            .borrow()
+            .get(&key)
+            .map_or(VolumeEpoch(0), |s| s.volume_epoch);
+        let mut m = self
+            .meta
+            .borrow()
+            .segments
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        m.volume_epoch = m.volume_epoch.max(seg_epoch);
+        m
+    }
+
+    /// Makes `meta` durable for `key` before a reply depends on it. Saves coalesce: the
+    /// request yields once, so every metadata change already queued on this shard rides
+    /// the same file write and fsync (a volume open sends one per PG).
+    async fn persist(&self, key: SegmentKey, meta: SegmentMeta) -> Result<(), Reply> {
+        self.meta.borrow_mut().segments.insert(key, meta);
+        let mine = self.meta_changes.get() + 1;
+        self.meta_changes.set(mine);
+        futures_lite::future::yield_now().await;
+        if self.meta_saved.get() >= mine {
+            return Ok(());
+        }
+        let upto = self.meta_changes.get();
+        self.meta.borrow().save().map_err(|e| {
             Reply::error(
                 ErrorCode::Io,
                 0,
                 format!("cannot persist segment metadata: {e}"),
             )
-        })
+        })?;
+        self.meta_saved.set(upto);
+        Ok(())
     }
 
     async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
@@ -522,7 +616,7 @@ fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
         .entry(r.segment)
         .or_insert_with(|| Segment::new(r.segment));
     seg.observe_epochs(r.volume_epoch, r.membership_epoch);
-    seg.insert(r.lsn, r.prev_lsn_pg, r.volume_epoch, r.loc);
+    seg.insert(r.lsn, r.prev_lsn_pg, r.volume_epoch, r.cpl, r.loc);
 }
 
 fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
@@ -536,6 +630,7 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
                 membership_epoch: e.entry.membership_epoch,
                 lsn: e.entry.record.lsn,
                 prev_lsn_pg: e.entry.record.prev_lsn_pg,
+                cpl: e.entry.record.cpl,
                 loc: e.loc,
             },
         );

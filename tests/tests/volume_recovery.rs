@@ -260,8 +260,13 @@ fn acknowledged_commits_survive_a_killed_writer_and_writes_continue() {
     let mut c = six("recovery-kill9");
     let mut a = writer(&c, &["--volume", "11", "--writer", "1"]);
     a.wait_for("OPEN ", OPEN_BOUND);
-    wait_acks(&mut a, 400);
+    wait_acks(&mut a, 200);
+    // Node 2 misses the second half (down while it is written): the open must bring it
+    // up to the tail.
+    c.kill(2);
+    wait_acks(&mut a, 200);
     let a_lines = a.kill9();
+    c.restart(2);
     let a_acks = acked(&a_lines);
     let planted = plant_ragged_edge(&c, VolumeId(11), VolumeEpoch(1));
 
@@ -276,6 +281,10 @@ fn acknowledged_commits_survive_a_killed_writer_and_writes_continue() {
         "{open}; planted {planted}"
     );
     assert!(
+        field(&open, "replicated").parse::<u64>().unwrap() > 0,
+        "node 2 needed records: {open}"
+    );
+    assert!(
         a_acks.values().all(|l| *l <= vdl),
         "an acknowledged commit is above the new VDL {vdl}"
     );
@@ -288,6 +297,15 @@ fn acknowledged_commits_survive_a_killed_writer_and_writes_continue() {
             r.lsn
         );
     }
+    // Re-replication made node 2 whole: it holds what node 3 holds up to VDL.
+    let held = raw_records(&c, VolumeId(11));
+    let upto = |node: u32| -> BTreeSet<Lsn> {
+        held.iter()
+            .filter(|(n, r)| *n == node && r.lsn <= vdl)
+            .map(|(_, r)| r.lsn)
+            .collect()
+    };
+    assert_eq!(upto(2), upto(3), "node 2 was not brought up to the tail");
     // The epoch and the range are durable: after SIGKILL and restart of the nodes that held
     // the planted record, the hot-log scan does not bring it back, and the dead writer's
     // epoch is still refused.

@@ -35,8 +35,8 @@ use super::{VolumeConfig, VolumeError};
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::WRITE_QUORUM;
 use crate::types::{Lsn, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
-use crate::wire::message::MAX_RECORDS_PER_BATCH;
-use crate::wire::{ErrorCode, FenceMode, Message, Record, SegmentView, Truncation};
+use crate::wire::message::{MAX_INDEX_ENTRIES, MAX_RECORDS_PER_BATCH};
+use crate::wire::{ErrorCode, FenceMode, IndexEntry, Message, Record, SegmentView, Truncation};
 
 /// Segments of a PG that must answer before its state is known.
 pub const READ_QUORUM: usize = 3;
@@ -526,7 +526,8 @@ impl<'a> Opener<'a> {
         Ok(views)
     }
 
-    /// Fetches, for each PG, its records in `(base, pgcl]` from the segment that has them.
+    /// Fetches, for each PG, the index of its records in `(base, pgcl]` from the segment
+    /// that has them.
     async fn fetch_tails(&mut self, state: &mut OpenState) -> Result<(), Failure> {
         let mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
         for (pg, pgcl) in &state.pgcl {
@@ -538,36 +539,81 @@ impl<'a> Opener<'a> {
                     .push((*pg, state.base, *pgcl));
             }
         }
-        for (pg, records) in self.fetch_ranges(ranges).await? {
-            for r in records {
-                state.fetched.insert(r.lsn, (pg, r));
+        for (pg, entries) in self.fetch_index(ranges).await? {
+            for e in entries {
+                state.fetched.insert(e.lsn, (pg, e));
             }
         }
         Ok(())
     }
 
-    /// Fetches each `(pg, after, to]` range, following `more` until it is complete.
+    /// Full records of each `(pg, after, to]` range (for re-replication).
     async fn fetch_ranges(
         &mut self,
-        mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
+        ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
     ) -> Result<Vec<(PgIndex, Vec<Record>)>, Failure> {
         let volume = self.cfg.volume;
-        let mut out: BTreeMap<PgIndex, Vec<Record>> = BTreeMap::new();
+        self.page_through(
+            ranges,
+            |pg, after, to| Message::FetchRecords {
+                volume,
+                pg,
+                after_lsn: after,
+                to_lsn: to,
+                max_bytes: FETCH_BYTES,
+            },
+            |m| match m {
+                Message::Records { more, records, .. } => Ok((more, records)),
+                other => Err(other),
+            },
+            |r| r.lsn,
+        )
+        .await
+    }
+
+    /// Index entries (LSN, backlink, CPL) of each `(pg, after, to]` range: what the
+    /// arithmetic of an open needs, served from the nodes' memory.
+    async fn fetch_index(
+        &mut self,
+        ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
+    ) -> Result<Vec<(PgIndex, Vec<IndexEntry>)>, Failure> {
+        let volume = self.cfg.volume;
+        self.page_through(
+            ranges,
+            |pg, after, to| Message::FetchIndex {
+                volume,
+                pg,
+                after_lsn: after,
+                to_lsn: to,
+                max_entries: MAX_INDEX_ENTRIES as u32,
+            },
+            |m| match m {
+                Message::Index { more, entries, .. } => Ok((more, entries)),
+                other => Err(other),
+            },
+            |e| e.lsn,
+        )
+        .await
+    }
+
+    /// Asks for each `(pg, after, to]` range, following `more` until it is complete; all
+    /// connections at once, each connection's ranges pipelined.
+    async fn page_through<T>(
+        &mut self,
+        mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
+        request: impl Fn(PgIndex, Lsn, Lsn) -> Message,
+        take: impl Fn(Message) -> Result<(bool, Vec<T>), Message>,
+        lsn_of: impl Fn(&T) -> Lsn,
+    ) -> Result<Vec<(PgIndex, Vec<T>)>, Failure> {
+        let mut out: BTreeMap<PgIndex, Vec<T>> = BTreeMap::new();
         while !ranges.is_empty() {
             let work = ranges
                 .iter()
                 .map(|(c, rs)| {
-                    let msgs = rs
-                        .iter()
-                        .map(|(pg, after, to)| Message::FetchRecords {
-                            volume,
-                            pg: *pg,
-                            after_lsn: *after,
-                            to_lsn: *to,
-                            max_bytes: FETCH_BYTES,
-                        })
-                        .collect();
-                    (*c, msgs)
+                    (
+                        *c,
+                        rs.iter().map(|(pg, a, t)| request(*pg, *a, *t)).collect(),
+                    )
                 })
                 .collect();
             let mut replies = self.exchange(work).await;
@@ -575,20 +621,17 @@ impl<'a> Opener<'a> {
             for (conn, rs) in ranges {
                 let Some(answers) = replies.remove(&conn) else {
                     return Err(Failure::Retry(format!(
-                        "fetching records from node {} failed: {}",
+                        "fetching from node {} failed: {}",
                         conn.0,
                         self.down.get(&conn).map_or("no reply", String::as_str)
                     )));
                 };
                 for ((pg, _, to), answer) in rs.into_iter().zip(answers) {
-                    let Message::Records { more, records, .. } = answer else {
-                        return Err(Failure::Retry(format!(
-                            "fetching PG {pg} from node {}: {answer:?}",
-                            conn.0
-                        )));
-                    };
-                    let last = records.last().map(|r| r.lsn);
-                    out.entry(pg).or_default().extend(records);
+                    let (more, items) = take(answer).map_err(|other| {
+                        Failure::Retry(format!("fetching PG {pg} from node {}: {other:?}", conn.0))
+                    })?;
+                    let last = items.last().map(&lsn_of);
+                    out.entry(pg).or_default().extend(items);
                     if let (true, Some(last)) = (more, last) {
                         next.entry(conn).or_default().push((pg, last, to));
                     }
@@ -642,21 +685,23 @@ impl<'a> Opener<'a> {
                 }
             }
         }
-        // Records the lagging members need: from the fetched tail where it reaches, the rest
-        // from the PG's most complete segment.
-        let mut fetch: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+        // Records the lagging members need, read once per PG from its most complete
+        // segment: from the lowest lagging SCL up to the tail.
+        let mut lowest: BTreeMap<PgIndex, Lsn> = BTreeMap::new();
         for (pg, from, _) in behind.values().flatten() {
-            if *from < state.base {
-                fetch
-                    .entry(self.conn_of(state.source[pg], *pg))
-                    .or_default()
-                    .push((*pg, *from, state.base));
-            }
+            let low = lowest.entry(*pg).or_insert(*from);
+            *low = (*low).min(*from);
         }
-        let mut older: HashMap<PgIndex, BTreeMap<Lsn, Record>> = HashMap::new();
+        let mut fetch: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>> = HashMap::new();
+        for (pg, from) in &lowest {
+            fetch
+                .entry(self.conn_of(state.source[pg], *pg))
+                .or_default()
+                .push((*pg, *from, tails[pg]));
+        }
+        let mut held: HashMap<PgIndex, BTreeMap<Lsn, Record>> = HashMap::new();
         for (pg, records) in self.fetch_ranges(fetch).await? {
-            older
-                .entry(pg)
+            held.entry(pg)
                 .or_default()
                 .extend(records.into_iter().map(|r| (r.lsn, r)));
         }
@@ -664,18 +709,11 @@ impl<'a> Opener<'a> {
         let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
         for (conn, lags) in &behind {
             for (pg, from, tail) in lags {
-                let mut records: Vec<Record> = older
+                let records: Vec<Record> = held
                     .get(pg)
                     .into_iter()
                     .flat_map(|m| m.range(Lsn(from.0 + 1)..=*tail).map(|(_, r)| r.clone()))
                     .collect();
-                records.extend(
-                    state
-                        .fetched
-                        .range(Lsn(from.0.max(state.base.0) + 1)..=*tail)
-                        .filter(|(_, (p, _))| p == pg)
-                        .map(|(_, (_, r))| r.clone()),
-                );
                 sent += records.len() as u64;
                 for chunk in chunks(records) {
                     work.entry(*conn).or_default().push(Message::AppendBatch {
@@ -800,8 +838,8 @@ struct OpenState {
     reports: BTreeMap<PgIndex, Vec<SegmentReport>>,
     pgcl: BTreeMap<PgIndex, Lsn>,
     source: BTreeMap<PgIndex, NodeId>,
-    /// Records above `base` up to each PG's PGCL, by LSN.
-    fetched: BTreeMap<Lsn, (PgIndex, Record)>,
+    /// Index entries of the records above `base` up to each PG's PGCL, by LSN.
+    fetched: BTreeMap<Lsn, (PgIndex, IndexEntry)>,
     vdl: Lsn,
     tails: HashMap<PgIndex, Lsn>,
 }

@@ -21,6 +21,8 @@
 //!     | <-- FenceOk ----------------- |
 //!     | --- Truncate ---------------> |   persist a truncation range, drop what it annuls
 //!     | <-- TruncateAck ------------- |
+//!     | --- FetchIndex -------------> |   LSN, backlink and CPL flag of held records,
+//!     | <-- Index ------------------- |   from memory (no log reads)
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -33,6 +35,8 @@ use crate::types::{
     Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
 };
 
+/// Most entries in one `Index` reply (17 bytes each).
+pub const MAX_INDEX_ENTRIES: usize = 262_144;
 /// Most records in one `AppendBatch` or `Records` reply.
 pub const MAX_RECORDS_PER_BATCH: usize = 65_536;
 /// Longest error message carried in an `Error` reply.
@@ -188,6 +192,14 @@ pub struct SegmentView {
     pub latest_sealed: Truncation,
 }
 
+/// What a segment's in-memory index knows of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub lsn: Lsn,
+    pub prev_lsn_pg: Lsn,
+    pub cpl: bool,
+}
+
 /// Counters a shard reports in a `Stats` reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStats {
@@ -326,6 +338,22 @@ pub enum Message {
         /// The segment's SCL after the truncation.
         scl: Lsn,
     },
+    /// The index entries of held records with `after_lsn < lsn <= to_lsn`.
+    FetchIndex {
+        volume: VolumeId,
+        pg: PgIndex,
+        after_lsn: Lsn,
+        to_lsn: Lsn,
+        /// At most this many entries (capped at `MAX_INDEX_ENTRIES`).
+        max_entries: u32,
+    },
+    Index {
+        volume: VolumeId,
+        pg: PgIndex,
+        /// True when entries in the range were left out; ask again after the last.
+        more: bool,
+        entries: Vec<IndexEntry>,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -375,6 +403,8 @@ mod kind {
     pub const FENCE_OK: u16 = 15;
     pub const TRUNCATE: u16 = 16;
     pub const TRUNCATE_ACK: u16 = 17;
+    pub const FETCH_INDEX: u16 = 18;
+    pub const INDEX: u16 = 19;
 }
 
 impl Message {
@@ -397,6 +427,8 @@ impl Message {
             Message::FenceOk { .. } => kind::FENCE_OK,
             Message::Truncate { .. } => kind::TRUNCATE,
             Message::TruncateAck { .. } => kind::TRUNCATE_ACK,
+            Message::FetchIndex { .. } => kind::FETCH_INDEX,
+            Message::Index { .. } => kind::INDEX,
         }
     }
 
@@ -422,6 +454,7 @@ impl Message {
                 32 + records.iter().map(Record::encoded_len).sum::<usize>()
             }
             Message::SegmentList { pgs, .. } => 24 + 4 * pgs.len(),
+            Message::Index { entries, .. } => 24 + 17 * entries.len(),
             _ => 96,
         }
     }
@@ -577,6 +610,37 @@ impl Message {
                 b.put_u32_le(pg.0);
                 b.put_u32_le(0);
                 truncation.encode(b);
+            }
+            Message::FetchIndex {
+                volume,
+                pg,
+                after_lsn,
+                to_lsn,
+                max_entries,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(*max_entries);
+                b.put_u64_le(after_lsn.0);
+                b.put_u64_le(to_lsn.0);
+            }
+            Message::Index {
+                volume,
+                pg,
+                more,
+                entries,
+            } => {
+                assert!(entries.len() <= MAX_INDEX_ENTRIES);
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(entries.len() as u32);
+                b.put_u8(u8::from(*more));
+                b.put_bytes(0, 7);
+                for e in entries {
+                    b.put_u64_le(e.lsn.0);
+                    b.put_u64_le(e.prev_lsn_pg.0);
+                    b.put_u8(u8::from(e.cpl));
+                }
             }
             Message::TruncateAck { volume, pg, scl } => {
                 b.put_u64_le(volume.0);
@@ -774,6 +838,49 @@ impl Message {
                     volume,
                     pg,
                     truncation: Truncation::decode(&mut r)?,
+                }
+            }
+            kind::FETCH_INDEX => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                let max_entries = r.u32()?;
+                Message::FetchIndex {
+                    volume,
+                    pg,
+                    max_entries,
+                    after_lsn: Lsn(r.u64()?),
+                    to_lsn: Lsn(r.u64()?),
+                }
+            }
+            kind::INDEX => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                let count = r.u32()? as usize;
+                let more = decode_bool(&mut r, "Index")?;
+                r.zeros(7)?;
+                if count > MAX_INDEX_ENTRIES || count * 17 > r.remaining() {
+                    return Err(DecodeError::new(
+                        "Index",
+                        format!("{count} entries (at most {MAX_INDEX_ENTRIES}, 17 bytes each)"),
+                    )
+                    .into());
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let lsn = Lsn(r.u64()?);
+                    let prev_lsn_pg = Lsn(r.u64()?);
+                    let cpl = decode_bool(&mut r, "Index")?;
+                    entries.push(IndexEntry {
+                        lsn,
+                        prev_lsn_pg,
+                        cpl,
+                    });
+                }
+                Message::Index {
+                    volume,
+                    pg,
+                    more,
+                    entries,
                 }
             }
             kind::TRUNCATE_ACK => {
@@ -1057,6 +1164,39 @@ mod tests {
                     truncation,
                 }
             }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>()
+            )
+                .prop_map(|(v, pg, a, t, m)| Message::FetchIndex {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    after_lsn: Lsn(a),
+                    to_lsn: Lsn(t),
+                    max_entries: m,
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<bool>(),
+                proptest::collection::vec((any::<u64>(), any::<u64>(), any::<bool>()), 0..20)
+            )
+                .prop_map(|(v, pg, more, e)| Message::Index {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    more,
+                    entries: e
+                        .into_iter()
+                        .map(|(l, p, cpl)| IndexEntry {
+                            lsn: Lsn(l),
+                            prev_lsn_pg: Lsn(p),
+                            cpl,
+                        })
+                        .collect(),
+                }),
             (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(v, pg, s)| {
                 Message::TruncateAck {
                     volume: VolumeId(v),
@@ -1083,7 +1223,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bodies_never_panic(kind in 0u16..20, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fn arbitrary_bodies_never_panic(kind in 0u16..22, body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Message::decode(kind, Bytes::from(body));
         }
 

@@ -73,6 +73,8 @@ pub struct DurableRecord {
     pub membership_epoch: MembershipEpoch,
     pub lsn: Lsn,
     pub prev_lsn_pg: Lsn,
+    /// The record ends a mini-transaction.
+    pub cpl: bool,
     pub loc: RecordLoc,
 }
 
@@ -272,6 +274,7 @@ impl<D: Disk + 'static> HotLog<D> {
                 membership_epoch: q.entry.membership_epoch,
                 lsn: q.entry.record.lsn,
                 prev_lsn_pg: q.entry.record.prev_lsn_pg,
+                cpl: q.entry.record.cpl,
                 loc: RecordLoc {
                     file: placement.file,
                     offset: placement.offset + at as u64,

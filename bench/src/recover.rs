@@ -1,0 +1,234 @@
+//! `hexad-bench recover`: how long a volume open (recovery, DESIGN §7) takes, by number of
+//! PGs and by records written since the volume's last open.
+//!
+//! For each case: a fresh volume is opened, `records` one-record mini-transactions are
+//! written round-robin over `pgs` PGs (pipelined), the last is waited for, and the writer
+//! is dropped without any shutdown (as if its process died). Then the volume is opened for
+//! writing (timed), opened again at once (timed: nothing new to examine), and opened
+//! read-only (timed). An open examines the records above the last sealed truncation range,
+//! so `records` is the work a crash leaves it.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use hexad_client::placement::ClusterMap;
+use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
+use hexad_client::wire::Op;
+use hexad_client::{PageNo, VolumeId, PG_PAGES};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// local (an embedded 6-node cluster) or cluster:FILE (a running cluster).
+    #[arg(long, default_value = "local")]
+    pub target: String,
+    /// Where the embedded cluster keeps its data (a real disk, not tmpfs).
+    #[arg(long, default_value = "/var/tmp")]
+    pub local_dir: std::path::PathBuf,
+    /// PG counts to measure, comma-separated.
+    #[arg(long, default_value = "1,16,128", value_delimiter = ',')]
+    pub pgs: Vec<u32>,
+    /// Records written before the crash, comma-separated.
+    #[arg(long, default_value = "1000,100000", value_delimiter = ',')]
+    pub records: Vec<u64>,
+    /// Mini-transactions in flight while writing.
+    #[arg(long, default_value_t = 64)]
+    pub iodepth: usize,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 200)]
+    pub bs: usize,
+    /// First volume id; each case uses the next one (they must be new volumes).
+    #[arg(long, default_value_t = 1000)]
+    pub volume_base: u64,
+    /// normal or json.
+    #[arg(long, default_value = "normal")]
+    pub output_format: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Case {
+    volume: u64,
+    pgs: u32,
+    records: u64,
+    write_s: f64,
+    open_ms: f64,
+    open_fetched: u64,
+    open_replicated: u64,
+    recovered_vdl: u64,
+    reopen_ms: f64,
+    reopen_fetched: u64,
+    read_only_open_ms: f64,
+}
+
+pub fn run(args: &RecoverArgs) -> Result<()> {
+    if args
+        .pgs
+        .iter()
+        .any(|p| *p == 0 || *p > hexad_client::MAX_PGS)
+    {
+        bail!("--pgs values must be 1..={}", hexad_client::MAX_PGS);
+    }
+    if args.records.contains(&0) || args.iodepth == 0 || !(4..=8192).contains(&args.bs) {
+        bail!("--records and --iodepth must be positive and --bs 4..=8192");
+    }
+    if !matches!(args.output_format.as_str(), "normal" | "json") {
+        bail!("--output-format must be normal or json");
+    }
+    let (_local, map, shards) = if args.target == "local" {
+        let c = crate::local::LocalCluster::start(&args.local_dir)?;
+        let map = c.map.clone();
+        (Some(c), map, 1)
+    } else if let Some(path) = args.target.strip_prefix("cluster:") {
+        let (map, shards) = crate::quorum::load_cluster(std::path::Path::new(path))?;
+        (None, map, shards)
+    } else {
+        bail!("--target must be local or cluster:FILE for recover");
+    };
+    let mut cases = Vec::new();
+    let mut volume = args.volume_base;
+    for &pgs in &args.pgs {
+        for &records in &args.records {
+            let (map, bs, depth) = (map.clone(), args.bs, args.iodepth);
+            let case = LocalExecutorBuilder::new(Placement::Unbound)
+                .name("hexad-bench")
+                .spawn(move || async move {
+                    one_case(map, shards, VolumeId(volume), pgs, records, bs, depth).await
+                })
+                .map_err(|e| anyhow!("cannot start executor: {e}"))?
+                .join()
+                .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+            if args.output_format == "normal" {
+                println!(
+                    "pgs={:<4} records={:<7} | open {:>8.1} ms (fetched {}, re-replicated {}, VDL {}) | reopen {:>6.1} ms (fetched {}) | read-only open {:>6.1} ms",
+                    case.pgs,
+                    case.records,
+                    case.open_ms,
+                    case.open_fetched,
+                    case.open_replicated,
+                    case.recovered_vdl,
+                    case.reopen_ms,
+                    case.reopen_fetched,
+                    case.read_only_open_ms
+                );
+            }
+            cases.push(case);
+            volume += 1;
+        }
+    }
+    if args.output_format == "json" {
+        println!("{}", serde_json::to_string_pretty(&cases)?);
+    }
+    Ok(())
+}
+
+fn config(volume: VolumeId, shards: u16) -> VolumeConfig {
+    let mut cfg = VolumeConfig::new(volume);
+    cfg.default_shards = shards;
+    cfg
+}
+
+async fn one_case(
+    map: ClusterMap,
+    shards: u16,
+    volume: VolumeId,
+    pgs: u32,
+    records: u64,
+    bs: usize,
+    depth: usize,
+) -> Result<Case> {
+    let started = Instant::now();
+    let vol = Rc::new(
+        Volume::open(map.clone(), config(volume, shards))
+            .await
+            .context("creating the volume")?,
+    );
+    if vol.recovery().vdl.0 != 0 {
+        bail!("volume {volume} already holds data: pick another --volume-base");
+    }
+    let mut payload = 0u32.to_le_bytes().to_vec();
+    payload.resize(bs.max(4), 0x5a);
+    let payload = Bytes::from(payload);
+    let next = Rc::new(std::cell::Cell::new(0u64));
+    let mut tasks = Vec::new();
+    for _ in 0..depth {
+        let (vol, next, payload) = (vol.clone(), next.clone(), payload.clone());
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                let i = next.get();
+                if i >= records {
+                    return Ok::<(), hexad_client::volume::VolumeError>(());
+                }
+                next.set(i + 1);
+                let pg = (i % u64::from(pgs)) * PG_PAGES;
+                let change = Change {
+                    page: PageNo(pg + (i / u64::from(pgs)) % 64),
+                    op: Op::WriteBytes,
+                    payload: payload.clone(),
+                };
+                let lsn = vol.append(&[change]).await?;
+                vol.wait_durable(lsn).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("writing")?;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    // The crash: the writer goes away without a word to the nodes.
+    drop(vol);
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+
+    let t = Instant::now();
+    let vol = Volume::open(map.clone(), config(volume, shards))
+        .await
+        .context("recovering")?;
+    let open_ms = ms(t);
+    let r = vol.recovery().clone();
+    drop(vol);
+    if r.vdl.0 < records {
+        bail!(
+            "recovered VDL {} is below the {records} acknowledged commits",
+            r.vdl
+        );
+    }
+    let t = Instant::now();
+    let again = Volume::open(map.clone(), config(volume, shards))
+        .await
+        .context("reopening")?;
+    let reopen_ms = ms(t);
+    let reopen_fetched = again.recovery().records_fetched;
+    drop(again);
+    let t = Instant::now();
+    let reader = VolumeReader::open(map, config(volume, shards))
+        .await
+        .context("read-only open")?;
+    let read_only_open_ms = ms(t);
+    if reader.vdl() < r.vdl {
+        bail!(
+            "read-only open found VDL {} below the write open's {}",
+            reader.vdl(),
+            r.vdl
+        );
+    }
+    Ok(Case {
+        volume: volume.0,
+        pgs,
+        records,
+        write_s,
+        open_ms,
+        open_fetched: r.records_fetched,
+        open_replicated: r.records_replicated,
+        recovered_vdl: r.vdl.0,
+        reopen_ms,
+        reopen_fetched,
+        read_only_open_ms,
+    })
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
