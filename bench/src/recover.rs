@@ -1,12 +1,14 @@
 //! `hexad-bench recover`: how long a volume open (recovery, DESIGN §7) takes, by number of
 //! PGs and by records written since the volume's last open.
 //!
-//! For each case: a fresh volume is opened, `records` one-record mini-transactions are
-//! written round-robin over `pgs` PGs (pipelined), the last is waited for, and the writer
-//! is dropped without any shutdown (as if its process died). Then the volume is opened for
-//! writing (timed), opened again at once (timed: nothing new to examine), and opened
-//! read-only (timed). An open examines the records above the last sealed truncation range,
-//! so `records` is the work a crash leaves it.
+//! For each case: a fresh volume is opened and `records` one-record mini-transactions are
+//! appended round-robin over `pgs` PGs. With `--crash in-flight` (the default) they are
+//! all issued without waiting and the writer is dropped `--crash-after-ms` later, with
+//! records still in flight: some on every node, some on a few, some nowhere. With
+//! `--crash after-durable` every commit is waited for first. Dropping the writer sends
+//! nothing to the nodes (as if its process died). Then the volume is opened for writing
+//! (timed), opened again at once (timed: nothing new to examine), and opened read-only
+//! (timed). An open examines the records above the last sealed truncation range.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -44,6 +46,12 @@ pub struct RecoverArgs {
     /// First volume id; each case uses the next one (they must be new volumes).
     #[arg(long, default_value_t = 1000)]
     pub volume_base: u64,
+    /// in-flight (drop the writer with records in flight) or after-durable.
+    #[arg(long, default_value = "in-flight")]
+    pub crash: String,
+    /// With --crash in-flight: how long after the last append the writer dies.
+    #[arg(long, default_value_t = 5)]
+    pub crash_after_ms: u64,
     /// normal or json.
     #[arg(long, default_value = "normal")]
     pub output_format: String,
@@ -55,6 +63,8 @@ struct Case {
     pgs: u32,
     records: u64,
     write_s: f64,
+    /// The writer's VDL when it died: every commit up to it was acknowledged.
+    vdl_at_crash: u64,
     open_ms: f64,
     open_fetched: u64,
     open_replicated: u64,
@@ -75,6 +85,11 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
     if args.records.contains(&0) || args.iodepth == 0 || !(4..=8192).contains(&args.bs) {
         bail!("--records and --iodepth must be positive and --bs 4..=8192");
     }
+    let in_flight = match args.crash.as_str() {
+        "in-flight" => true,
+        "after-durable" => false,
+        other => bail!("--crash must be in-flight or after-durable, not {other:?}"),
+    };
     if !matches!(args.output_format.as_str(), "normal" | "json") {
         bail!("--output-format must be normal or json");
     }
@@ -93,19 +108,28 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
     for &pgs in &args.pgs {
         for &records in &args.records {
             let (map, bs, depth) = (map.clone(), args.bs, args.iodepth);
+            let crash = in_flight.then(|| Duration::from_millis(args.crash_after_ms));
             let case = LocalExecutorBuilder::new(Placement::Unbound)
                 .name("hexad-bench")
                 .spawn(move || async move {
-                    one_case(map, shards, VolumeId(volume), pgs, records, bs, depth).await
+                    let case = Shape {
+                        pgs,
+                        records,
+                        bs,
+                        depth,
+                        crash,
+                    };
+                    one_case(map, shards, VolumeId(volume), case).await
                 })
                 .map_err(|e| anyhow!("cannot start executor: {e}"))?
                 .join()
                 .map_err(|e| anyhow!("bench executor failed: {e}"))??;
             if args.output_format == "normal" {
                 println!(
-                    "pgs={:<4} records={:<7} | open {:>8.1} ms (fetched {}, re-replicated {}, VDL {}) | reopen {:>6.1} ms (fetched {}) | read-only open {:>6.1} ms",
+                    "pgs={:<4} records={:<7} VDL at crash={:<7} | open {:>6.1} ms (examined {}, re-replicated {}, VDL {}) | reopen {:>5.1} ms (examined {}) | read-only open {:>5.1} ms",
                     case.pgs,
                     case.records,
+                    case.vdl_at_crash,
                     case.open_ms,
                     case.open_fetched,
                     case.open_replicated,
@@ -131,15 +155,23 @@ fn config(volume: VolumeId, shards: u16) -> VolumeConfig {
     cfg
 }
 
-async fn one_case(
-    map: ClusterMap,
-    shards: u16,
-    volume: VolumeId,
+struct Shape {
     pgs: u32,
     records: u64,
     bs: usize,
     depth: usize,
-) -> Result<Case> {
+    /// Drop the writer this long after the last append, without waiting for commits.
+    crash: Option<Duration>,
+}
+
+async fn one_case(map: ClusterMap, shards: u16, volume: VolumeId, shape: Shape) -> Result<Case> {
+    let Shape {
+        pgs,
+        records,
+        bs,
+        depth,
+        crash,
+    } = shape;
     let started = Instant::now();
     let vol = Rc::new(
         Volume::open(map.clone(), config(volume, shards))
@@ -170,14 +202,20 @@ async fn one_case(
                     payload: payload.clone(),
                 };
                 let lsn = vol.append(&[change]).await?;
-                vol.wait_durable(lsn).await?;
+                if crash.is_none() {
+                    vol.wait_durable(lsn).await?;
+                }
             }
         }));
     }
     for t in tasks {
         t.await.context("writing")?;
     }
+    if let Some(after) = crash {
+        glommio::timer::sleep(after).await;
+    }
     let write_s = started.elapsed().as_secs_f64();
+    let vdl_at_crash = vol.vdl();
     // The crash: the writer goes away without a word to the nodes.
     drop(vol);
     glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -189,9 +227,9 @@ async fn one_case(
     let open_ms = ms(t);
     let r = vol.recovery().clone();
     drop(vol);
-    if r.vdl.0 < records {
+    if r.vdl < vdl_at_crash {
         bail!(
-            "recovered VDL {} is below the {records} acknowledged commits",
+            "recovered VDL {} is below the writer's VDL {vdl_at_crash} when it died",
             r.vdl
         );
     }
@@ -219,6 +257,7 @@ async fn one_case(
         pgs,
         records,
         write_s,
+        vdl_at_crash: vdl_at_crash.0,
         open_ms,
         open_fetched: r.records_fetched,
         open_replicated: r.records_replicated,

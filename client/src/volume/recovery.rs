@@ -726,11 +726,14 @@ impl<'a> Opener<'a> {
                 }
             }
         }
-        let mut complete: HashMap<PgIndex, usize> = acks
+        let mut complete: HashMap<PgIndex, BTreeSet<NodeId>> = acks
             .iter()
-            .map(|(pg, got)| (*pg, got.iter().filter(|(_, s)| *s >= tails[pg]).count()))
+            .map(|(pg, got)| {
+                let done = got.iter().filter(|(_, s)| *s >= tails[pg]).map(|(n, _)| *n);
+                (*pg, done.collect())
+            })
             .collect();
-        for (_, replies) in self.exchange(work).await {
+        for (conn, replies) in self.exchange(work).await {
             let mut last: HashMap<PgIndex, Lsn> = HashMap::new();
             for r in replies {
                 if let Message::AppendAck { pg, scl, .. } = r {
@@ -739,22 +742,30 @@ impl<'a> Opener<'a> {
             }
             for (pg, scl) in last {
                 if scl >= tails[&pg] {
-                    *complete.entry(pg).or_default() += 1;
+                    complete.entry(pg).or_default().insert(conn.0);
                 }
             }
         }
         for pg in state.reports.keys() {
-            let n = complete.get(pg).copied().unwrap_or(0);
-            if n < WRITE_QUORUM {
-                let answered = acks
-                    .get(pg)
-                    .into_iter()
-                    .flatten()
-                    .map(|(n, _)| *n)
+            let done = complete.remove(pg).unwrap_or_default();
+            if done.len() < WRITE_QUORUM {
+                let members = self.cluster.pg_members(self.cfg.volume, *pg);
+                let short: Vec<String> = members
+                    .iter()
+                    .filter(|m| !done.contains(m))
+                    .map(|m| {
+                        let why = self
+                            .down
+                            .get(&self.conn_of(*m, *pg))
+                            .map_or_else(|| "did not reach the tail".to_string(), Clone::clone);
+                        format!("node {m} ({why})")
+                    })
                     .collect();
                 return Err(Failure::Retry(format!(
-                    "PG {pg}: {n} segments hold the truncation range and the tail, a write quorum is {WRITE_QUORUM}; no answer from {}",
-                    self.unanswered(*pg, &answered)
+                    "PG {pg}: {} segments hold the truncation range and the tail {}, a write quorum is {WRITE_QUORUM}; short: {}",
+                    done.len(),
+                    tails[pg],
+                    short.join(", ")
                 )));
             }
         }
