@@ -260,6 +260,8 @@ impl Volume {
         }
     }
 
+    /// The volume durable LSN. Right after an open that truncated, this is the end of the
+    /// truncation range (nothing lies in it); [`Volume::recovery`] has the VDL recovered.
     pub fn vdl(&self) -> Lsn {
         self.inner.core.borrow().vdl()
     }
