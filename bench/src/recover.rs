@@ -66,6 +66,8 @@ struct Case {
     /// The writer's VDL when it died: every commit up to it was acknowledged.
     vdl_at_crash: u64,
     open_ms: f64,
+    /// Milliseconds per step of the write open.
+    open_phases_ms: Vec<(String, f64)>,
     open_fetched: u64,
     open_replicated: u64,
     recovered_vdl: u64,
@@ -138,6 +140,12 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
                     case.reopen_fetched,
                     case.read_only_open_ms
                 );
+                let phases: Vec<String> = case
+                    .open_phases_ms
+                    .iter()
+                    .map(|(n, ms)| format!("{n} {ms:.1}"))
+                    .collect();
+                println!("    open steps (ms): {}", phases.join(", "));
             }
             cases.push(case);
             volume += 1;
@@ -259,6 +267,11 @@ async fn one_case(map: ClusterMap, shards: u16, volume: VolumeId, shape: Shape) 
         write_s,
         vdl_at_crash: vdl_at_crash.0,
         open_ms,
+        open_phases_ms: r
+            .phases
+            .iter()
+            .map(|(n, d)| ((*n).to_string(), d.as_secs_f64() * 1000.0))
+            .collect(),
         open_fetched: r.records_fetched,
         open_replicated: r.records_replicated,
         recovered_vdl: r.vdl.0,

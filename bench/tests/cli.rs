@@ -39,6 +39,19 @@ fn bad_options_are_clear_errors() {
             "reading /nonexistent.toml",
         ),
         (&["write", "--no-such-flag"][..], "unexpected argument"),
+        (
+            &["recover", "--crash", "sometimes"][..],
+            "--crash must be in-flight or after-durable",
+        ),
+        (
+            &["recover", "--pgs", "0"][..],
+            "--pgs values must be 1..=13108",
+        ),
+        (&["recover", "--records", "0"][..], "must be positive"),
+        (
+            &["recover", "--target", "node:127.0.0.1:1"][..],
+            "--target must be local or cluster:FILE for recover",
+        ),
     ] {
         let (ok, _, err) = bench(args);
         assert!(!ok, "{args:?} should fail");

@@ -95,6 +95,28 @@ pub struct Recovered {
     pub records_replicated: u64,
     pub attempts: u32,
     pub elapsed: Duration,
+    /// Time per step of the last attempt.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+struct PhaseClock {
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl PhaseClock {
+    fn start() -> PhaseClock {
+        PhaseClock {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
 }
 
 impl Recovered {
@@ -291,8 +313,10 @@ impl<'a> Opener<'a> {
     }
 
     async fn attempt(&mut self) -> Result<Recovered, Failure> {
+        let mut clock = PhaseClock::start();
         self.connect_all().await;
         let (mut pgs, max_epoch) = self.list().await?;
+        clock.lap("connect+list");
         let epoch = VolumeEpoch(max_epoch.max(self.seen_epoch).0 + 1);
         let views = if self.write {
             pgs.insert(PgIndex(0));
@@ -300,10 +324,12 @@ impl<'a> Opener<'a> {
         } else {
             self.look(&pgs).await?
         };
+        clock.lap("fence");
         let mut state = compute(&views);
         self.fetch_tails(&mut state).await?;
         let records_fetched = state.fetched.len() as u64;
         let (vcl, vdl) = state.walk();
+        clock.lap("index+walk");
         let mut recovered = Recovered {
             epoch: if self.write { epoch } else { max_epoch },
             vcl,
@@ -316,6 +342,7 @@ impl<'a> Opener<'a> {
             records_replicated: 0,
             attempts: 0,
             elapsed: Duration::ZERO,
+            phases: Vec::new(),
         };
         let any_record = views
             .values()
@@ -331,6 +358,7 @@ impl<'a> Opener<'a> {
             let (tails, replicated) = self.truncate(&state, t).await?;
             state.tails = tails;
             recovered.records_replicated = replicated;
+            clock.lap("truncate+re-replicate");
             if self.stop_after == Some(RecoveryStep::Truncated) {
                 return Err(Failure::Fatal(VolumeError::Stopped {
                     step: RecoveryStep::Truncated,
@@ -340,7 +368,9 @@ impl<'a> Opener<'a> {
             self.seal(&state, Truncation { sealed: true, ..t }).await?;
             recovered.truncation = Some(Truncation { sealed: true, ..t });
             recovered.allocate_after = t.end;
+            clock.lap("seal");
         }
+        recovered.phases = clock.laps;
         for (pg, reports) in &state.reports {
             let pgcl = state.pgcl[pg];
             recovered.pgs.insert(
