@@ -41,8 +41,26 @@ pub fn free_ports(count: u16) -> u16 {
     panic!("no {count} consecutive free ports");
 }
 
-/// A fresh, empty directory under `root` (which should be on a real disk, not tmpfs).
+/// A fresh, empty directory `root/NAME-PID` (root should be on a real disk, not tmpfs).
+/// Directories of the same name left by earlier test processes that are no longer running
+/// are removed first: node data (preallocated hot logs) would otherwise pile up run after
+/// run.
 pub fn fresh_dir(root: &Path, name: &str) -> PathBuf {
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let file_name = e.file_name();
+            let Some(pid) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(name)?.strip_prefix('-')?.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
+            if gone {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let dir = root.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
