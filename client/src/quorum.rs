@@ -260,6 +260,23 @@ impl QuorumCore {
         self.pgs.get(&pg).map(|t| t.pgcl)
     }
 
+    /// The PG's last record at or below `read`, as far as the writer can tell: a segment
+    /// whose SCL reaches it holds every record of the PG up to `read`. Every allocated LSN
+    /// of the PG above its PGCL is tracked, so at or above the PGCL this is exact; below it
+    /// the writer no longer knows and answers `read` itself (asking a little more).
+    pub fn complete_point(&self, pg: PgIndex, read: Lsn) -> Option<Lsn> {
+        let t = self.pgs.get(&pg)?;
+        Some(if read >= t.last_lsn {
+            t.last_lsn
+        } else if let Some(l) = t.pending.range(..=read).next_back() {
+            *l
+        } else if read >= t.pgcl {
+            t.pgcl
+        } else {
+            read
+        })
+    }
+
     pub fn retained_bytes(&self) -> u64 {
         self.retained_bytes
     }

@@ -1,20 +1,22 @@
 //! One segment's in-memory state: which records it holds, where they are, its SCL and
 //! epochs. Rebuilt from the hot log at restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hexad_client::wire::Truncation;
-use hexad_client::{Lsn, MembershipEpoch, VolumeEpoch};
+use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecordMeta {
+    pub lsn: Lsn,
     pub prev_lsn_pg: Lsn,
     /// Volume epoch of the writer (or volume open) that sent it.
     pub epoch: VolumeEpoch,
     /// It ends a mini-transaction (volume opens look for these without reading the log).
     pub cpl: bool,
+    pub page: PageNo,
     pub loc: RecordLoc,
 }
 
@@ -31,6 +33,8 @@ pub struct RecordMeta {
 pub struct Segment {
     pub key: SegmentKey,
     records: BTreeMap<Lsn, RecordMeta>,
+    /// The records of each page, for reads of one page.
+    by_page: BTreeSet<(PageNo, Lsn)>,
     /// `prev_lsn_pg -> lsn` for received records above the SCL.
     successors: HashMap<Lsn, Lsn>,
     scl: Lsn,
@@ -46,6 +50,7 @@ impl Segment {
         Segment {
             key,
             records: BTreeMap::new(),
+            by_page: BTreeSet::new(),
             successors: HashMap::new(),
             scl: Lsn::NONE,
             volume_epoch: VolumeEpoch(0),
@@ -57,36 +62,30 @@ impl Segment {
 
     /// Adds a durable record. A duplicate LSN (a resend) keeps the first copy; a record
     /// annulled by a truncation range is dropped. Returns whether it was added.
-    pub fn insert(
-        &mut self,
-        lsn: Lsn,
-        prev_lsn_pg: Lsn,
-        epoch: VolumeEpoch,
-        cpl: bool,
-        loc: RecordLoc,
-    ) -> bool {
+    pub fn insert(&mut self, m: RecordMeta) -> bool {
         assert!(
-            lsn > Lsn::NONE && prev_lsn_pg < lsn,
+            m.lsn > Lsn::NONE && m.prev_lsn_pg < m.lsn,
             "record invariants are checked at decode"
         );
-        if self.records.contains_key(&lsn) || self.annulled(epoch, lsn) {
+        if self.records.contains_key(&m.lsn) || self.annulled(m.epoch, m.lsn) {
             return false;
         }
-        self.records.insert(
-            lsn,
-            RecordMeta {
-                prev_lsn_pg,
-                epoch,
-                cpl,
-                loc,
-            },
-        );
-        self.max_record_epoch = self.max_record_epoch.max(epoch);
-        if lsn > self.scl {
-            self.successors.insert(prev_lsn_pg, lsn);
+        self.records.insert(m.lsn, m);
+        self.by_page.insert((m.page, m.lsn));
+        self.max_record_epoch = self.max_record_epoch.max(m.epoch);
+        if m.lsn > self.scl {
+            self.successors.insert(m.prev_lsn_pg, m.lsn);
             self.advance_scl();
         }
         true
+    }
+
+    /// The records of `page` with LSN ≤ `upto`, in LSN order.
+    pub fn page_records(&self, page: PageNo, upto: Lsn) -> Vec<RecordMeta> {
+        self.by_page
+            .range((page, Lsn::NONE)..=(page, upto))
+            .map(|(_, lsn)| self.records[lsn])
+            .collect()
     }
 
     fn advance_scl(&mut self) {
@@ -120,6 +119,8 @@ impl Segment {
         self.records.retain(|lsn, m| !t.annuls(m.epoch, *lsn));
         let dropped = before - self.records.len();
         if dropped > 0 {
+            let records = &self.records;
+            self.by_page.retain(|(_, lsn)| records.contains_key(lsn));
             self.scl = Lsn::NONE;
             self.successors = self
                 .records
@@ -212,18 +213,29 @@ mod tests {
         bytes: 1,
     };
 
+    fn meta(lsn: Lsn, prev_lsn_pg: Lsn, epoch: VolumeEpoch) -> RecordMeta {
+        RecordMeta {
+            lsn,
+            prev_lsn_pg,
+            epoch,
+            cpl: false,
+            page: PageNo(lsn.0 % 3),
+            loc: LOC,
+        }
+    }
+
     #[test]
     fn scl_stops_below_a_gap_and_advances_when_filled() {
         let mut s = seg();
         // The PG's chain is 10 -> 20 -> 30 -> 40.
-        s.insert(Lsn(10), Lsn(0), E1, false, LOC);
-        s.insert(Lsn(30), Lsn(20), E1, false, LOC);
-        s.insert(Lsn(40), Lsn(30), E1, false, LOC);
+        s.insert(meta(Lsn(10), Lsn(0), E1));
+        s.insert(meta(Lsn(30), Lsn(20), E1));
+        s.insert(meta(Lsn(40), Lsn(30), E1));
         assert_eq!(s.scl(), Lsn(10));
         assert_eq!(s.highest_lsn(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), E1, false, LOC);
+        s.insert(meta(Lsn(20), Lsn(10), E1));
         assert_eq!(s.scl(), Lsn(40));
-        s.insert(Lsn(20), Lsn(10), E1, false, LOC); // a resend changes nothing
+        s.insert(meta(Lsn(20), Lsn(10), E1)); // a resend changes nothing
         assert_eq!((s.scl(), s.record_count()), (Lsn(40), 4));
     }
 
@@ -231,7 +243,7 @@ mod tests {
     fn a_truncation_drops_older_records_in_its_range_and_refuses_them_later() {
         let mut s = seg();
         for l in 1..=6 {
-            s.insert(Lsn(l), Lsn(l - 1), E1, false, LOC);
+            s.insert(meta(Lsn(l), Lsn(l - 1), E1));
         }
         assert!(!s.needs_truncation_for(E1));
         assert!(s.needs_truncation_for(VolumeEpoch(2)));
@@ -245,8 +257,8 @@ mod tests {
         assert_eq!((s.scl(), s.record_count()), (Lsn(4), 4));
         assert!(!s.needs_truncation_for(VolumeEpoch(2)));
         // A late copy of an annulled record is refused; the new epoch's own records are not.
-        assert!(!s.insert(Lsn(5), Lsn(4), E1, false, LOC));
-        assert!(s.insert(Lsn(101), Lsn(4), VolumeEpoch(2), false, LOC));
+        assert!(!s.insert(meta(Lsn(5), Lsn(4), E1)));
+        assert!(s.insert(meta(Lsn(101), Lsn(4), VolumeEpoch(2))));
         assert_eq!(s.scl(), Lsn(101));
         // Sealing is idempotent; another range for the same epoch is refused.
         assert_eq!(s.add_truncation(Truncation { sealed: true, ..t }), Ok(0));
@@ -257,7 +269,7 @@ mod tests {
     #[test]
     fn scl_is_zero_without_the_first_record() {
         let mut s = seg();
-        s.insert(Lsn(7), Lsn(5), E1, false, LOC);
+        s.insert(meta(Lsn(7), Lsn(5), E1));
         assert_eq!(s.scl(), Lsn(0));
     }
 }

@@ -12,14 +12,14 @@ use hexad_client::wire::{
     ErrorCode, FenceMode, IndexEntry, Message, NodeStats, Record, SegmentView, Truncation,
     PROTOCOL_VERSION,
 };
-use hexad_client::{Lsn, NodeId, ShardId, VolumeEpoch, VolumeId};
+use hexad_client::{Lsn, NodeId, PageNo, ShardId, VolumeEpoch, VolumeId, PAGE_BYTES};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
 use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
-use crate::segment::Segment;
+use crate::segment::{RecordMeta, Segment};
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
 pub const MAX_FETCH_REPLY_BYTES: usize = 4 << 20;
@@ -242,6 +242,26 @@ impl<D: Disk + 'static> Shard<D> {
                 self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::GetStats => Reply::ok(Message::Stats(self.stats())),
+            Message::GetPage {
+                volume,
+                pg,
+                page,
+                read_lsn,
+                complete_lsn,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                if !pg.contains(page) {
+                    return Reply::error(
+                        ErrorCode::RecordOutsidePg,
+                        0,
+                        format!("page {page} is in pg {}, not pg {pg}", page.pg()),
+                    );
+                }
+                self.get_page(key, page, read_lsn, complete_lsn).await
+            }
             Message::FetchIndex {
                 volume,
                 pg,
@@ -471,6 +491,68 @@ impl<D: Disk + 'static> Shard<D> {
         Ok(())
     }
 
+    /// The page as of `read_lsn`, built from its records in the hot log (the page store
+    /// and the coalescer that fills it are not built yet: every read applies the page's
+    /// whole history). Answers only when the segment's SCL proves it has every record of
+    /// the page up to `read_lsn`: SCL ≥ `complete_lsn`, the PG's last record at or below
+    /// the read point (the reader's word).
+    async fn get_page(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        read_lsn: Lsn,
+        complete_lsn: Lsn,
+    ) -> Reply {
+        let records = {
+            let segs = self.segments.borrow();
+            let Some(seg) = segs.get(&key) else {
+                return no_such_segment(key);
+            };
+            if seg.scl() < complete_lsn.min(read_lsn) {
+                return Reply::error(
+                    ErrorCode::NotComplete,
+                    0,
+                    format!(
+                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {complete_lsn}",
+                        key.volume,
+                        key.pg,
+                        seg.scl()
+                    ),
+                );
+            }
+            seg.page_records(page, read_lsn)
+        };
+        let locs: Vec<_> = records.iter().map(|m| m.loc).collect();
+        let mut data = [0u8; PAGE_BYTES];
+        let mut page_lsn = Lsn::NONE;
+        for (meta, read) in records.iter().zip(self.log.read_records(&locs).await) {
+            match read {
+                Ok(rec) if rec.lsn == meta.lsn && rec.page == page => {
+                    rec.apply_to(&mut data);
+                    page_lsn = rec.lsn;
+                }
+                Ok(rec) => {
+                    return Reply::error(
+                        ErrorCode::Internal,
+                        0,
+                        format!(
+                        "index says LSN {} of page {page} at {:?}, the log holds LSN {} of page {}",
+                        meta.lsn, meta.loc, rec.lsn, rec.page
+                    ),
+                    )
+                }
+                Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
+            }
+        }
+        Reply::ok(Message::Page {
+            volume: key.volume,
+            pg: key.pg,
+            page,
+            page_lsn,
+            data: bytes::Bytes::copy_from_slice(&data),
+        })
+    }
+
     async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
         let budget = (max_bytes as usize).clamp(1, MAX_FETCH_REPLY_BYTES);
         let wanted: Vec<_> = match self.segments.borrow().get(&key) {
@@ -616,7 +698,14 @@ fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
         .entry(r.segment)
         .or_insert_with(|| Segment::new(r.segment));
     seg.observe_epochs(r.volume_epoch, r.membership_epoch);
-    seg.insert(r.lsn, r.prev_lsn_pg, r.volume_epoch, r.cpl, r.loc);
+    seg.insert(RecordMeta {
+        lsn: r.lsn,
+        prev_lsn_pg: r.prev_lsn_pg,
+        epoch: r.volume_epoch,
+        cpl: r.cpl,
+        page: r.page,
+        loc: r.loc,
+    });
 }
 
 fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
@@ -631,6 +720,7 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
                 lsn: e.entry.record.lsn,
                 prev_lsn_pg: e.entry.record.prev_lsn_pg,
                 cpl: e.entry.record.cpl,
+                page: e.entry.record.page,
                 loc: e.loc,
             },
         );

@@ -324,6 +324,23 @@ impl Cluster {
         self.nodes[id as usize - 1] = Some(node);
     }
 
+    /// The cluster map a client uses for these nodes (`az1`.. with `per_az` nodes each).
+    pub fn map(&self, per_az: u32) -> hexad_client::placement::ClusterMap {
+        let entries = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| hexad_client::placement::NodeEntry {
+                id: i as u32 + 1,
+                az: format!("az{}", i as u32 / per_az + 1),
+                addr: [127, 0, 0, 1].into(),
+                base_port: *port,
+                shards: Some(1),
+            })
+            .collect();
+        hexad_client::placement::ClusterMap::new(entries).expect("a valid test cluster")
+    }
+
     pub fn node(&self, id: u32) -> &NodeProcess {
         self.nodes[id as usize - 1].as_ref().expect("node running")
     }

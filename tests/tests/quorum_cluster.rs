@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use hexad_client::placement::{ClusterMap, NodeEntry};
+use hexad_client::placement::ClusterMap;
 use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeError};
 use hexad_client::wire::{Message, Op};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId, PG_PAGES};
@@ -26,22 +26,6 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hexad-test-node"))
 }
 
-fn cluster_map(c: &Cluster) -> ClusterMap {
-    let entries = c
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| NodeEntry {
-            id: i as u32 + 1,
-            az: format!("az{}", i / 2 + 1),
-            addr: [127, 0, 0, 1].into(),
-            base_port: *port,
-            shards: Some(1),
-        })
-        .collect();
-    ClusterMap::new(entries).unwrap()
-}
-
 /// Starts 6 nodes (2 in each of 3 AZs) with small hot logs.
 fn six_nodes(name: &str) -> (Rc<RefCell<Cluster>>, ClusterMap) {
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), name);
@@ -51,7 +35,7 @@ fn six_nodes(name: &str) -> (Rc<RefCell<Cluster>>, ClusterMap) {
         ..NodeOpts::default()
     };
     let cluster = Cluster::start(&bin(), &dir, 3, 2, &opts);
-    let map = cluster_map(&cluster);
+    let map = cluster.map(2);
     (Rc::new(RefCell::new(cluster)), map)
 }
 

@@ -29,6 +29,8 @@ use crate::wire::{Message, Op, Record};
 
 /// How often a back-pressured append re-checks whether retained records have aged out.
 const RELEASE_TICK: Duration = Duration::from_millis(10);
+/// Shortest wait before a page read is hedged to a second segment.
+const HEDGE_MIN: Duration = Duration::from_micros(500);
 
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
@@ -86,6 +88,39 @@ pub enum VolumeError {
     Stopped { step: RecoveryStep, vdl: Lsn },
     #[error("reading PG {pg}: {detail}")]
     ReadFailed { pg: PgIndex, detail: String },
+}
+
+/// Replies to one request sent to several segments, as they arrive.
+#[derive(Default)]
+struct Race {
+    answers: RefCell<Vec<(NodeId, Option<Message>)>>,
+    arrived: Notify,
+}
+
+impl Race {
+    fn ask(self: &Rc<Self>, peer: &Peer, msg: Message) {
+        let (rx, node, race) = (peer.request(msg), peer.node, self.clone());
+        glommio::spawn_local(async move {
+            let reply = rx.await;
+            race.answers.borrow_mut().push((node, reply));
+            race.arrived.notify();
+        })
+        .detach();
+    }
+
+    fn take(&self) -> Option<(NodeId, Option<Message>)> {
+        self.answers.borrow_mut().pop()
+    }
+}
+
+/// A page as read: its bytes, the LSN of the last record applied, and who answered.
+#[derive(Debug, Clone)]
+pub struct PageRead {
+    pub page_lsn: Lsn,
+    pub data: Bytes,
+    pub node: NodeId,
+    /// Whether a hedged second request was sent.
+    pub hedged: bool,
 }
 
 /// One redo record of a mini-transaction, before it has an LSN.
@@ -150,6 +185,111 @@ impl Volume {
                 page_heads: RefCell::default(),
                 vdl_changed: Notify::default(),
             }),
+        })
+    }
+
+    /// Reads `page` as of `read_point` (default: the current VDL) from **one** segment: the
+    /// lowest-latency member whose acknowledged SCL covers the read point. If it has not
+    /// answered after twice its smoothed latency (at least `HEDGE_MIN`), the next one is
+    /// asked too, and the first answer wins; a segment that cannot answer (not complete,
+    /// an error) hands over at once. No quorum read.
+    pub async fn read_page(
+        &self,
+        page: PageNo,
+        read_point: Option<Lsn>,
+    ) -> Result<PageRead, VolumeError> {
+        let inner = &self.inner;
+        inner.check_fenced()?;
+        let pg = page.pg();
+        if pg.0 >= MAX_PGS {
+            return Err(VolumeError::PageOutOfRange(page));
+        }
+        let read = read_point.unwrap_or_else(|| inner.core.borrow().vdl());
+        let Some(members) = inner.members.borrow().get(&pg).copied() else {
+            // Nothing was ever written to this PG.
+            return Ok(PageRead {
+                page_lsn: Lsn::NONE,
+                data: Bytes::from(vec![0u8; crate::types::PAGE_BYTES]),
+                node: NodeId(0),
+                hedged: false,
+            });
+        };
+        let complete = inner.core.borrow().complete_point(pg, read).unwrap_or(read);
+        let mut candidates: Vec<(bool, Duration, Rc<Peer>)> = {
+            let core = inner.core.borrow();
+            members
+                .iter()
+                .map(|n| {
+                    let covers = core.member_scl(pg, *n).is_some_and(|s| s >= complete);
+                    let peer = inner.peer(*n, pg);
+                    (!(covers && peer.is_connected()), peer.latency(), peer)
+                })
+                .collect()
+        };
+        candidates.sort_by_key(|(worse, latency, _)| (*worse, *latency));
+        let request = Message::GetPage {
+            volume: inner.cfg.volume,
+            pg,
+            page,
+            read_lsn: read,
+            complete_lsn: complete,
+        };
+        let race = Rc::new(Race::default());
+        let ask = |peer: &Rc<Peer>| race.ask(peer, request.clone());
+        let started = Instant::now();
+        ask(&candidates[0].2);
+        let mut asked = 1;
+        let mut failures = Vec::new();
+        let hedge_at = started + (candidates[0].1 * 2).max(HEDGE_MIN);
+        loop {
+            match race.take() {
+                Some((node, Some(Message::Page { page_lsn, data, .. }))) => {
+                    return Ok(PageRead {
+                        page_lsn,
+                        data,
+                        node,
+                        hedged: asked > 1,
+                    })
+                }
+                Some((node, other)) => {
+                    failures.push(format!(
+                        "node {node}: {}",
+                        other.map_or("connection lost".into(), |m| format!("{m:?}"))
+                    ));
+                    if asked < candidates.len() {
+                        ask(&candidates[asked].2);
+                        asked += 1;
+                    } else if failures.len() == asked {
+                        break;
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= started + inner.cfg.request_timeout {
+                failures.push(format!("no answer within {:?}", inner.cfg.request_timeout));
+                break;
+            }
+            if asked == 1 && now >= hedge_at && candidates.len() > 1 {
+                ask(&candidates[1].2);
+                asked = 2;
+                continue;
+            }
+            let wake = if asked == 1 {
+                hedge_at
+            } else {
+                started + inner.cfg.request_timeout
+            };
+            futures_lite::future::or(
+                race.arrived.notified(),
+                glommio::timer::sleep(wake.saturating_duration_since(now)),
+            )
+            .await;
+        }
+        Err(VolumeError::ReadFailed {
+            pg,
+            detail: format!("page {page} at {read}: {}", failures.join("; ")),
         })
     }
 

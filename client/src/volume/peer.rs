@@ -23,7 +23,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::Inner;
-use crate::sync::Notify;
+use crate::sync::{oneshot, Notify, Receiver, Sender};
 use crate::wire::frame::take_frame;
 use crate::wire::message::MAX_RECORDS_PER_BATCH;
 use crate::wire::{ErrorCode, Message, Record, PROTOCOL_VERSION};
@@ -52,11 +52,16 @@ pub struct PeerStats {
     pub last_error: Option<String>,
 }
 
+/// The reply to a request sent with [`Peer::request`]; `None` if the connection broke first.
+pub(crate) type ReplyRx = Receiver<Message>;
+
 pub(crate) struct Peer {
     pub node: NodeId,
     pub shard: ShardId,
     pub addr: SocketAddr,
     outbox: RefCell<Vec<(PgIndex, Record)>>,
+    /// Other requests (page reads) waiting for the next write.
+    requests: RefCell<Vec<(Message, Sender<Message>)>>,
     wake: Notify,
     connected: Cell<bool>,
     acks: Cell<u64>,
@@ -71,6 +76,7 @@ impl Peer {
             shard,
             addr,
             outbox: RefCell::default(),
+            requests: RefCell::default(),
             wake: Notify::default(),
             connected: Cell::new(false),
             acks: Cell::new(0),
@@ -82,6 +88,31 @@ impl Peer {
     pub fn enqueue(&self, pg: PgIndex, record: Record) {
         self.outbox.borrow_mut().push((pg, record));
         self.wake.notify();
+    }
+
+    /// Sends `msg` on this connection (once connected) and returns its reply.
+    pub fn request(&self, msg: Message) -> ReplyRx {
+        let (tx, rx) = oneshot();
+        self.requests.borrow_mut().push((msg, tx));
+        self.wake.notify();
+        rx
+    }
+
+    /// Whether the connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.get()
+    }
+
+    /// The smoothed request → reply latency (0 before the first reply).
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.get())
+    }
+
+    fn observe_latency(&self, sent: Instant) {
+        let us = sent.elapsed().as_micros() as u64;
+        let old = self.latency_us.get();
+        self.latency_us
+            .set(if old == 0 { us } else { old - old / 8 + us / 8 });
     }
 
     pub fn stats(&self) -> PeerStats {
@@ -186,16 +217,21 @@ impl Peer {
             out.extend(newer);
         }
         let in_flight: Rc<RefCell<HashMap<u64, Instant>>> = Rc::default();
+        // Dropped with the session: waiting readers then see the connection broke.
+        let waiting: Rc<RefCell<HashMap<u64, Sender<Message>>>> = Rc::default();
         let reader_done = Rc::new(Cell::new(false));
         let reader = glommio::spawn_local({
-            let (peer, inner, in_flight, done) = (
+            let (peer, inner, in_flight, waiting, done) = (
                 self.clone(),
                 Rc::downgrade(inner),
                 in_flight.clone(),
+                waiting.clone(),
                 reader_done.clone(),
             );
             async move {
-                let r = peer.read_loop(&mut rd, buf, &inner, &in_flight).await;
+                let r = peer
+                    .read_loop(&mut rd, buf, &inner, &in_flight, &waiting)
+                    .await;
                 done.set(true);
                 peer.wake.notify();
                 r
@@ -216,7 +252,8 @@ impl Peer {
                 }
             }
             let batch = std::mem::take(&mut *self.outbox.borrow_mut());
-            if batch.is_empty() {
+            let requests = std::mem::take(&mut *self.requests.borrow_mut());
+            if batch.is_empty() && requests.is_empty() {
                 futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(TICK)).await;
                 continue;
             }
@@ -225,6 +262,12 @@ impl Peer {
             for msg in batches(inner, batch) {
                 msg.encode_frame(next_id, &mut frames);
                 in_flight.borrow_mut().insert(next_id, now);
+                next_id += 1;
+            }
+            for (msg, reply) in requests {
+                msg.encode_frame(next_id, &mut frames);
+                in_flight.borrow_mut().insert(next_id, now);
+                waiting.borrow_mut().insert(next_id, reply);
                 next_id += 1;
             }
             if let Err(e) = wr.write_all(&frames).await {
@@ -242,21 +285,31 @@ impl Peer {
         mut buf: BytesMut,
         inner: &Weak<Inner>,
         in_flight: &RefCell<HashMap<u64, Instant>>,
+        waiting: &RefCell<HashMap<u64, Sender<Message>>>,
     ) -> Result<(), String> {
         loop {
             while let Some((h, body)) = take_frame(&mut buf).map_err(|e| e.to_string())? {
                 let msg = Message::decode(h.kind, body).map_err(|e| e.to_string())?;
                 let sent = in_flight.borrow_mut().remove(&h.request_id);
+                if let Some(reply) = waiting.borrow_mut().remove(&h.request_id) {
+                    if let Some(sent) = sent {
+                        self.observe_latency(sent);
+                    }
+                    let closes =
+                        matches!(&msg, Message::Error { code, .. } if code.closes_connection());
+                    reply.send(msg);
+                    if closes {
+                        return Err("node closed the connection after a request".into());
+                    }
+                    continue;
+                }
                 let Some(inner) = inner.upgrade() else {
                     return Ok(());
                 };
                 match msg {
                     Message::AppendAck { pg, scl, .. } => {
                         if let Some(sent) = sent {
-                            let us = sent.elapsed().as_micros() as u64;
-                            let old = self.latency_us.get();
-                            self.latency_us
-                                .set(if old == 0 { us } else { old - old / 8 + us / 8 });
+                            self.observe_latency(sent);
                         }
                         self.acks.set(self.acks.get() + 1);
                         inner.on_ack(pg, self.node, scl);

@@ -23,6 +23,8 @@
 //!     | <-- TruncateAck ------------- |
 //!     | --- FetchIndex -------------> |   LSN, backlink and CPL flag of held records,
 //!     | <-- Index ------------------- |   from memory (no log reads)
+//!     | --- GetPage ----------------> |   a page as of a read point
+//!     | <-- Page -------------------- |
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -32,7 +34,8 @@ use super::codec::{DecodeError, Reader};
 use super::frame::{FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
 use super::record::{Record, RecordError};
 use crate::types::{
-    Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
+    Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
+    PAGE_BYTES,
 };
 
 /// Most entries in one `Index` reply (17 bytes each).
@@ -74,6 +77,9 @@ pub enum ErrorCode {
     /// batch's epoch yet: send `Truncate` for that epoch first. `detail` is the segment's
     /// epoch (saturated to `u32`).
     TruncationNeeded = 12,
+    /// The segment cannot prove it has every record of the page up to the read point (its
+    /// SCL is below it); ask another segment. `detail`: 0.
+    NotComplete = 13,
 }
 
 impl ErrorCode {
@@ -91,6 +97,7 @@ impl ErrorCode {
             10 => ErrorCode::NoSuchSegment,
             11 => ErrorCode::Internal,
             12 => ErrorCode::TruncationNeeded,
+            13 => ErrorCode::NotComplete,
             _ => return None,
         })
     }
@@ -354,6 +361,25 @@ pub enum Message {
         more: bool,
         entries: Vec<IndexEntry>,
     },
+    /// The page as of `read_lsn`: every record of it with LSN ≤ `read_lsn` applied. The
+    /// segment answers only if its SCL ≥ `complete_lsn`, the PG's last record at or below
+    /// `read_lsn` as the writer knows it (so a segment whose chain ends there qualifies).
+    GetPage {
+        volume: VolumeId,
+        pg: PgIndex,
+        page: PageNo,
+        read_lsn: Lsn,
+        complete_lsn: Lsn,
+    },
+    Page {
+        volume: VolumeId,
+        pg: PgIndex,
+        page: PageNo,
+        /// LSN of the last record applied (0: never written, all zeros).
+        page_lsn: Lsn,
+        /// Exactly `PAGE_BYTES` bytes.
+        data: Bytes,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -405,6 +431,8 @@ mod kind {
     pub const TRUNCATE_ACK: u16 = 17;
     pub const FETCH_INDEX: u16 = 18;
     pub const INDEX: u16 = 19;
+    pub const GET_PAGE: u16 = 20;
+    pub const PAGE: u16 = 21;
 }
 
 impl Message {
@@ -429,6 +457,8 @@ impl Message {
             Message::TruncateAck { .. } => kind::TRUNCATE_ACK,
             Message::FetchIndex { .. } => kind::FETCH_INDEX,
             Message::Index { .. } => kind::INDEX,
+            Message::GetPage { .. } => kind::GET_PAGE,
+            Message::Page { .. } => kind::PAGE,
         }
     }
 
@@ -455,6 +485,7 @@ impl Message {
             }
             Message::SegmentList { pgs, .. } => 24 + 4 * pgs.len(),
             Message::Index { entries, .. } => 24 + 17 * entries.len(),
+            Message::Page { .. } => 32 + PAGE_BYTES,
             _ => 96,
         }
     }
@@ -641,6 +672,35 @@ impl Message {
                     b.put_u64_le(e.prev_lsn_pg.0);
                     b.put_u8(u8::from(e.cpl));
                 }
+            }
+            Message::GetPage {
+                volume,
+                pg,
+                page,
+                read_lsn,
+                complete_lsn,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                b.put_u64_le(page.0);
+                b.put_u64_le(read_lsn.0);
+                b.put_u64_le(complete_lsn.0);
+            }
+            Message::Page {
+                volume,
+                pg,
+                page,
+                page_lsn,
+                data,
+            } => {
+                assert_eq!(data.len(), PAGE_BYTES);
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                b.put_u64_le(page.0);
+                b.put_u64_le(page_lsn.0);
+                b.put_slice(data);
             }
             Message::TruncateAck { volume, pg, scl } => {
                 b.put_u64_le(volume.0);
@@ -883,6 +943,30 @@ impl Message {
                     entries,
                 }
             }
+            kind::GET_PAGE => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::GetPage {
+                    volume,
+                    pg,
+                    page: PageNo(r.u64()?),
+                    read_lsn: Lsn(r.u64()?),
+                    complete_lsn: Lsn(r.u64()?),
+                }
+            }
+            kind::PAGE => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::Page {
+                    volume,
+                    pg,
+                    page: PageNo(r.u64()?),
+                    page_lsn: Lsn(r.u64()?),
+                    data: r.bytes(PAGE_BYTES)?,
+                }
+            }
             kind::TRUNCATE_ACK => {
                 let volume = VolumeId(r.u64()?);
                 let pg = PgIndex(r.u32()?);
@@ -990,7 +1074,6 @@ const _: () = assert!(MAX_RECORDS_PER_BATCH * 48 > MAX_FRAME_BODY_BYTES / 4);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PageNo;
     use crate::wire::frame::take_frame;
     use crate::wire::record::Op;
     use proptest::prelude::*;
@@ -1197,6 +1280,29 @@ mod tests {
                         })
                         .collect(),
                 }),
+            (any::<u64>(), any::<u32>(), any::<u64>(), any::<[u64; 2]>()).prop_map(
+                |(v, pg, p, l)| Message::GetPage {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    page: PageNo(p),
+                    read_lsn: Lsn(l[0]),
+                    complete_lsn: Lsn(l[1]),
+                }
+            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u8>()
+            )
+                .prop_map(|(v, pg, p, l, fill)| Message::Page {
+                    volume: VolumeId(v),
+                    pg: PgIndex(pg),
+                    page: PageNo(p),
+                    page_lsn: Lsn(l),
+                    data: Bytes::from(vec![fill; PAGE_BYTES]),
+                }),
             (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(v, pg, s)| {
                 Message::TruncateAck {
                     volume: VolumeId(v),
@@ -1205,7 +1311,7 @@ mod tests {
                 }
             }),
             any::<[u64; 8]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
-            (0usize..12, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
+            (0usize..13, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
                 code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
                 detail,
                 message,
@@ -1223,7 +1329,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bodies_never_panic(kind in 0u16..22, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fn arbitrary_bodies_never_panic(kind in 0u16..24, body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Message::decode(kind, Bytes::from(body));
         }
 
@@ -1244,7 +1350,6 @@ mod tests {
 #[cfg(test)]
 mod fixture {
     use super::*;
-    use crate::types::PageNo;
     use crate::wire::frame::take_frame;
     use crate::wire::record::Op;
 

@@ -28,7 +28,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use hexad_client::wire::codec::Reader;
 use hexad_client::wire::Record;
-use hexad_client::{Lsn, MembershipEpoch, VolumeEpoch};
+use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
 
 use crate::disk::Disk;
 use format::{align_up, BlockBuilder, Entry, RecordLoc, SegmentKey, BLOCK_ALIGN};
@@ -75,6 +75,7 @@ pub struct DurableRecord {
     pub prev_lsn_pg: Lsn,
     /// The record ends a mini-transaction.
     pub cpl: bool,
+    pub page: PageNo,
     pub loc: RecordLoc,
 }
 
@@ -275,6 +276,7 @@ impl<D: Disk + 'static> HotLog<D> {
                 lsn: q.entry.record.lsn,
                 prev_lsn_pg: q.entry.record.prev_lsn_pg,
                 cpl: q.entry.record.cpl,
+                page: q.entry.record.page,
                 loc: RecordLoc {
                     file: placement.file,
                     offset: placement.offset + at as u64,
