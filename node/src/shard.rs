@@ -62,6 +62,15 @@ impl Reply {
 
 type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
 
+/// A writer's latest `Progress` for one volume. Each field only grows.
+#[derive(Debug, Default)]
+struct VolumeProgress {
+    vdl: Lsn,
+    pgmrpl: Lsn,
+    /// Per PG: its last record at or below `vdl`.
+    complete: HashMap<hexad_client::PgIndex, Lsn>,
+}
+
 pub struct Shard<D: Disk> {
     id: ShardIdentity,
     log: Rc<HotLog<D>>,
@@ -71,6 +80,8 @@ pub struct Shard<D: Disk> {
     /// Metadata changes made in memory, and how many of them are durable.
     meta_changes: Cell<u64>,
     meta_saved: Cell<u64>,
+    /// What writers reported (`Progress`), per volume; in memory only.
+    progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
@@ -121,6 +132,7 @@ impl<D: Disk + 'static> Shard<D> {
             meta: RefCell::new(meta),
             meta_changes: Cell::new(0),
             meta_saved: Cell::new(0),
+            progress: RefCell::default(),
             records_appended: Cell::new(0),
             bytes_appended: Cell::new(0),
             batches_acked: Cell::new(0),
@@ -296,6 +308,24 @@ impl<D: Disk + 'static> Shard<D> {
                 })
             }
             Message::ListSegments { volume } => self.list(volume),
+            Message::Progress {
+                volume,
+                vdl,
+                pgmrpl,
+                pgs,
+            } => {
+                let mut all = self.progress.borrow_mut();
+                let p = all.entry(volume).or_default();
+                if vdl >= p.vdl {
+                    p.vdl = vdl;
+                    for (pg, lsn) in pgs {
+                        let c = p.complete.entry(pg).or_default();
+                        *c = (*c).max(lsn);
+                    }
+                }
+                p.pgmrpl = p.pgmrpl.max(pgmrpl.min(p.vdl));
+                Reply::ok(Message::ProgressAck { volume })
+            }
             Message::Fence {
                 volume,
                 pg,
@@ -345,6 +375,13 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
+    fn writer_vdl(&self, volume: VolumeId) -> Lsn {
+        self.progress
+            .borrow()
+            .get(&volume)
+            .map_or(Lsn::NONE, |p| p.vdl)
+    }
+
     fn list(&self, volume: VolumeId) -> Reply {
         let segs = self.segments.borrow();
         let mine: Vec<&Segment> = segs.values().filter(|s| s.key.volume == volume).collect();
@@ -363,12 +400,13 @@ impl<D: Disk + 'static> Shard<D> {
 
     async fn fence(&self, key: SegmentKey, epoch: VolumeEpoch, mode: FenceMode) -> Reply {
         if mode == FenceMode::Look {
-            let view = self
+            let mut view = self
                 .segments
                 .borrow()
                 .get(&key)
                 .map(view_of)
                 .unwrap_or_default();
+            view.writer_vdl = self.writer_vdl(key.volume);
             return Reply::ok(Message::FenceOk {
                 volume: key.volume,
                 pg: key.pg,
@@ -396,10 +434,12 @@ impl<D: Disk + 'static> Shard<D> {
         let mut segs = self.segments.borrow_mut();
         let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
         seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
+        let mut view = view_of(seg);
+        view.writer_vdl = self.writer_vdl(key.volume);
         Reply::ok(Message::FenceOk {
             volume: key.volume,
             pg: key.pg,
-            view: view_of(seg),
+            view,
         })
     }
 
@@ -503,17 +543,39 @@ impl<D: Disk + 'static> Shard<D> {
         read_lsn: Lsn,
         complete_lsn: Lsn,
     ) -> Reply {
+        let (pgmrpl, hint) =
+            self.progress
+                .borrow()
+                .get(&key.volume)
+                .map_or((Lsn::NONE, None), |p| {
+                    let hint = (read_lsn <= p.vdl)
+                        .then(|| p.complete.get(&key.pg).copied())
+                        .flatten();
+                    (p.pgmrpl, hint)
+                });
+        if read_lsn < pgmrpl {
+            return Reply::error(
+                ErrorCode::TooOld,
+                0,
+                format!(
+                    "volume {}: read point {read_lsn} is below the min read point {pgmrpl}",
+                    key.volume
+                ),
+            );
+        }
+        // The writer's word for the PG at its VDL also serves readers that do not know it.
+        let need = hint.map_or(complete_lsn, |h| h.min(complete_lsn));
         let records = {
             let segs = self.segments.borrow();
             let Some(seg) = segs.get(&key) else {
                 return no_such_segment(key);
             };
-            if seg.scl() < complete_lsn.min(read_lsn) {
+            if seg.scl() < need.min(read_lsn) {
                 return Reply::error(
                     ErrorCode::NotComplete,
                     0,
                     format!(
-                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {complete_lsn}",
+                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {need}",
                         key.volume,
                         key.pg,
                         seg.scl()
@@ -642,6 +704,7 @@ fn view_of(seg: &Segment) -> SegmentView {
         highest_lsn: seg.highest_lsn(),
         latest: latest.unwrap_or_default(),
         latest_sealed: sealed.unwrap_or_default(),
+        writer_vdl: Lsn::NONE,
     }
 }
 

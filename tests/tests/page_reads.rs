@@ -135,6 +135,8 @@ fn random_reads_match_the_reference_across_node_kills() {
             let mut cfg = VolumeConfig::new(VolumeId(21));
             cfg.request_timeout = Duration::from_secs(2);
             let vol = Volume::open(map, cfg).await.expect("open");
+            // The test reads at any LSN since the start.
+            vol.set_min_read_point(Some(Lsn(1)));
             let mut rng = Rng(seed);
             let mut reference = Reference::default();
             let mut counter_sum = 0u64;
@@ -206,6 +208,28 @@ fn random_reads_match_the_reference_across_node_kills() {
                 cluster.borrow_mut().kill(victim);
                 cluster.borrow_mut().restart(victim);
             }
+            // Once the writer promises not to read below VDL, older reads are refused as too
+            // old (the promise travels with the writer's next Progress, within ~30 ms).
+            let vdl = vol.vdl();
+            vol.set_min_read_point(None);
+            let page = *reference.pages.keys().next().unwrap();
+            let mut refused = String::new();
+            for _ in 0..100 {
+                match vol.read_page(page, Some(Lsn(vdl.0 - 1))).await {
+                    Ok(_) => glommio::timer::sleep(Duration::from_millis(10)).await,
+                    Err(e) => {
+                        refused = e.to_string();
+                        break;
+                    }
+                }
+            }
+            assert!(
+                refused.contains("TooOld"),
+                "a read below PGMRPL: {refused:?}"
+            );
+            let (lsn, want) = reference.page(page, vdl);
+            let got = vol.read_page(page, None).await.expect("read at VDL");
+            assert!(got.page_lsn == lsn && got.data[..] == want[..]);
             eprintln!(
                 "{reads} reads matched the reference ({hedged} hedged); counter = {counter_sum}"
             );

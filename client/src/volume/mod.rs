@@ -9,7 +9,7 @@ mod peer;
 pub mod recovery;
 mod rpc;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::rc::Rc;
@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     recovered: Recovered,
     /// Set when a node refused this writer's epoch: every later call fails.
     fenced: RefCell<Option<String>>,
+    /// The engine's oldest read point (PGMRPL); `None` follows VDL.
+    min_read_point: Cell<Option<Lsn>>,
     core: RefCell<QuorumCore>,
     members: RefCell<HashMap<PgIndex, [NodeId; PG_MEMBERS]>>,
     peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
@@ -178,6 +180,7 @@ impl Volume {
                 cluster,
                 recovered,
                 fenced: RefCell::default(),
+                min_read_point: Cell::default(),
                 core: RefCell::new(core),
                 members: RefCell::new(members),
                 peers: RefCell::default(),
@@ -291,6 +294,14 @@ impl Volume {
             pg,
             detail: format!("page {page} at {read}: {}", failures.join("; ")),
         })
+    }
+
+    /// Promises the nodes that no read of this volume (the writer's or a reader's) will ask
+    /// for a read point below `lsn` (PGMRPL): they may then coalesce and drop what lies
+    /// below it, and answer older reads with `TooOld`. `None` (the default) follows VDL.
+    /// Sent to the nodes with the writer's VDL, at most every 10 ms per connection.
+    pub fn set_min_read_point(&self, lsn: Option<Lsn>) {
+        self.inner.min_read_point.set(lsn);
     }
 
     /// What the open found and did: epoch, recovered VCL/VDL, truncation range, timings.
@@ -519,6 +530,31 @@ impl VolumeReader {
 }
 
 impl Inner {
+    fn pgmrpl(&self) -> Lsn {
+        let vdl = self.core.borrow().vdl();
+        self.min_read_point.get().map_or(vdl, |l| l.min(vdl))
+    }
+
+    /// The `Progress` message for one (node, shard): VDL, PGMRPL, and for each PG it serves
+    /// the PG's last record at or below VDL.
+    fn progress_for(&self, node: NodeId, shard: ShardId) -> Message {
+        let core = self.core.borrow();
+        let vdl = core.vdl();
+        let pgs = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|(pg, m)| m.contains(&node) && self.shard_of(node, **pg) == shard)
+            .filter_map(|(pg, _)| Some((*pg, core.complete_point(*pg, vdl)?)))
+            .collect();
+        Message::Progress {
+            volume: self.cfg.volume,
+            vdl,
+            pgmrpl: self.pgmrpl(),
+            pgs,
+        }
+    }
+
     fn check_fenced(&self) -> Result<(), VolumeError> {
         match &*self.fenced.borrow() {
             Some(why) => Err(VolumeError::Fenced(why.clone())),

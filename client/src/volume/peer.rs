@@ -27,7 +27,7 @@ use crate::sync::{oneshot, Notify, Receiver, Sender};
 use crate::wire::frame::take_frame;
 use crate::wire::message::MAX_RECORDS_PER_BATCH;
 use crate::wire::{ErrorCode, Message, Record, PROTOCOL_VERSION};
-use crate::{MembershipEpoch, NodeId, PgIndex, ShardId};
+use crate::{Lsn, MembershipEpoch, NodeId, PgIndex, ShardId};
 
 /// Backoff between reconnect attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -38,6 +38,8 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Least time between two `Progress` messages on one connection.
+const PROGRESS_EVERY: Duration = Duration::from_millis(10);
 
 /// What the writer knows of one peer, for stats and errors.
 #[derive(Debug, Clone)]
@@ -238,6 +240,7 @@ impl Peer {
             }
         });
         let mut next_id = 1u64;
+        let mut progress_sent: Option<(Instant, Lsn, Lsn)> = None;
         let result = loop {
             if reader_done.get() {
                 break Err("connection closed by the node".to_string());
@@ -252,7 +255,16 @@ impl Peer {
                 }
             }
             let batch = std::mem::take(&mut *self.outbox.borrow_mut());
-            let requests = std::mem::take(&mut *self.requests.borrow_mut());
+            let mut requests = std::mem::take(&mut *self.requests.borrow_mut());
+            // The writer's VDL and read point, when they moved (at most every 10 ms).
+            let (vdl, pgmrpl) = (inner.core.borrow().vdl(), inner.pgmrpl());
+            let due = progress_sent
+                .is_none_or(|(at, v, m)| (v, m) != (vdl, pgmrpl) && at.elapsed() >= PROGRESS_EVERY);
+            if due {
+                let (tx, _ignored) = oneshot();
+                requests.push((inner.progress_for(self.node, self.shard), tx));
+                progress_sent = Some((Instant::now(), vdl, pgmrpl));
+            }
             if batch.is_empty() && requests.is_empty() {
                 futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(TICK)).await;
                 continue;
@@ -314,6 +326,7 @@ impl Peer {
                         self.acks.set(self.acks.get() + 1);
                         inner.on_ack(pg, self.node, scl);
                     }
+                    Message::ProgressAck { .. } => {}
                     Message::Error { code, message, .. } => {
                         *self.last_error.borrow_mut() = Some(format!("{code:?}: {message}"));
                         if code == ErrorCode::StaleEpoch {

@@ -84,7 +84,8 @@ pub struct Recovered {
     pub epoch: VolumeEpoch,
     pub vcl: Lsn,
     pub vdl: Lsn,
-    /// Where the open started looking: the newest sealed range's start (0 if none).
+    /// Where the open started looking: the newest sealed range's start or the highest VDL a
+    /// writer reported to an answering node, whichever is higher (0 if neither).
     pub base: Lsn,
     /// This open's range (write opens of a volume that existed).
     pub truncation: Option<Truncation>,
@@ -896,7 +897,15 @@ fn compute(views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>) -> OpenState {
         .map(|v| v.latest_sealed)
         .max_by_key(|t| t.epoch)
         .filter(|t| t.epoch > VolumeEpoch(0));
-    let base = sealed.map_or(Lsn::NONE, |t| t.start);
+    // Every record at or below a VDL some writer reported is committed and on 4 of 6, as is
+    // every record at or below a sealed range's start: either may serve as the base.
+    let reported = views
+        .values()
+        .flatten()
+        .map(|(_, v)| v.writer_vdl)
+        .max()
+        .unwrap_or_default();
+    let base = sealed.map_or(Lsn::NONE, |t| t.start).max(reported);
     let mut reports = BTreeMap::new();
     let mut pgcl = BTreeMap::new();
     let mut source = BTreeMap::new();

@@ -25,6 +25,8 @@
 //!     | <-- Index ------------------- |   from memory (no log reads)
 //!     | --- GetPage ----------------> |   a page as of a read point
 //!     | <-- Page -------------------- |
+//!     | --- Progress ---------------> |   the writer's VDL, PGMRPL and, per PG, the last
+//!     | <-- ProgressAck ------------- |   record at or below that VDL
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -80,6 +82,8 @@ pub enum ErrorCode {
     /// The segment cannot prove it has every record of the page up to the read point (its
     /// SCL is below it); ask another segment. `detail`: 0.
     NotComplete = 13,
+    /// The read point is below the PG's min read point (PGMRPL); `detail`: 0.
+    TooOld = 14,
 }
 
 impl ErrorCode {
@@ -98,6 +102,7 @@ impl ErrorCode {
             11 => ErrorCode::Internal,
             12 => ErrorCode::TruncationNeeded,
             13 => ErrorCode::NotComplete,
+            14 => ErrorCode::TooOld,
             _ => return None,
         })
     }
@@ -197,6 +202,9 @@ pub struct SegmentView {
     pub latest: Truncation,
     /// The sealed truncation range of the highest epoch (epoch 0: none).
     pub latest_sealed: Truncation,
+    /// The highest VDL a writer of the volume reported to this shard since it started
+    /// (`Progress`; 0 if none): every record at or below it is committed.
+    pub writer_vdl: Lsn,
 }
 
 /// What a segment's in-memory index knows of one record.
@@ -380,6 +388,18 @@ pub enum Message {
         /// Exactly `PAGE_BYTES` bytes.
         data: Bytes,
     },
+    /// From the writer: its VDL, its promise never to read below `pgmrpl`, and for each PG
+    /// the shard serves, the PG's last record at or below `vdl` (a segment whose SCL reaches
+    /// it can answer reads at `vdl` and below).
+    Progress {
+        volume: VolumeId,
+        vdl: Lsn,
+        pgmrpl: Lsn,
+        pgs: Vec<(PgIndex, Lsn)>,
+    },
+    ProgressAck {
+        volume: VolumeId,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -433,6 +453,8 @@ mod kind {
     pub const INDEX: u16 = 19;
     pub const GET_PAGE: u16 = 20;
     pub const PAGE: u16 = 21;
+    pub const PROGRESS: u16 = 22;
+    pub const PROGRESS_ACK: u16 = 23;
 }
 
 impl Message {
@@ -459,6 +481,8 @@ impl Message {
             Message::Index { .. } => kind::INDEX,
             Message::GetPage { .. } => kind::GET_PAGE,
             Message::Page { .. } => kind::PAGE,
+            Message::Progress { .. } => kind::PROGRESS,
+            Message::ProgressAck { .. } => kind::PROGRESS_ACK,
         }
     }
 
@@ -486,6 +510,7 @@ impl Message {
             Message::SegmentList { pgs, .. } => 24 + 4 * pgs.len(),
             Message::Index { entries, .. } => 24 + 17 * entries.len(),
             Message::Page { .. } => 32 + PAGE_BYTES,
+            Message::Progress { pgs, .. } => 32 + 16 * pgs.len(),
             _ => 96,
         }
     }
@@ -594,7 +619,9 @@ impl Message {
                 }
             }
             Message::GetStats => {}
-            Message::ListSegments { volume } => b.put_u64_le(volume.0),
+            Message::ListSegments { volume } | Message::ProgressAck { volume } => {
+                b.put_u64_le(volume.0);
+            }
             Message::SegmentList {
                 volume,
                 max_epoch,
@@ -631,6 +658,7 @@ impl Message {
                 b.put_u64_le(view.highest_lsn.0);
                 view.latest.encode(b);
                 view.latest_sealed.encode(b);
+                b.put_u64_le(view.writer_vdl.0);
             }
             Message::Truncate {
                 volume,
@@ -701,6 +729,24 @@ impl Message {
                 b.put_u64_le(page.0);
                 b.put_u64_le(page_lsn.0);
                 b.put_slice(data);
+            }
+            Message::Progress {
+                volume,
+                vdl,
+                pgmrpl,
+                pgs,
+            } => {
+                assert!(pgs.len() <= MAX_PGS as usize);
+                b.put_u64_le(volume.0);
+                b.put_u64_le(vdl.0);
+                b.put_u64_le(pgmrpl.0);
+                b.put_u32_le(pgs.len() as u32);
+                b.put_u32_le(0);
+                for (pg, lsn) in pgs {
+                    b.put_u32_le(pg.0);
+                    b.put_u32_le(0);
+                    b.put_u64_le(lsn.0);
+                }
             }
             Message::TruncateAck { volume, pg, scl } => {
                 b.put_u64_le(volume.0);
@@ -887,6 +933,7 @@ impl Message {
                     highest_lsn: Lsn(r.u64()?),
                     latest: Truncation::decode(&mut r)?,
                     latest_sealed: Truncation::decode(&mut r)?,
+                    writer_vdl: Lsn(r.u64()?),
                 };
                 Message::FenceOk { volume, pg, view }
             }
@@ -967,6 +1014,35 @@ impl Message {
                     data: r.bytes(PAGE_BYTES)?,
                 }
             }
+            kind::PROGRESS => {
+                let volume = VolumeId(r.u64()?);
+                let vdl = Lsn(r.u64()?);
+                let pgmrpl = Lsn(r.u64()?);
+                let count = r.u32()?;
+                r.zeros(4)?;
+                if count > MAX_PGS || count as usize * 16 > r.remaining() {
+                    return Err(DecodeError::new(
+                        "Progress",
+                        format!("{count} PGs (at most {MAX_PGS}, 16 bytes each)"),
+                    )
+                    .into());
+                }
+                let mut pgs = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let pg = PgIndex(r.u32()?);
+                    r.zeros(4)?;
+                    pgs.push((pg, Lsn(r.u64()?)));
+                }
+                Message::Progress {
+                    volume,
+                    vdl,
+                    pgmrpl,
+                    pgs,
+                }
+            }
+            kind::PROGRESS_ACK => Message::ProgressAck {
+                volume: VolumeId(r.u64()?),
+            },
             kind::TRUNCATE_ACK => {
                 let volume = VolumeId(r.u64()?);
                 let pg = PgIndex(r.u32()?);
@@ -1222,7 +1298,7 @@ mod tests {
                 any::<u64>(),
                 any::<u32>(),
                 any::<bool>(),
-                any::<[u64; 3]>(),
+                any::<[u64; 4]>(),
                 arb_truncation(),
                 arb_truncation()
             )
@@ -1237,6 +1313,7 @@ mod tests {
                             highest_lsn: Lsn(a[2]),
                             latest,
                             latest_sealed,
+                            writer_vdl: Lsn(a[3]),
                         },
                     }
                 }),
@@ -1303,6 +1380,20 @@ mod tests {
                     page_lsn: Lsn(l),
                     data: Bytes::from(vec![fill; PAGE_BYTES]),
                 }),
+            (
+                any::<u64>(),
+                any::<[u64; 2]>(),
+                proptest::collection::vec((any::<u32>(), any::<u64>()), 0..10)
+            )
+                .prop_map(|(v, l, pgs)| Message::Progress {
+                    volume: VolumeId(v),
+                    vdl: Lsn(l[0]),
+                    pgmrpl: Lsn(l[1]),
+                    pgs: pgs.into_iter().map(|(p, l)| (PgIndex(p), Lsn(l))).collect(),
+                }),
+            any::<u64>().prop_map(|v| Message::ProgressAck {
+                volume: VolumeId(v)
+            }),
             (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(v, pg, s)| {
                 Message::TruncateAck {
                     volume: VolumeId(v),
@@ -1311,7 +1402,7 @@ mod tests {
                 }
             }),
             any::<[u64; 8]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
-            (0usize..13, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
+            (0usize..14, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
                 code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
                 detail,
                 message,
@@ -1329,7 +1420,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bodies_never_panic(kind in 0u16..24, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fn arbitrary_bodies_never_panic(kind in 0u16..26, body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Message::decode(kind, Bytes::from(body));
         }
 
