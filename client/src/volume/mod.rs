@@ -6,6 +6,7 @@
 //! [`recovery`]); [`VolumeReader::open`] does the read-only half of that.
 
 mod peer;
+mod read;
 pub mod recovery;
 mod rpc;
 
@@ -19,6 +20,8 @@ use bytes::Bytes;
 
 use peer::Peer;
 pub use peer::PeerStats;
+use read::Asked;
+pub use read::PageRead;
 pub use recovery::{Recovered, RecoveryStep};
 
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
@@ -29,8 +32,6 @@ use crate::wire::{Message, Op, Record};
 
 /// How often a back-pressured append re-checks whether retained records have aged out.
 const RELEASE_TICK: Duration = Duration::from_millis(10);
-/// Shortest wait before a page read is hedged to a second segment.
-const HEDGE_MIN: Duration = Duration::from_micros(500);
 
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
@@ -88,39 +89,6 @@ pub enum VolumeError {
     Stopped { step: RecoveryStep, vdl: Lsn },
     #[error("reading PG {pg}: {detail}")]
     ReadFailed { pg: PgIndex, detail: String },
-}
-
-/// Replies to one request sent to several segments, as they arrive.
-#[derive(Default)]
-struct Race {
-    answers: RefCell<Vec<(NodeId, Option<Message>)>>,
-    arrived: Notify,
-}
-
-impl Race {
-    fn ask(self: &Rc<Self>, peer: &Peer, msg: Message) {
-        let (rx, node, race) = (peer.request(msg), peer.node, self.clone());
-        glommio::spawn_local(async move {
-            let reply = rx.await;
-            race.answers.borrow_mut().push((node, reply));
-            race.arrived.notify();
-        })
-        .detach();
-    }
-
-    fn take(&self) -> Option<(NodeId, Option<Message>)> {
-        self.answers.borrow_mut().pop()
-    }
-}
-
-/// A page as read: its bytes, the LSN of the last record applied, and who answered.
-#[derive(Debug, Clone)]
-pub struct PageRead {
-    pub page_lsn: Lsn,
-    pub data: Bytes,
-    pub node: NodeId,
-    /// Whether a hedged second request was sent.
-    pub hedged: bool,
 }
 
 /// One redo record of a mini-transaction, before it has an LSN.
@@ -237,60 +205,18 @@ impl Volume {
             read_lsn: read,
             complete_lsn: complete,
         };
-        let race = Rc::new(Race::default());
-        let ask = |peer: &Rc<Peer>| race.ask(peer, request.clone());
-        let started = Instant::now();
-        ask(&candidates[0].2);
-        let mut asked = 1;
-        let mut failures = Vec::new();
-        let hedge_at = started + (candidates[0].1 * 2).max(HEDGE_MIN);
-        loop {
-            match race.take() {
-                Some((node, Some(Message::Page { page_lsn, data, .. }))) => {
-                    return Ok(PageRead {
-                        page_lsn,
-                        data,
-                        node,
-                        hedged: asked > 1,
-                    })
-                }
-                Some((node, other)) => {
-                    failures.push(format!(
-                        "node {node}: {}",
-                        other.map_or("connection lost".into(), |m| format!("{m:?}"))
-                    ));
-                    if asked < candidates.len() {
-                        ask(&candidates[asked].2);
-                        asked += 1;
-                    } else if failures.len() == asked {
-                        break;
-                    }
-                    continue;
-                }
-                None => {}
-            }
-            let now = Instant::now();
-            if now >= started + inner.cfg.request_timeout {
-                failures.push(format!("no answer within {:?}", inner.cfg.request_timeout));
-                break;
-            }
-            if asked == 1 && now >= hedge_at && candidates.len() > 1 {
-                ask(&candidates[1].2);
-                asked = 2;
-                continue;
-            }
-            let wake = if asked == 1 {
-                hedge_at
-            } else {
-                started + inner.cfg.request_timeout
-            };
-            futures_lite::future::or(
-                race.arrived.notified(),
-                glommio::timer::sleep(wake.saturating_duration_since(now)),
-            )
-            .await;
-        }
-        Err(VolumeError::ReadFailed {
+        let ask = |i: usize| -> Asked {
+            let peer: &Rc<Peer> = &candidates[i].2;
+            (peer.node, Box::pin(peer.request(request.clone())))
+        };
+        read::hedged(
+            candidates.len(),
+            candidates[0].1,
+            inner.cfg.request_timeout,
+            ask,
+        )
+        .await
+        .map_err(|failures| VolumeError::ReadFailed {
             pg,
             detail: format!("page {page} at {read}: {}", failures.join("; ")),
         })
@@ -451,13 +377,18 @@ impl Volume {
     }
 }
 
-/// A read-only view of a volume as of the VDL its open recovered: needs only a read
-/// quorum (3 of 6) of every PG, so it works with an AZ and one more node down, and never
-/// writes or fences. Reads committed records (page reads at an LSN arrive with issue #4).
+/// A read-only attachment to a volume (DESIGN §6): besides the writer, up to 15 readers
+/// may attach (nothing enforces the count yet). Opening needs only a read quorum (3 of 6)
+/// of every PG, so it works with an AZ and one more node down; it never writes or fences.
+/// The reader starts at the VDL the open recovered and learns newer ones from the nodes
+/// ([`VolumeReader::refresh`]), which the writer keeps told. Pages are read from one
+/// segment with a hedge, as the writer does.
 pub struct VolumeReader {
     cluster: ClusterMap,
     cfg: VolumeConfig,
     recovered: Recovered,
+    vdl: Cell<Lsn>,
+    pool: Rc<rpc::RpcPool>,
 }
 
 impl VolumeReader {
@@ -465,22 +396,132 @@ impl VolumeReader {
         let recovered = recovery::Opener::new(&cluster, &cfg, false, None)
             .open()
             .await?;
+        let pool = Rc::new(rpc::RpcPool::new(cfg.connect_timeout, cfg.request_timeout));
         Ok(VolumeReader {
+            vdl: Cell::new(recovered.vdl),
             cluster,
             cfg,
             recovered,
+            pool,
         })
+    }
+
+    fn addr(&self, node: NodeId, pg: PgIndex) -> std::net::SocketAddr {
+        let entry = self
+            .cluster
+            .node(node)
+            .expect("members come from the cluster map");
+        let shards = entry.shards.unwrap_or(self.cfg.default_shards);
+        entry.shard_addr(segment_shard(self.cfg.volume, pg, shards))
+    }
+
+    /// Asks PG 0's segments for the latest VDL the writer told them, and reads at it from
+    /// now on. Returns it. Never moves backwards.
+    pub async fn refresh(&self) -> Result<Lsn, VolumeError> {
+        let pg = PgIndex(0);
+        let mut tasks = Vec::new();
+        for node in self.cluster.pg_members(self.cfg.volume, pg) {
+            let (pool, addr) = (self.pool.clone(), self.addr(node, pg));
+            let msg = Message::Fence {
+                volume: self.cfg.volume,
+                pg,
+                epoch: crate::VolumeEpoch(0),
+                mode: crate::wire::FenceMode::Look,
+            };
+            tasks.push(glommio::spawn_local(async move {
+                pool.call(node, addr, msg).await
+            }));
+        }
+        let mut answered = 0;
+        let mut errors = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(Message::FenceOk { view, .. }) => {
+                    answered += 1;
+                    self.vdl.set(self.vdl.get().max(view.writer_vdl));
+                }
+                Ok(other) => errors.push(format!("{other:?}")),
+                Err(e) => errors.push(e),
+            }
+        }
+        if answered == 0 {
+            return Err(VolumeError::ReadFailed {
+                pg,
+                detail: format!("no segment told the VDL: {}", errors.join("; ")),
+            });
+        }
+        Ok(self.vdl.get())
+    }
+
+    /// Reads `page` as of `read_point` (default: the reader's VDL) from one segment, with
+    /// a hedge; a page of a PG no segment holds reads as zeros.
+    pub async fn read_page(
+        &self,
+        page: PageNo,
+        read_point: Option<Lsn>,
+    ) -> Result<PageRead, VolumeError> {
+        let pg = page.pg();
+        if pg.0 >= MAX_PGS {
+            return Err(VolumeError::PageOutOfRange(page));
+        }
+        let read = read_point.unwrap_or(self.vdl.get());
+        let mut members: Vec<(Duration, NodeId)> = self
+            .cluster
+            .pg_members(self.cfg.volume, pg)
+            .iter()
+            .map(|n| (self.pool.latency(*n).unwrap_or(Duration::from_secs(1)), *n))
+            .collect();
+        members.sort();
+        let request = Message::GetPage {
+            volume: self.cfg.volume,
+            pg,
+            page,
+            read_lsn: read,
+            // The reader does not know the PG's records: the node relaxes this with what
+            // the writer told it.
+            complete_lsn: read,
+        };
+        let ask = |i: usize| -> Asked {
+            let (node, pool, addr, msg) = (
+                members[i].1,
+                self.pool.clone(),
+                self.addr(members[i].1, pg),
+                request.clone(),
+            );
+            (
+                node,
+                Box::pin(async move { pool.call(node, addr, msg).await.ok() }),
+            )
+        };
+        let first = members[0].0.min(self.cfg.request_timeout);
+        read::hedged(members.len(), first, self.cfg.request_timeout, ask)
+            .await
+            .or_else(|failures| {
+                if failures.iter().all(|f| f.contains("NoSuchSegment")) {
+                    return Ok(PageRead {
+                        page_lsn: Lsn::NONE,
+                        data: Bytes::from(vec![0u8; crate::types::PAGE_BYTES]),
+                        node: NodeId(0),
+                        hedged: false,
+                    });
+                }
+                Err(VolumeError::ReadFailed {
+                    pg,
+                    detail: format!("page {page} at {read}: {}", failures.join("; ")),
+                })
+            })
     }
 
     pub fn recovery(&self) -> &Recovered {
         &self.recovered
     }
 
+    /// The VDL this reader reads at: the open's, or a newer one from [`VolumeReader::refresh`].
     pub fn vdl(&self) -> Lsn {
-        self.recovered.vdl
+        self.vdl.get()
     }
 
-    /// The PGs the volume has.
+    /// The PGs the volume had when the reader attached.
     pub fn pgs(&self) -> Vec<PgIndex> {
         self.recovered.pgs.keys().copied().collect()
     }
@@ -494,6 +535,7 @@ impl VolumeReader {
         to: Lsn,
     ) -> Result<Vec<Record>, VolumeError> {
         let to = to.min(self.recovered.vdl);
+        // (`sources` knows the segments' state at open only.)
         let mut errors = Vec::new();
         for node in self.recovered.sources(pg, to) {
             let shards = self

@@ -144,3 +144,52 @@ pub(crate) async fn fetch_all(
         }
     }
 }
+
+/// Idle connections by address, for callers that need several requests in flight to one
+/// shard (each takes its own connection); also each node's smoothed reply latency.
+pub(crate) struct RpcPool {
+    idle: std::cell::RefCell<HashMap<SocketAddr, Vec<Rpc>>>,
+    latency: std::cell::RefCell<HashMap<crate::NodeId, Duration>>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl RpcPool {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> RpcPool {
+        RpcPool {
+            idle: std::cell::RefCell::default(),
+            latency: std::cell::RefCell::default(),
+            connect_timeout,
+            timeout,
+        }
+    }
+
+    /// Sends one request to `node` at `addr` and returns the reply; the connection goes
+    /// back to the pool unless it failed.
+    pub async fn call(
+        &self,
+        node: crate::NodeId,
+        addr: SocketAddr,
+        msg: Message,
+    ) -> Result<Message, String> {
+        let idle = self.idle.borrow_mut().get_mut(&addr).and_then(Vec::pop);
+        let mut rpc = match idle {
+            Some(rpc) => rpc,
+            None => Rpc::connect(addr, self.connect_timeout, self.timeout).await?,
+        };
+        let started = std::time::Instant::now();
+        let reply = rpc.call(msg).await?;
+        let took = started.elapsed();
+        let mut lat = self.latency.borrow_mut();
+        let l = lat.entry(node).or_insert(took);
+        *l = (*l * 7 + took) / 8;
+        drop(lat);
+        self.idle.borrow_mut().entry(addr).or_default().push(rpc);
+        Ok(reply)
+    }
+
+    /// The node's smoothed latency, if it has answered before.
+    pub fn latency(&self, node: crate::NodeId) -> Option<Duration> {
+        self.latency.borrow().get(&node).copied()
+    }
+}
