@@ -216,15 +216,15 @@ fn random_reads_match_the_reference_across_node_kills() {
             // same bytes at it.
             let reader = VolumeReader::open(map, cfg).await.expect("attach a reader");
             let vdl = vol.vdl();
-            let mut seen = Lsn::NONE;
+            let mut learned = Lsn::NONE;
             for _ in 0..200 {
-                seen = reader.refresh().await.expect("refresh");
-                if seen >= vdl {
+                learned = reader.refresh().await.expect("refresh");
+                if learned >= vdl {
                     break;
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-            assert_eq!(seen, vdl, "the reader learns the writer's VDL");
+            assert_eq!(learned, vdl, "the reader learns the writer VDL");
             for page in reference.pages.keys().copied().collect::<Vec<_>>() {
                 let got = reader.read_page(page, None).await.expect("reader read");
                 let (lsn, want) = reference.page(page, vdl);
