@@ -6,6 +6,7 @@
 
 mod drive;
 mod local;
+mod pages;
 mod quorum;
 mod recover;
 mod slo;
@@ -38,6 +39,8 @@ enum Command {
     Write(write::WriteArgs),
     /// Time volume opens (recovery) by number of PGs and records left by a crashed writer.
     Recover(recover::RecoverArgs),
+    /// Page read latency through the quorum client, and a read-only attachment's lag.
+    Pages(pages::PagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Quickstart { runtime, local_dir } => write::quickstart(runtime, local_dir),
         Command::Write(args) => write::run(&args),
         Command::Recover(args) => recover::run(&args),
+        Command::Pages(args) => pages::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

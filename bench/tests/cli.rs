@@ -48,6 +48,11 @@ fn bad_options_are_clear_errors() {
             "--pgs values must be 1..=13108",
         ),
         (&["recover", "--records", "0"][..], "must be positive"),
+        (&["pages", "--pages", "0"][..], "must be positive"),
+        (
+            &["pages", "--target", "file:/tmp/x"][..],
+            "--target must be local or cluster:FILE for pages",
+        ),
         (
             &["recover", "--target", "node:127.0.0.1:1"][..],
             "--target must be local or cluster:FILE for recover",

@@ -39,7 +39,7 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Least time between two `Progress` messages on one connection.
-const PROGRESS_EVERY: Duration = Duration::from_millis(10);
+const PROGRESS_EVERY: Duration = Duration::from_millis(1);
 
 /// What the writer knows of one peer, for stats and errors.
 #[derive(Debug, Clone)]
@@ -266,7 +266,19 @@ impl Peer {
                 progress_sent = Some((Instant::now(), vdl, pgmrpl));
             }
             if batch.is_empty() && requests.is_empty() {
-                futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(TICK)).await;
+                // Idle: wake for new work, a VDL move (readers learn it from the nodes),
+                // or when a held-back Progress may go.
+                let nap = match progress_sent {
+                    Some((at, v, m)) if (v, m) != (vdl, pgmrpl) => {
+                        PROGRESS_EVERY.saturating_sub(at.elapsed())
+                    }
+                    _ => TICK,
+                };
+                futures_lite::future::or(
+                    futures_lite::future::or(self.wake.notified(), inner.vdl_changed.notified()),
+                    glommio::timer::sleep(nap),
+                )
+                .await;
                 continue;
             }
             let mut frames = BytesMut::new();
