@@ -179,9 +179,11 @@ mod tests {
 
     impl Operation for SlowStart {
         async fn run(&self, _i: u64) -> Result<()> {
-            let slow = self.start.elapsed() < Duration::from_millis(300);
+            // Slow ops end by 350 ms, before the 400 ms ramp; thresholds leave room for a
+            // busy machine's timer delays.
+            let slow = self.start.elapsed() < Duration::from_millis(150);
             glommio::timer::sleep(if slow {
-                Duration::from_millis(50)
+                Duration::from_millis(200)
             } else {
                 Duration::from_micros(100)
             })
@@ -285,16 +287,16 @@ mod tests {
             (ramped, plain, open_ramped)
         });
         assert!(
-            plain.latency_us.max() >= 45_000,
+            plain.latency_us.max() >= 180_000,
             "without a ramp the slow start is measured"
         );
         assert!(
-            ramped.latency_us.max() < 20_000,
+            ramped.latency_us.max() < 150_000,
             "closed loop with ramp: max {} us",
             ramped.latency_us.max()
         );
         assert!(
-            open_ramped.latency_us.max() < 20_000,
+            open_ramped.latency_us.max() < 150_000,
             "open loop with ramp: max {} us",
             open_ramped.latency_us.max()
         );

@@ -16,14 +16,11 @@ use hdrhistogram::Histogram;
 use hexad_client::placement::{ClusterMap, NodeEntry};
 use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::Op;
-use hexad_client::{PageNo, VolumeId};
+use hexad_client::{PageNo, VolumeId, PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 
 use crate::drive::{closed_loop, open_loop, Operation, Window};
 use crate::write::WriteArgs;
-
-/// Pages the load touches: spread over two PGs so commits fan out to two segment sets.
-const PAGES: u64 = 64;
 
 #[derive(Deserialize)]
 struct ClusterFile {
@@ -40,11 +37,16 @@ struct Defaults {
 #[derive(Debug, Serialize)]
 struct Summary {
     target: String,
+    rw: crate::write::Rw,
+    /// Pages the job addressed.
+    pages: u64,
     bs: usize,
+    /// Operations (commits or page reads) in flight.
     commits_in_flight: usize,
     /// Open loop at this rate (latency from each commit's scheduled time), or closed loop.
     rate_iops: Option<f64>,
     runtime_s: f64,
+    /// Operations done: commits, or page reads for read jobs.
     commits: u64,
     commits_per_s: f64,
     latency_us_p50: u64,
@@ -79,7 +81,11 @@ pub fn run_on(
     let mut cfg = VolumeConfig::new(VolumeId(args.volume_base));
     cfg.default_shards = default_shards;
     let json = args.output_format == "json";
+    let rw = crate::write::Rw::parse(&args.rw)?;
+    let pages = crate::write::parse_size(&args.size)? / PAGE_BYTES as u64;
     let plan = Plan {
+        rw,
+        pages,
         bs: args.bs,
         depth: args.iodepth,
         runtime: Duration::from_secs(args.runtime),
@@ -97,6 +103,8 @@ pub fn run_on(
     let (hist, commits, elapsed) = result;
     let s = Summary {
         target,
+        rw: plan.rw,
+        pages: plan.pages,
         bs: plan.bs,
         commits_in_flight: plan.depth,
         rate_iops: plan.rate_iops,
@@ -112,22 +120,29 @@ pub fn run_on(
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
+        let loop_kind = s.rate_iops.map_or("closed loop".to_string(), |r| {
+            format!("open loop at {r}/s, latency from scheduled start")
+        });
+        let (what, done, rate, latency) = if s.rw.reads() {
+            ("page reads", "read", "reads/s", "read latency")
+        } else {
+            (
+                "mini-transactions",
+                "committed",
+                "commits/s",
+                "commit latency",
+            )
+        };
         println!(
-            "write (quorum): bs={} commits in flight={} target={} ({:.1}s, {})",
-            s.bs,
-            s.commits_in_flight,
-            s.target,
-            s.runtime_s,
-            s.rate_iops.map_or("closed loop".to_string(), |r| format!(
-                "open loop at {r}/s, latency from scheduled start"
-            ))
+            "{:?} (quorum): bs={} pages={} in flight={} target={} ({:.1}s, {loop_kind})",
+            s.rw, s.bs, s.pages, s.commits_in_flight, s.target, s.runtime_s,
         );
         println!(
-            "  committed: {} mini-transactions, {:.0} commits/s",
+            "  {done}: {} {what}, {:.0} {rate}",
             s.commits, s.commits_per_s
         );
         println!(
-            "  commit latency (us): p50={} p90={} p99={} p99.9={} max={}",
+            "  {latency} (us): p50={} p90={} p99={} p99.9={} max={}",
             s.latency_us_p50,
             s.latency_us_p90,
             s.latency_us_p99,
@@ -147,20 +162,38 @@ pub fn run_on(
     }
 }
 
-/// One commit: a one-record mini-transaction, appended and waited for.
-struct Commit {
+/// One operation of the job: a commit (a one-record mini-transaction, appended and waited
+/// for) or a page read at VDL.
+struct Job {
     vol: Volume,
     bs: usize,
+    rw: crate::write::Rw,
+    pages: u64,
 }
 
-impl Operation for Commit {
-    async fn run(&self, i: u64) -> Result<()> {
+impl Job {
+    /// Page `k` of the job's range: alternately in PG 0 and PG 1, so the job fans out to
+    /// two segment sets.
+    fn page(k: u64) -> PageNo {
+        PageNo((k % 2) * hexad_client::PG_PAGES + k / 2)
+    }
+
+    fn pick(&self, i: u64) -> PageNo {
+        use crate::write::Rw;
+        let k = match self.rw {
+            Rw::Write | Rw::Read => i % self.pages,
+            Rw::RandWrite | Rw::RandRead => {
+                let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                x ^= x >> 29;
+                x % self.pages
+            }
+        };
+        Job::page(k)
+    }
+
+    async fn commit(&self, page: PageNo, i: u64) -> Result<()> {
         let mut payload = vec![(i % 251) as u8; self.bs.max(4)];
         payload[..4].copy_from_slice(&0u32.to_le_bytes());
-        // Spread over 2 PGs so commits fan out to two segment sets.
-        let page = PageNo(
-            (i % PAGES) * (hexad_client::PG_PAGES / PAGES * 2) % (2 * hexad_client::PG_PAGES),
-        );
         let change = Change {
             page,
             op: Op::WriteBytes,
@@ -172,13 +205,33 @@ impl Operation for Commit {
     }
 }
 
+impl Operation for Job {
+    async fn run(&self, i: u64) -> Result<()> {
+        let page = self.pick(i);
+        if self.rw.reads() {
+            self.vol.read_page(page, None).await?;
+            Ok(())
+        } else {
+            self.commit(page, i).await
+        }
+    }
+}
+
 async fn load(
     map: ClusterMap,
     cfg: VolumeConfig,
     plan: Plan,
 ) -> Result<(Histogram<u64>, u64, f64)> {
     let vol = Volume::open(map, cfg).await.context("opening the volume")?;
-    let op = Rc::new(Commit { vol, bs: plan.bs });
+    let op = Rc::new(Job {
+        vol,
+        bs: plan.bs,
+        rw: plan.rw,
+        pages: plan.pages,
+    });
+    if plan.rw.reads() {
+        prefill(&op, plan.quiet).await?;
+    }
     let done = Rc::new(Cell::new(0u64));
     let started = Instant::now();
     let deadline = started + plan.ramp + plan.runtime;
@@ -226,9 +279,38 @@ async fn load(
     ))
 }
 
+/// Writes every page of a read job once (64 commits in flight), so reads find data.
+async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
+    if !quiet {
+        eprintln!("prefilling {} pages for the read job", job.pages);
+    }
+    let next = Rc::new(Cell::new(0u64));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (job, next) = (job.clone(), next.clone());
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                let k = next.get();
+                if k >= job.pages {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                next.set(k + 1);
+                job.commit(Job::page(k), k).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("prefilling pages")?;
+    }
+    Ok(())
+}
+
 /// What to run.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
+    rw: crate::write::Rw,
+    /// Pages the job addresses.
+    pages: u64,
     bs: usize,
     depth: usize,
     runtime: Duration,

@@ -64,6 +64,64 @@ pub struct WriteArgs {
     /// Seconds of unmeasured warm-up before --runtime (local and cluster targets).
     #[arg(long = "ramp_time", default_value_t = 0)]
     pub ramp_time: u64,
+    /// write, randwrite (commits), read or randread (page reads at VDL, after one commit
+    /// per page of --size). Reads: local and cluster targets.
+    #[arg(long, default_value = "write")]
+    pub rw: String,
+    /// Bytes of pages the job addresses (8 KiB each; K, M, G suffixes), spread over two
+    /// PGs. Local and cluster targets.
+    #[arg(long, default_value = "512K")]
+    pub size: String,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rw {
+    Write,
+    RandWrite,
+    Read,
+    RandRead,
+}
+
+impl Rw {
+    pub fn parse(s: &str) -> Result<Rw> {
+        Ok(match s {
+            "write" => Rw::Write,
+            "randwrite" => Rw::RandWrite,
+            "read" => Rw::Read,
+            "randread" => Rw::RandRead,
+            "randrw" | "rw" | "readwrite" => bail!(
+                "--rw {s}: mixed jobs need per-operation histograms and are not built yet (issue #7); run a read and a write job"
+            ),
+            other => bail!("--rw must be write, randwrite, read or randread, not {other:?}"),
+        })
+    }
+
+    pub fn reads(self) -> bool {
+        matches!(self, Rw::Read | Rw::RandRead)
+    }
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--size {s:?}: expected a byte count such as 64M"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("--size {s:?} is too large"))?;
+    if bytes < PAGE_BYTES as u64 {
+        bail!("--size {s:?} is less than one 8 KiB page");
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Serialize)]
@@ -116,12 +174,20 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate_iops must be a positive number of operations per second");
     }
+    let rw = Rw::parse(&args.rw)?;
+    parse_size(&args.size)?;
     if let Some(path) = args.target.strip_prefix("cluster:") {
         return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
     }
     if args.target == "local" {
         let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
         return crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref());
+    }
+    if rw != Rw::Write {
+        bail!(
+            "--rw {} is supported for local and cluster targets; a node target takes appends",
+            args.rw
+        );
     }
     if args.ramp_time > 0 {
         bail!(
@@ -392,8 +458,21 @@ pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
         slo: None,
         rate_iops: None,
         ramp_time: 0,
+        rw: "write".into(),
+        size: "512K".into(),
     };
-    run(&args)?;
-    println!("quickstart: done (a read job follows once nodes serve pages, issue #4)");
+    let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
+    println!("== job 1: commits (write)");
+    crate::quorum::run_on(&args, cluster.map.clone(), 1, None)?;
+    // A fresh volume: with no page store yet (issue #4), a node builds each page from all
+    // of its records, and job 1 gives each of its 64 pages hundreds.
+    let read = WriteArgs {
+        rw: "randread".into(),
+        volume_base: 2,
+        ..args
+    };
+    println!("== job 2: page reads at VDL (randread), one record per page");
+    crate::quorum::run_on(&read, cluster.map.clone(), 1, None)?;
+    println!("quickstart: done");
     Ok(())
 }

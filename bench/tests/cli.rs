@@ -50,6 +50,20 @@ fn bad_options_are_clear_errors() {
         (&["recover", "--records", "0"][..], "must be positive"),
         (&["pages", "--pages", "0"][..], "must be positive"),
         (
+            &["write", "--rw", "randrw"][..],
+            "mixed jobs need per-operation histograms",
+        ),
+        (
+            &["write", "--rw", "trim"][..],
+            "--rw must be write, randwrite, read or randread",
+        ),
+        (&["write", "--size", "4K"][..], "less than one 8 KiB page"),
+        (&["write", "--size", "lots"][..], "expected a byte count"),
+        (
+            &["write", "--target", "node:127.0.0.1:1", "--rw", "randread"][..],
+            "a node target takes appends",
+        ),
+        (
             &["pages", "--target", "file:/tmp/x"][..],
             "--target must be local or cluster:FILE for pages",
         ),

@@ -42,6 +42,14 @@ fn quickstart_completes_within_a_minute_and_removes_its_data() {
         .unwrap_or_else(|| panic!("no commit count in: {stdout}"));
     assert!(committed > 0, "{stdout}");
     assert!(stdout.contains("commit latency (us): p50="), "{stdout}");
+    let reads: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("read: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no read count in: {stdout}"));
+    assert!(reads > 0, "{stdout}");
+    assert!(stdout.contains("read latency (us): p50="), "{stdout}");
     assert!(
         stderr.contains("removed the local cluster's data"),
         "{stderr}"
@@ -52,5 +60,8 @@ fn quickstart_completes_within_a_minute_and_removes_its_data() {
         "data left behind in {}",
         root.display()
     );
-    println!("quickstart: {committed} commits in {:?}", started.elapsed());
+    println!(
+        "quickstart: {committed} commits, {reads} page reads in {:?}",
+        started.elapsed()
+    );
 }

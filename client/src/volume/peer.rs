@@ -39,7 +39,7 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Least time between two `Progress` messages on an idle connection, and on a busy one.
-const PROGRESS_EVERY: Duration = Duration::from_millis(1);
+const PROGRESS_EVERY: Duration = Duration::from_millis(2);
 const PROGRESS_EVERY_UNDER_LOAD: Duration = Duration::from_millis(10);
 
 /// What the writer knows of one peer, for stats and errors.
@@ -274,19 +274,17 @@ impl Peer {
                 progress_sent = Some((Instant::now(), vdl, pgmrpl));
             }
             if batch.is_empty() && requests.is_empty() {
-                // Idle: wake for new work, a VDL move (readers learn it from the nodes),
-                // or when a held-back Progress may go.
+                // Idle: wake for new work, when a held-back Progress may go, or (while acks
+                // are due, which move VDL) every PROGRESS_EVERY to tell the nodes, which
+                // readers ask. Not on every VDL move: that woke every connection per ack.
                 let nap = match progress_sent {
                     Some((at, v, m)) if (v, m) != (vdl, pgmrpl) => {
                         PROGRESS_EVERY.saturating_sub(at.elapsed())
                     }
+                    _ if !in_flight.borrow().is_empty() => PROGRESS_EVERY,
                     _ => TICK,
                 };
-                futures_lite::future::or(
-                    futures_lite::future::or(self.wake.notified(), inner.vdl_changed.notified()),
-                    glommio::timer::sleep(nap),
-                )
-                .await;
+                futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(nap)).await;
                 continue;
             }
             let mut frames = BytesMut::new();
