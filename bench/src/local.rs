@@ -91,3 +91,24 @@ fn free_port() -> Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// The nodes of a quorum target: `local` (an embedded cluster, kept alive by the returned
+/// handle) or `cluster:FILE`; with the shards per node where the file does not say.
+pub fn quorum_target(
+    target: &str,
+    local_dir: &Path,
+    command: &str,
+) -> Result<(Option<LocalCluster>, ClusterMap, u16)> {
+    if target == "local" {
+        let c = LocalCluster::start(local_dir)?;
+        let map = c.map.clone();
+        return Ok((Some(c), map, 1));
+    }
+    if let Some(path) = target.strip_prefix("cluster:") {
+        let (map, shards) = crate::quorum::load_cluster(Path::new(path))?;
+        return Ok((None, map, shards));
+    }
+    Err(anyhow!(
+        "--target must be local or cluster:FILE for {command}"
+    ))
+}

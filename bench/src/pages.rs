@@ -99,16 +99,8 @@ pub fn run(args: &PagesArgs) -> Result<()> {
     if !matches!(args.output_format.as_str(), "normal" | "json") {
         bail!("--output-format must be normal or json");
     }
-    let (_local, map, shards) = if args.target == "local" {
-        let c = crate::local::LocalCluster::start(&args.local_dir)?;
-        let map = c.map.clone();
-        (Some(c), map, 1)
-    } else if let Some(path) = args.target.strip_prefix("cluster:") {
-        let (map, shards) = crate::quorum::load_cluster(std::path::Path::new(path))?;
-        (None, map, shards)
-    } else {
-        bail!("--target must be local or cluster:FILE for pages");
-    };
+    let (_local, map, shards) =
+        crate::local::quorum_target(&args.target, &args.local_dir, "pages")?;
     let plan = Plan {
         pages: args.pages,
         history: args.history,

@@ -95,16 +95,8 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
     if !matches!(args.output_format.as_str(), "normal" | "json") {
         bail!("--output-format must be normal or json");
     }
-    let (_local, map, shards) = if args.target == "local" {
-        let c = crate::local::LocalCluster::start(&args.local_dir)?;
-        let map = c.map.clone();
-        (Some(c), map, 1)
-    } else if let Some(path) = args.target.strip_prefix("cluster:") {
-        let (map, shards) = crate::quorum::load_cluster(std::path::Path::new(path))?;
-        (None, map, shards)
-    } else {
-        bail!("--target must be local or cluster:FILE for recover");
-    };
+    let (_local, map, shards) =
+        crate::local::quorum_target(&args.target, &args.local_dir, "recover")?;
     let mut cases = Vec::new();
     let mut volume = args.volume_base;
     for &pgs in &args.pgs {
