@@ -8,6 +8,7 @@ mod drive;
 mod local;
 mod pages;
 mod quorum;
+mod raw;
 mod recover;
 mod slo;
 mod write;

@@ -69,9 +69,12 @@ pub struct WriteArgs {
     #[arg(long, default_value = "write")]
     pub rw: String,
     /// Bytes of pages the job addresses (8 KiB each; K, M, G suffixes), spread over two
-    /// PGs. Local and cluster targets.
+    /// PGs (local and cluster targets); with `--target file:PATH`, bytes of the file used.
     #[arg(long, default_value = "512K")]
     pub size: String,
+    /// File target: fdatasync after every N writes of each slot (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub fdatasync: u64,
 }
 
 /// What a job does.
@@ -153,6 +156,12 @@ struct Job {
 }
 
 pub fn run(args: &WriteArgs) -> Result<()> {
+    if let Some(path) = args.target.strip_prefix("file:") {
+        return run_file(args, std::path::Path::new(path));
+    }
+    if args.fdatasync > 0 {
+        bail!("--fdatasync is for the file target; hexad nodes sync before they acknowledge");
+    }
     if !(4..=PAGE_BYTES).contains(&args.bs) {
         bail!("--bs {} must be 4..={PAGE_BYTES}", args.bs);
     }
@@ -443,7 +452,72 @@ fn run_job(
     }
 }
 
-/// `hexad-bench quickstart`: the write job on an embedded local cluster.
+/// `--target file:PATH`: the raw `io_uring` engine (`raw.rs`).
+fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
+    if args.iodepth == 0 || args.runtime == 0 || args.numjobs != 1 || args.batch != 1 {
+        bail!("the file target takes --iodepth ≥ 1, --runtime ≥ 1, one job and no --batch");
+    }
+    if args.rate_iops.is_some() {
+        bail!("--rate_iops (open loop) is supported for local and cluster targets so far");
+    }
+    if !matches!(args.output_format.as_str(), "normal" | "json") {
+        bail!(
+            "--output-format must be normal or json, not {:?}",
+            args.output_format
+        );
+    }
+    let slo = args
+        .slo
+        .as_deref()
+        .map(crate::slo::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let rw = Rw::parse(&args.rw)?;
+    let job = crate::raw::RawJob {
+        rw,
+        bs: args.bs,
+        iodepth: args.iodepth,
+        size: parse_size(&args.size)?,
+        fdatasync: args.fdatasync,
+        runtime: Duration::from_secs(args.runtime),
+        ramp: Duration::from_secs(args.ramp_time),
+        quiet: args.output_format == "json",
+    };
+    let (s, hist) = crate::raw::run(path, &job)?;
+    if args.output_format == "json" {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "{:?} (raw io_uring, O_DIRECT): bs={} iodepth={} size={} MiB fdatasync={} target={} ({:.1}s, closed loop)",
+            s.rw, s.bs, s.iodepth, s.size >> 20, s.fdatasync, s.target, s.runtime_s
+        );
+        println!(
+            "  IOPS={:.0}, BW={:.1} MB/s, {} ops, {} syncs",
+            s.iops, s.mb_per_s, s.ops, s.syncs
+        );
+        println!(
+            "  latency (us): p50={} p90={} p99={} p99.9={} p99.99={} max={}",
+            s.latency_us_p50,
+            s.latency_us_p90,
+            s.latency_us_p99,
+            s.latency_us_p999,
+            s.latency_us_p9999,
+            s.latency_us_max
+        );
+    }
+    match slo {
+        Some(targets) => crate::slo::check(
+            &targets,
+            &crate::slo::Outcome {
+                latency_us: &hist,
+                iops: s.iops,
+            },
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `hexad-bench quickstart`: a write job and a read job on an embedded local cluster.
 pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
     let args = WriteArgs {
         target: "local".into(),
@@ -460,6 +534,7 @@ pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
         ramp_time: 0,
         rw: "write".into(),
         size: "512K".into(),
+        fdatasync: 0,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");

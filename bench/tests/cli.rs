@@ -50,6 +50,10 @@ fn bad_options_are_clear_errors() {
         (&["recover", "--records", "0"][..], "must be positive"),
         (&["pages", "--pages", "0"][..], "must be positive"),
         (
+            &["write", "--fdatasync", "1"][..],
+            "--fdatasync is for the file target",
+        ),
+        (
             &["write", "--rw", "randrw"][..],
             "mixed jobs need per-operation histograms",
         ),
@@ -124,4 +128,42 @@ fn json_output_is_one_complete_document() {
         !out.contains("commits/s\n["),
         "progress lines must not mix into the JSON"
     );
+}
+
+#[test]
+fn the_raw_file_engine_runs_a_synced_write_job_and_reports_json() {
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("raw-{}.dat", std::process::id()));
+    let target = format!("file:{}", file.display());
+    let (ok, out, err) = bench(&[
+        "write",
+        "--target",
+        &target,
+        "--size",
+        "8M",
+        "--bs",
+        "4096",
+        "--iodepth",
+        "2",
+        "--fdatasync",
+        "1",
+        "--runtime",
+        "1",
+        "--output-format",
+        "json",
+    ]);
+    let len = std::fs::metadata(&file).map(|m| m.len());
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "{err}");
+    assert_eq!(len.unwrap(), 8 << 20, "the file is laid out to --size");
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let ops = v["ops"].as_u64().unwrap();
+    assert!(ops > 0, "{out}");
+    // Every write of every slot is followed by an fdatasync.
+    assert!(v["syncs"].as_u64().unwrap() >= ops, "{out}");
+    assert!(v["latency_us_p50"].as_u64().unwrap() <= v["latency_us_p99"].as_u64().unwrap());
+    let (ok, _, err) = bench(&["write", "--target", &target, "--bs", "1000"]);
+    let _ = std::fs::remove_file(&file);
+    assert!(!ok && err.contains("must be a multiple of 4096"), "{err}");
 }
