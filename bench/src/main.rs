@@ -7,6 +7,7 @@
 mod drive;
 mod local;
 mod pages;
+mod plot;
 mod quorum;
 mod raw;
 mod recover;
@@ -35,6 +36,9 @@ enum Command {
         /// Where the embedded cluster keeps its data (a real disk, not tmpfs).
         #[arg(long, default_value = "/var/tmp")]
         local_dir: std::path::PathBuf,
+        /// Where to write the latency-by-percentile plot of both jobs.
+        #[arg(long, default_value = "hexad-quickstart.svg")]
+        plot: std::path::PathBuf,
     },
     /// Append redo records to one node and report throughput, latency and group commit.
     Write(write::WriteArgs),
@@ -47,7 +51,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Quickstart { runtime, local_dir } => write::quickstart(runtime, local_dir),
+        Command::Quickstart {
+            runtime,
+            local_dir,
+            plot,
+        } => write::quickstart(runtime, local_dir, &plot),
         Command::Write(args) => write::run(&args),
         Command::Recover(args) => recover::run(&args),
         Command::Pages(args) => pages::run(&args),

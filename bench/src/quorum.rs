@@ -58,7 +58,8 @@ struct Summary {
 
 pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) -> Result<()> {
     let (map, shards) = load_cluster(path)?;
-    run_on(args, map, shards, slo)
+    let hist = run_on(args, map, shards, slo)?;
+    crate::write::maybe_plot(args, &hist)
 }
 
 /// A cluster file's nodes, and the shards per node where an entry does not say.
@@ -77,7 +78,7 @@ pub fn run_on(
     map: ClusterMap,
     default_shards: u16,
     slo: Option<&[crate::slo::Target]>,
-) -> Result<()> {
+) -> Result<Histogram<u64>> {
     let mut cfg = VolumeConfig::new(VolumeId(args.volume_base));
     cfg.default_shards = default_shards;
     let json = args.output_format == "json";
@@ -150,16 +151,16 @@ pub fn run_on(
             s.latency_us_max
         );
     }
-    match slo {
-        Some(targets) => crate::slo::check(
+    if let Some(targets) = slo {
+        crate::slo::check(
             targets,
             &crate::slo::Outcome {
                 latency_us: &hist,
                 iops: s.commits_per_s,
             },
-        ),
-        None => Ok(()),
+        )?;
     }
+    Ok(hist)
 }
 
 /// One operation of the job: a commit (a one-record mini-transaction, appended and waited

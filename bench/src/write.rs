@@ -75,6 +75,24 @@ pub struct WriteArgs {
     /// File target: fdatasync after every N writes of each slot (0: never).
     #[arg(long, default_value_t = 0)]
     pub fdatasync: u64,
+    /// Write the latency-by-percentile curve to this SVG file (local, cluster and file
+    /// targets).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// Writes `--plot` if asked, and says where.
+pub fn maybe_plot(args: &WriteArgs, hist: &Histogram<u64>) -> Result<()> {
+    let Some(path) = &args.plot else {
+        return Ok(());
+    };
+    let title = format!(
+        "hexad-bench write --rw {} --target {}",
+        args.rw, args.target
+    );
+    crate::plot::write_svg(path, &title, &[(args.rw.clone(), hist)])?;
+    eprintln!("latency plot written to {}", path.display());
+    Ok(())
 }
 
 /// What a job does.
@@ -190,13 +208,17 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     if args.target == "local" {
         let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
-        return crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref());
+        let hist = crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref())?;
+        return maybe_plot(args, &hist);
     }
     if rw != Rw::Write {
         bail!(
             "--rw {} is supported for local and cluster targets; a node target takes appends",
             args.rw
         );
+    }
+    if args.plot.is_some() {
+        bail!("--plot is supported for local, cluster and file targets so far");
     }
     if args.ramp_time > 0 {
         bail!(
@@ -484,6 +506,7 @@ fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
         quiet: args.output_format == "json",
     };
     let (s, hist) = crate::raw::run(path, &job)?;
+    maybe_plot(args, &hist)?;
     if args.output_format == "json" {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -518,7 +541,11 @@ fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
 }
 
 /// `hexad-bench quickstart`: a write job and a read job on an embedded local cluster.
-pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
+pub fn quickstart(
+    runtime: u64,
+    local_dir: std::path::PathBuf,
+    plot: &std::path::Path,
+) -> Result<()> {
     let args = WriteArgs {
         target: "local".into(),
         local_dir,
@@ -535,10 +562,11 @@ pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
         rw: "write".into(),
         size: "512K".into(),
         fdatasync: 0,
+        plot: None,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");
-    crate::quorum::run_on(&args, cluster.map.clone(), 1, None)?;
+    let writes = crate::quorum::run_on(&args, cluster.map.clone(), 1, None)?;
     // A fresh volume: with no page store yet (issue #4), a node builds each page from all
     // of its records, and job 1 gives each of its 64 pages hundreds.
     let read = WriteArgs {
@@ -547,7 +575,16 @@ pub fn quickstart(runtime: u64, local_dir: std::path::PathBuf) -> Result<()> {
         ..args
     };
     println!("== job 2: page reads at VDL (randread), one record per page");
-    crate::quorum::run_on(&read, cluster.map.clone(), 1, None)?;
+    let reads = crate::quorum::run_on(&read, cluster.map.clone(), 1, None)?;
+    crate::plot::write_svg(
+        plot,
+        "hexad-bench quickstart: 6 local nodes, 16 in flight",
+        &[
+            ("commit (write)".into(), &writes),
+            ("page read (randread)".into(), &reads),
+        ],
+    )?;
+    println!("latency plot: {}", plot.display());
     println!("quickstart: done");
     Ok(())
 }

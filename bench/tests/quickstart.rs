@@ -10,10 +10,13 @@ fn quickstart_completes_within_a_minute_and_removes_its_data() {
     let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
+    let plot = root.with_extension("svg");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hexad-bench"))
         .args(["quickstart", "--runtime", "1", "--local-dir"])
         .arg(&root)
+        .arg("--plot")
+        .arg(&plot)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -50,6 +53,17 @@ fn quickstart_completes_within_a_minute_and_removes_its_data() {
         .unwrap_or_else(|| panic!("no read count in: {stdout}"));
     assert!(reads > 0, "{stdout}");
     assert!(stdout.contains("read latency (us): p50="), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap_or_default();
+    let _ = std::fs::remove_file(&plot);
+    assert!(
+        stdout.contains(&format!("latency plot: {}", plot.display())),
+        "{stdout}"
+    );
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        2,
+        "one curve per job: {svg}"
+    );
     assert!(
         stderr.contains("removed the local cluster's data"),
         "{stderr}"
