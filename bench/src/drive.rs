@@ -44,18 +44,54 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("histogram")
 }
 
+/// What a running loop has measured so far, for the live report and interval logs.
+#[derive(Default)]
+pub struct Tally {
+    /// Operations done in the measured window.
+    pub done: Cell<u64>,
+    /// Latencies (µs) since the last [`Tally::take_interval`], if intervals are kept.
+    interval: RefCell<Option<Histogram<u64>>>,
+}
+
+impl Tally {
+    /// A tally that also keeps per-interval histograms.
+    pub fn with_intervals() -> Tally {
+        Tally {
+            done: Cell::new(0),
+            interval: RefCell::new(Some(histogram())),
+        }
+    }
+
+    fn record(&self, us: u64) {
+        self.done.set(self.done.get() + 1);
+        if let Some(h) = self.interval.borrow_mut().as_mut() {
+            // `record`, not `saturating_record`: the histogram grows to fit (auto-resize),
+            // while saturating would clamp at its initial top.
+            let _ = h.record(us);
+        }
+    }
+
+    /// The latencies since the last call (and starts a new interval).
+    pub fn take_interval(&self) -> Option<Histogram<u64>> {
+        self.interval
+            .borrow_mut()
+            .as_mut()
+            .map(|h| std::mem::replace(h, histogram()))
+    }
+}
+
 /// Closed loop: `depth` workers back to back until the window has passed.
 pub async fn closed_loop<O: Operation + 'static>(
     op: Rc<O>,
     depth: usize,
     window: Window,
-    done: Rc<Cell<u64>>,
+    tally: Rc<Tally>,
 ) -> Result<Measured> {
     let measure_from = Instant::now() + window.ramp;
     let deadline = measure_from + window.runtime;
     let mut workers = Vec::new();
     for w in 0..depth as u64 {
-        let (op, done) = (op.clone(), done.clone());
+        let (op, tally) = (op.clone(), tally.clone());
         workers.push(glommio::spawn_local(async move {
             let mut hist = histogram();
             let mut i = w;
@@ -63,8 +99,9 @@ pub async fn closed_loop<O: Operation + 'static>(
                 let t0 = Instant::now();
                 op.run(i).await?;
                 if t0 >= measure_from {
-                    hist.record(t0.elapsed().as_micros() as u64)?;
-                    done.set(done.get() + 1);
+                    let us = t0.elapsed().as_micros() as u64;
+                    hist.record(us)?;
+                    tally.record(us);
                 }
                 i += depth as u64;
             }
@@ -77,7 +114,7 @@ pub async fn closed_loop<O: Operation + 'static>(
     }
     Ok(Measured {
         latency_us,
-        done: done.get(),
+        done: tally.done.get(),
         elapsed: measure_from.elapsed(),
     })
 }
@@ -88,7 +125,7 @@ pub async fn open_loop<O: Operation + 'static>(
     rate: f64,
     max_in_flight: usize,
     window: Window,
-    done: Rc<Cell<u64>>,
+    tally: Rc<Tally>,
 ) -> Result<Measured> {
     assert!(rate > 0.0 && max_in_flight > 0);
     let started = Instant::now();
@@ -111,20 +148,21 @@ pub async fn open_loop<O: Operation + 'static>(
             break;
         }
         in_flight.set(in_flight.get() + 1);
-        let (op, hist, in_flight, failed, finished, done) = (
+        let (op, hist, in_flight, failed, finished, tally) = (
             op.clone(),
             hist.clone(),
             in_flight.clone(),
             failed.clone(),
             finished.clone(),
-            done.clone(),
+            tally.clone(),
         );
         glommio::spawn_local(async move {
             match op.run(i).await {
                 // From the scheduled time, not the actual start: coordinated-omission correct.
                 Ok(()) if due >= measure_from => {
-                    let _ = hist.borrow_mut().record(due.elapsed().as_micros() as u64);
-                    done.set(done.get() + 1);
+                    let us = due.elapsed().as_micros() as u64;
+                    let _ = hist.borrow_mut().record(us);
+                    tally.record(us);
                 }
                 Ok(()) => {}
                 Err(e) => *failed.borrow_mut() = Some(e),
@@ -143,7 +181,7 @@ pub async fn open_loop<O: Operation + 'static>(
     let latency_us = hist.borrow().clone();
     Ok(Measured {
         latency_us,
-        done: done.get(),
+        done: tally.done.get(),
         elapsed: measure_from.elapsed(),
     })
 }
@@ -204,6 +242,20 @@ mod tests {
             ramp: Duration::from_millis(ramp_ms),
             runtime: Duration::from_millis(runtime_ms),
         }
+    }
+
+    #[test]
+    fn a_tally_keeps_large_latencies_in_its_intervals() {
+        let t = Tally::with_intervals();
+        for us in [10, 5_000, 2_000_000] {
+            t.record(us);
+        }
+        let h = t.take_interval().unwrap();
+        assert_eq!(h.len(), 3);
+        assert!(h.max() >= 1_999_000, "max {}", h.max());
+        assert_eq!(t.take_interval().unwrap().len(), 0);
+        assert_eq!(t.done.get(), 3);
+        assert!(Tally::default().take_interval().is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the raw-device engine and plots are still to come (issue #7).
 
 mod drive;
+mod hdrlog;
 mod local;
 mod pages;
 mod plot;

@@ -19,7 +19,7 @@ use hexad_client::wire::Op;
 use hexad_client::{PageNo, VolumeId, PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 
-use crate::drive::{closed_loop, open_loop, Operation, Window};
+use crate::drive::{closed_loop, open_loop, Operation, Tally, Window};
 use crate::write::WriteArgs;
 
 #[derive(Deserialize)]
@@ -101,7 +101,27 @@ pub fn run_on(
         .map_err(|e| anyhow!("cannot start executor: {e}"))?
         .join()
         .map_err(|e| anyhow!("bench executor failed: {e}"))??;
-    let (hist, commits, elapsed) = result;
+    let Loaded {
+        latency_us: hist,
+        ops: commits,
+        elapsed_s: elapsed,
+        wall_start,
+        intervals,
+    } = result;
+    if let Some(path) = &args.hdr_log {
+        let comment = format!(
+            "hexad-bench write --rw {} --target {} --iodepth {}",
+            args.rw, args.target, args.iodepth
+        );
+        crate::hdrlog::write(path, wall_start, &comment, &intervals)?;
+        if !json {
+            eprintln!(
+                "HDR interval log ({} intervals) written to {}",
+                intervals.len(),
+                path.display()
+            );
+        }
+    }
     let s = Summary {
         target,
         rw: plan.rw,
@@ -218,11 +238,7 @@ impl Operation for Job {
     }
 }
 
-async fn load(
-    map: ClusterMap,
-    cfg: VolumeConfig,
-    plan: Plan,
-) -> Result<(Histogram<u64>, u64, f64)> {
+async fn load(map: ClusterMap, cfg: VolumeConfig, plan: Plan) -> Result<Loaded> {
     let vol = Volume::open(map, cfg).await.context("opening the volume")?;
     let op = Rc::new(Job {
         vol,
@@ -233,18 +249,30 @@ async fn load(
     if plan.rw.reads() {
         prefill(&op, plan.quiet).await?;
     }
-    let done = Rc::new(Cell::new(0u64));
+    let tally = Rc::new(Tally::with_intervals());
     let started = Instant::now();
+    let wall_start = std::time::SystemTime::now();
     let deadline = started + plan.ramp + plan.runtime;
     let progress = {
-        let done = done.clone();
-        let (quiet, ramp) = (plan.quiet, plan.ramp);
+        let tally = tally.clone();
+        let (quiet, ramp, bs, unit) = (
+            plan.quiet,
+            plan.ramp,
+            plan.bs,
+            if plan.rw.reads() {
+                "reads/s"
+            } else {
+                "commits/s"
+            },
+        );
         glommio::spawn_local(async move {
-            let mut last = 0;
+            let mut intervals: Vec<crate::hdrlog::Interval> = Vec::new();
             let mut interval_start = Instant::now();
             while Instant::now() < deadline {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
-                let now = done.get();
+                let h = tally.take_interval().expect("intervals are kept");
+                let len = interval_start.elapsed();
+                let rate = h.len() as f64 / len.as_secs_f64();
                 if quiet {
                 } else if interval_start < started + ramp {
                     eprintln!(
@@ -253,14 +281,18 @@ async fn load(
                     );
                 } else {
                     eprintln!(
-                        "[{:>4.0}s] {:>8} commits/s",
+                        "[{:>4.0}s] {rate:>8.0} {unit} {:>7.1} MB/s  p99 (last second) {} us  errors 0",
                         started.elapsed().as_secs_f64(),
-                        now - last
+                        rate * bs as f64 / 1e6,
+                        h.value_at_quantile(0.99)
                     );
                 }
-                last = now;
+                if interval_start >= started + ramp {
+                    intervals.push((interval_start.duration_since(started), len, h));
+                }
                 interval_start = Instant::now();
             }
+            intervals
         })
     };
     let window = Window {
@@ -268,16 +300,28 @@ async fn load(
         runtime: plan.runtime,
     };
     let measured = match plan.rate_iops {
-        Some(rate) => open_loop(op, rate, plan.depth, window, done).await,
-        None => closed_loop(op, plan.depth, window, done).await,
+        Some(rate) => open_loop(op, rate, plan.depth, window, tally).await,
+        None => closed_loop(op, plan.depth, window, tally).await,
     }
-    .context("a commit failed")?;
-    progress.await;
-    Ok((
-        measured.latency_us,
-        measured.done,
-        measured.elapsed.as_secs_f64(),
-    ))
+    .context("an operation failed")?;
+    let intervals = progress.await;
+    Ok(Loaded {
+        latency_us: measured.latency_us,
+        ops: measured.done,
+        elapsed_s: measured.elapsed.as_secs_f64(),
+        wall_start,
+        intervals,
+    })
+}
+
+/// What a load run measured.
+struct Loaded {
+    latency_us: Histogram<u64>,
+    ops: u64,
+    elapsed_s: f64,
+    wall_start: std::time::SystemTime,
+    /// Each measured second.
+    intervals: Vec<crate::hdrlog::Interval>,
 }
 
 /// Writes every page of a read job once (64 commits in flight), so reads find data.

@@ -79,6 +79,10 @@ pub struct WriteArgs {
     /// targets).
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
+    /// Write each measured second's latency histogram to this file in the `HdrHistogram`
+    /// interval log format (local and cluster targets).
+    #[arg(long = "hdr-log")]
+    pub hdr_log: Option<std::path::PathBuf>,
 }
 
 /// Writes `--plot` if asked, and says where.
@@ -219,6 +223,9 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     if args.plot.is_some() {
         bail!("--plot is supported for local, cluster and file targets so far");
+    }
+    if args.hdr_log.is_some() {
+        bail!("--hdr-log is supported for local and cluster targets so far");
     }
     if args.ramp_time > 0 {
         bail!(
@@ -482,6 +489,9 @@ fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
     if args.rate_iops.is_some() {
         bail!("--rate_iops (open loop) is supported for local and cluster targets so far");
     }
+    if args.hdr_log.is_some() {
+        bail!("--hdr-log is supported for local and cluster targets so far");
+    }
     if !matches!(args.output_format.as_str(), "normal" | "json") {
         bail!(
             "--output-format must be normal or json, not {:?}",
@@ -563,6 +573,7 @@ pub fn quickstart(
         size: "512K".into(),
         fdatasync: 0,
         plot: None,
+        hdr_log: None,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");

@@ -90,6 +90,7 @@ fn json_output_is_one_complete_document() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let hlog = dir.with_extension("hlog");
     let (ok, out, err) = bench(&[
         "write",
         "--target",
@@ -102,8 +103,21 @@ fn json_output_is_one_complete_document() {
         "4",
         "--output-format",
         "json",
+        "--hdr-log",
+        hlog.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    let log = std::fs::read_to_string(&hlog).unwrap_or_default();
+    let _ = std::fs::remove_file(&hlog);
+    assert!(
+        log.contains("#[StartTime: "),
+        "not an HdrHistogram interval log: {log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("0.") && l.contains(",HISTF")),
+        "no interval in: {log}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     for key in [
