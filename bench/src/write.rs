@@ -177,9 +177,11 @@ struct Job {
     volume: VolumeId,
 }
 
-pub fn run(args: &WriteArgs) -> Result<()> {
-    if let Some(path) = args.target.strip_prefix("file:") {
-        return run_file(args, std::path::Path::new(path));
+/// Checks the options that do not depend on the target being up (also for job files,
+/// before any job runs). The file target checks its own.
+pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
+    if args.target.starts_with("file:") {
+        return Ok(None);
     }
     if args.fdatasync > 0 {
         bail!("--fdatasync is for the file target; hexad nodes sync before they acknowledge");
@@ -205,8 +207,26 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate_iops must be a positive number of operations per second");
     }
-    let rw = Rw::parse(&args.rw)?;
+    Rw::parse(&args.rw)?;
     parse_size(&args.size)?;
+    let target_ok = args.target == "local"
+        || args.target.starts_with("cluster:")
+        || args.target.starts_with("node:");
+    if !target_ok {
+        bail!(
+            "--target {:?}: use local, cluster:FILE, node:HOST:PORT or file:PATH",
+            args.target
+        );
+    }
+    Ok(slo)
+}
+
+pub fn run(args: &WriteArgs) -> Result<()> {
+    if let Some(path) = args.target.strip_prefix("file:") {
+        return run_file(args, std::path::Path::new(path));
+    }
+    let slo = validate(args)?;
+    let rw = Rw::parse(&args.rw)?;
     if let Some(path) = args.target.strip_prefix("cluster:") {
         return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
     }
@@ -241,7 +261,7 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     let Some(hostport) = args.target.strip_prefix("node:") else {
         bail!(
-            "--target {:?}: use local, cluster:FILE or node:HOST:PORT",
+            "--target {:?}: use local, cluster:FILE, node:HOST:PORT or file:PATH",
             args.target
         );
     };

@@ -20,7 +20,7 @@ fn bad_options_are_clear_errors() {
     for (args, needle) in [
         (
             &["write", "--target", "bogus:x"][..],
-            "use local, cluster:FILE or node:HOST:PORT",
+            "use local, cluster:FILE, node:HOST:PORT or file:PATH",
         ),
         (&["write", "--bs", "9000"][..], "--bs 9000 must be 4..=8192"),
         (&["write", "--iodepth", "0"][..], "must be at least 1"),
@@ -180,4 +180,87 @@ fn the_raw_file_engine_runs_a_synced_write_job_and_reports_json() {
     let (ok, _, err) = bench(&["write", "--target", &target, "--bs", "1000"]);
     let _ = std::fs::remove_file(&file);
     assert!(!ok && err.contains("must be a multiple of 4096"), "{err}");
+}
+
+fn job_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_job_files_are_clear_errors_before_anything_runs() {
+    for (name, text, needle) in [
+        (
+            "unknown-key",
+            "[[job]]\nbogus = 1\n",
+            "job job1: error: unexpected argument '--bogus",
+        ),
+        ("no-jobs", "[global]\nruntime = 1\n", "no [[job]]"),
+        (
+            "bad-bs",
+            "[global]\nbs = 9000\n[[job]]\nname = \"a\"\n",
+            "job a: --bs 9000 must be 4..=8192",
+        ),
+        (
+            "bad-section",
+            "[[jobs]]\nrw = \"write\"\n",
+            "unknown field `jobs`",
+        ),
+        (
+            "plot-in-job",
+            "[[job]]\nplot = \"x.svg\"\n",
+            "plot belongs in [global]",
+        ),
+        (
+            "second-job-bad",
+            "[[job]]\nrw = \"write\"\n[[job]]\nname = \"r\"\nrw = \"randrw\"\n",
+            "job r: --rw randrw: mixed jobs need per-operation histograms",
+        ),
+    ] {
+        let path = job_file(name, text);
+        let (ok, _, err) = bench(&[path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        assert!(!ok, "{name} should fail");
+        assert!(
+            err.contains(needle),
+            "{name}: expected {needle:?} in: {err}"
+        );
+        assert!(
+            !err.contains("starting a local cluster"),
+            "{name}: checked too late: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_job_file_runs_its_jobs_in_order_and_plots_them_together() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.with_extension("svg");
+    let path = job_file(
+        "two-jobs",
+        &format!(
+            "[global]\ntarget = \"local\"\nlocal_dir = \"{}\"\nruntime = 1\nplot = \"{}\"\n\
+             [[job]]\nname = \"w\"\nrw = \"randwrite\"\niodepth = 4\n\
+             [[job]]\nname = \"r\"\nrw = \"randread\"\niodepth = 4\nsize = \"1M\"\n",
+            dir.display(),
+            plot.display()
+        ),
+    );
+    let (ok, out, err) = bench(&[path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let svg = std::fs::read_to_string(&plot).unwrap_or_default();
+    let _ = std::fs::remove_file(&plot);
+    assert!(ok, "{err}");
+    let w = out.find("== job w").expect("job w ran");
+    let r = out.find("== job r").expect("job r ran");
+    assert!(w < r, "jobs run in file order: {out}");
+    assert!(
+        out.contains("committed: ") && out.contains("read: "),
+        "{out}"
+    );
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
 }
