@@ -73,14 +73,18 @@ pub fn load(path: &Path) -> Result<(Vec<Job>, Option<PathBuf>)> {
     for (i, spec) in file.job.iter().enumerate() {
         let mut keys = global.clone();
         keys.extend(spec.clone());
-        let name = match keys.remove("name") {
-            Some(toml::Value::String(n)) => n,
+        let name = match keys.get("name") {
+            Some(toml::Value::String(n)) => n.clone(),
             Some(other) => bail!(
                 "{}: job {}: name must be a string, not {other}",
                 path.display(),
                 i + 1
             ),
-            None => format!("job{}", i + 1),
+            None => {
+                let n = format!("job{}", i + 1);
+                keys.insert("name".into(), toml::Value::String(n.clone()));
+                n
+            }
         };
         if keys.contains_key("plot") {
             bail!(

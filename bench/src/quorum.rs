@@ -110,8 +110,8 @@ pub fn run_on(
     } = result;
     if let Some(path) = &args.hdr_log {
         let comment = format!(
-            "hexad-bench write --rw {} --target {} --iodepth {}",
-            args.rw, args.target, args.iodepth
+            "hexad-bench job {}: --rw {} --target {} --iodepth {}",
+            args.name, args.rw, args.target, args.iodepth
         );
         crate::hdrlog::write(path, wall_start, &comment, &intervals)?;
         if !json {

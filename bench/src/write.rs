@@ -79,6 +79,9 @@ pub struct WriteArgs {
     /// targets).
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
+    /// The job's name, for headings, plots and logs (fio's --name).
+    #[arg(long, default_value = "job")]
+    pub name: String,
     /// Write each measured second's latency histogram to this file in the `HdrHistogram`
     /// interval log format (local and cluster targets).
     #[arg(long = "hdr-log")]
@@ -94,7 +97,7 @@ pub fn maybe_plot(args: &WriteArgs, hist: &Histogram<u64>) -> Result<()> {
         "hexad-bench write --rw {} --target {}",
         args.rw, args.target
     );
-    crate::plot::write_svg(path, &title, &[(args.rw.clone(), hist)])?;
+    crate::plot::write_svg(path, &title, &[(args.name.clone(), hist)])?;
     eprintln!("latency plot written to {}", path.display());
     Ok(())
 }
@@ -594,6 +597,7 @@ pub fn quickstart(
         fdatasync: 0,
         plot: None,
         hdr_log: None,
+        name: "commits".into(),
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");
@@ -602,6 +606,7 @@ pub fn quickstart(
     // of its records, and job 1 gives each of its 64 pages hundreds.
     let read = WriteArgs {
         rw: "randread".into(),
+        name: "page-reads".into(),
         volume_base: 2,
         ..args
     };
