@@ -29,13 +29,20 @@ pub struct Window {
 
 /// One operation of a load: the `i`-th.
 pub trait Operation {
-    fn run(&self, i: u64) -> impl Future<Output = Result<()>>;
+    /// Runs operation `i`; returns which kind it was (an index below [`MAX_KINDS`], e.g.
+    /// 0 = write, 1 = read), so latencies are kept per kind as well as overall.
+    fn run(&self, i: u64) -> impl Future<Output = Result<usize>>;
 }
 
 /// What a loop measured (after the ramp).
+/// Operation kinds an [`Operation`] may report.
+pub const MAX_KINDS: usize = 4;
+
 pub struct Measured {
-    /// Microseconds.
+    /// Microseconds, every operation.
     pub latency_us: Histogram<u64>,
+    /// Microseconds, per kind of operation.
+    pub by_kind: Vec<Histogram<u64>>,
     pub done: u64,
     pub elapsed: Duration,
 }
@@ -93,27 +100,34 @@ pub async fn closed_loop<O: Operation + 'static>(
     for w in 0..depth as u64 {
         let (op, tally) = (op.clone(), tally.clone());
         workers.push(glommio::spawn_local(async move {
-            let mut hist = histogram();
+            let mut kinds: Vec<Histogram<u64>> = (0..MAX_KINDS).map(|_| histogram()).collect();
             let mut i = w;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                op.run(i).await?;
+                let kind = op.run(i).await?;
                 if t0 >= measure_from {
                     let us = t0.elapsed().as_micros() as u64;
-                    hist.record(us)?;
+                    kinds[kind.min(MAX_KINDS - 1)].record(us)?;
                     tally.record(us);
                 }
                 i += depth as u64;
             }
-            Ok::<_, anyhow::Error>(hist)
+            Ok::<_, anyhow::Error>(kinds)
         }));
     }
-    let mut latency_us = histogram();
+    let mut by_kind: Vec<Histogram<u64>> = (0..MAX_KINDS).map(|_| histogram()).collect();
     for w in workers {
-        latency_us.add(w.await?)?;
+        for (all, one) in by_kind.iter_mut().zip(w.await?) {
+            all.add(one)?;
+        }
+    }
+    let mut latency_us = histogram();
+    for h in &by_kind {
+        latency_us.add(h)?;
     }
     Ok(Measured {
         latency_us,
+        by_kind,
         done: tally.done.get(),
         elapsed: measure_from.elapsed(),
     })
@@ -130,7 +144,8 @@ pub async fn open_loop<O: Operation + 'static>(
     assert!(rate > 0.0 && max_in_flight > 0);
     let started = Instant::now();
     let measure_from = started + window.ramp;
-    let hist = Rc::new(RefCell::new(histogram()));
+    let hist: Rc<RefCell<Vec<Histogram<u64>>>> =
+        Rc::new(RefCell::new((0..MAX_KINDS).map(|_| histogram()).collect()));
     let in_flight = Rc::new(Cell::new(0usize));
     let failed: Rc<RefCell<Option<anyhow::Error>>> = Rc::default();
     let finished = Rc::new(hexad_client::sync::Notify::default());
@@ -159,12 +174,12 @@ pub async fn open_loop<O: Operation + 'static>(
         glommio::spawn_local(async move {
             match op.run(i).await {
                 // From the scheduled time, not the actual start: coordinated-omission correct.
-                Ok(()) if due >= measure_from => {
+                Ok(kind) if due >= measure_from => {
                     let us = due.elapsed().as_micros() as u64;
-                    let _ = hist.borrow_mut().record(us);
+                    let _ = hist.borrow_mut()[kind.min(MAX_KINDS - 1)].record(us);
                     tally.record(us);
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) => *failed.borrow_mut() = Some(e),
             }
             in_flight.set(in_flight.get() - 1);
@@ -178,9 +193,14 @@ pub async fn open_loop<O: Operation + 'static>(
     if let Some(e) = failed.borrow_mut().take() {
         return Err(e);
     }
-    let latency_us = hist.borrow().clone();
+    let by_kind = hist.borrow().clone();
+    let mut latency_us = histogram();
+    for h in &by_kind {
+        latency_us.add(h)?;
+    }
     Ok(Measured {
         latency_us,
+        by_kind,
         done: tally.done.get(),
         elapsed: measure_from.elapsed(),
     })
@@ -198,7 +218,7 @@ mod tests {
     }
 
     impl Operation for Stalling {
-        async fn run(&self, _i: u64) -> Result<()> {
+        async fn run(&self, _i: u64) -> Result<usize> {
             glommio::timer::sleep(Duration::from_micros(100)).await;
             let stall =
                 (self.start + Duration::from_secs(1))..(self.start + Duration::from_millis(1500));
@@ -206,7 +226,7 @@ mod tests {
             if stall.contains(&now) {
                 glommio::timer::sleep(stall.end - now).await;
             }
-            Ok(())
+            Ok(0)
         }
     }
 
@@ -216,7 +236,7 @@ mod tests {
     }
 
     impl Operation for SlowStart {
-        async fn run(&self, _i: u64) -> Result<()> {
+        async fn run(&self, _i: u64) -> Result<usize> {
             // Slow ops end by 350 ms, before the 400 ms ramp; thresholds leave room for a
             // busy machine's timer delays.
             let slow = self.start.elapsed() < Duration::from_millis(150);
@@ -226,7 +246,7 @@ mod tests {
                 Duration::from_micros(100)
             })
             .await;
-            Ok(())
+            Ok(0)
         }
     }
 

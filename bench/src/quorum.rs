@@ -54,6 +54,34 @@ struct Summary {
     latency_us_p99: u64,
     latency_us_p999: u64,
     latency_us_max: u64,
+    /// For randrw jobs: the same per operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_op: Option<std::collections::BTreeMap<&'static str, OpSummary>>,
+}
+
+#[derive(Debug, Serialize)]
+struct OpSummary {
+    ops: u64,
+    ops_per_s: f64,
+    latency_us_p50: u64,
+    latency_us_p90: u64,
+    latency_us_p99: u64,
+    latency_us_p999: u64,
+    latency_us_max: u64,
+}
+
+impl OpSummary {
+    fn of(h: &Histogram<u64>, secs: f64) -> OpSummary {
+        OpSummary {
+            ops: h.len(),
+            ops_per_s: h.len() as f64 / secs,
+            latency_us_p50: h.value_at_quantile(0.5),
+            latency_us_p90: h.value_at_quantile(0.9),
+            latency_us_p99: h.value_at_quantile(0.99),
+            latency_us_p999: h.value_at_quantile(0.999),
+            latency_us_max: h.max(),
+        }
+    }
 }
 
 pub fn run(args: &WriteArgs, path: &Path, slo: Option<&[crate::slo::Target]>) -> Result<()> {
@@ -86,6 +114,7 @@ pub fn run_on(
     let pages = crate::write::parse_size(&args.size)? / PAGE_BYTES as u64;
     let plan = Plan {
         rw,
+        mix_read: args.rwmixread,
         pages,
         bs: args.bs,
         depth: args.iodepth,
@@ -103,6 +132,7 @@ pub fn run_on(
         .map_err(|e| anyhow!("bench executor failed: {e}"))??;
     let Loaded {
         latency_us: hist,
+        by_kind,
         ops: commits,
         elapsed_s: elapsed,
         wall_start,
@@ -137,6 +167,14 @@ pub fn run_on(
         latency_us_p99: hist.value_at_quantile(0.99),
         latency_us_p999: hist.value_at_quantile(0.999),
         latency_us_max: hist.max(),
+        by_op: (plan.rw == crate::write::Rw::Mixed).then(|| {
+            [
+                ("commit", OpSummary::of(&by_kind[WRITE], elapsed)),
+                ("read", OpSummary::of(&by_kind[READ], elapsed)),
+            ]
+            .into_iter()
+            .collect()
+        }),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -144,7 +182,9 @@ pub fn run_on(
         let loop_kind = s.rate_iops.map_or("closed loop".to_string(), |r| {
             format!("open loop at {r}/s, latency from scheduled start")
         });
-        let (what, done, rate, latency) = if s.rw.reads() {
+        let (what, done, rate, latency) = if s.rw == crate::write::Rw::Mixed {
+            ("operations", "done", "ops/s", "latency, all operations")
+        } else if s.rw.reads() {
             ("page reads", "read", "reads/s", "read latency")
         } else {
             (
@@ -155,8 +195,8 @@ pub fn run_on(
             )
         };
         println!(
-            "{:?} (quorum): bs={} pages={} in flight={} target={} ({:.1}s, {loop_kind})",
-            s.rw, s.bs, s.pages, s.commits_in_flight, s.target, s.runtime_s,
+            "{} (quorum): bs={} pages={} in flight={} target={} ({:.1}s, {loop_kind})",
+            args.rw, s.bs, s.pages, s.commits_in_flight, s.target, s.runtime_s,
         );
         println!(
             "  {done}: {} {what}, {:.0} {rate}",
@@ -170,6 +210,18 @@ pub fn run_on(
             s.latency_us_p999,
             s.latency_us_max
         );
+        for (op, o) in s.by_op.iter().flatten() {
+            println!(
+                "  {op}: {} ({:.0}/s), latency (us): p50={} p90={} p99={} p99.9={} max={}",
+                o.ops,
+                o.ops_per_s,
+                o.latency_us_p50,
+                o.latency_us_p90,
+                o.latency_us_p99,
+                o.latency_us_p999,
+                o.latency_us_max
+            );
+        }
     }
     if let Some(targets) = slo {
         crate::slo::check(
@@ -190,7 +242,13 @@ struct Job {
     bs: usize,
     rw: crate::write::Rw,
     pages: u64,
+    /// Percent reads of a randrw job.
+    mix_read: u64,
 }
+
+/// Operation kinds a job reports (`drive::Operation::run`).
+const WRITE: usize = 0;
+const READ: usize = 1;
 
 impl Job {
     /// Page `k` of the job's range: alternately in PG 0 and PG 1, so the job fans out to
@@ -203,7 +261,7 @@ impl Job {
         use crate::write::Rw;
         let k = match self.rw {
             Rw::Write | Rw::Read => i % self.pages,
-            Rw::RandWrite | Rw::RandRead => {
+            Rw::RandWrite | Rw::RandRead | Rw::Mixed => {
                 let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 x ^= x >> 29;
                 x % self.pages
@@ -227,13 +285,20 @@ impl Job {
 }
 
 impl Operation for Job {
-    async fn run(&self, i: u64) -> Result<()> {
+    async fn run(&self, i: u64) -> Result<usize> {
         let page = self.pick(i);
-        if self.rw.reads() {
+        let read = match self.rw {
+            crate::write::Rw::Mixed => {
+                (i.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 32) % 100 < self.mix_read
+            }
+            rw => rw.reads(),
+        };
+        if read {
             self.vol.read_page(page, None).await?;
-            Ok(())
+            Ok(READ)
         } else {
-            self.commit(page, i).await
+            self.commit(page, i).await?;
+            Ok(WRITE)
         }
     }
 }
@@ -245,8 +310,9 @@ async fn load(map: ClusterMap, cfg: VolumeConfig, plan: Plan) -> Result<Loaded> 
         bs: plan.bs,
         rw: plan.rw,
         pages: plan.pages,
+        mix_read: u64::from(plan.mix_read),
     });
-    if plan.rw.reads() {
+    if plan.rw.any_reads() {
         prefill(&op, plan.quiet).await?;
     }
     let tally = Rc::new(Tally::with_intervals());
@@ -307,6 +373,7 @@ async fn load(map: ClusterMap, cfg: VolumeConfig, plan: Plan) -> Result<Loaded> 
     let intervals = progress.await;
     Ok(Loaded {
         latency_us: measured.latency_us,
+        by_kind: measured.by_kind,
         ops: measured.done,
         elapsed_s: measured.elapsed.as_secs_f64(),
         wall_start,
@@ -317,6 +384,8 @@ async fn load(map: ClusterMap, cfg: VolumeConfig, plan: Plan) -> Result<Loaded> 
 /// What a load run measured.
 struct Loaded {
     latency_us: Histogram<u64>,
+    /// Per operation kind (`WRITE`, `READ`).
+    by_kind: Vec<Histogram<u64>>,
     ops: u64,
     elapsed_s: f64,
     wall_start: std::time::SystemTime,
@@ -354,6 +423,7 @@ async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     rw: crate::write::Rw,
+    mix_read: u8,
     /// Pages the job addresses.
     pages: u64,
     bs: usize,

@@ -108,6 +108,9 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(RawSummary, Histogram<u64>)> {
             job.bs
         );
     }
+    if job.rw == Rw::Mixed {
+        bail!("--rw randrw is not built for the file target yet");
+    }
     if job.size < job.bs as u64 {
         bail!("--size must hold at least one block of --bs");
     }
@@ -149,7 +152,7 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(RawSummary, Histogram<u64>)> {
                 next_block = (next_block + 1) % blocks;
                 b
             }
-            Rw::RandWrite | Rw::RandRead => {
+            Rw::RandWrite | Rw::RandRead | Rw::Mixed => {
                 xorshift ^= xorshift << 13;
                 xorshift ^= xorshift >> 7;
                 xorshift ^= xorshift << 17;

@@ -65,9 +65,13 @@ pub struct WriteArgs {
     #[arg(long = "ramp_time", default_value_t = 0)]
     pub ramp_time: u64,
     /// write, randwrite (commits), read or randread (page reads at VDL, after one commit
-    /// per page of --size). Reads: local and cluster targets.
+    /// per page of --size), or randrw (both, see --rwmixread; latency per operation too).
+    /// Reads: local and cluster targets.
     #[arg(long, default_value = "write")]
     pub rw: String,
+    /// With --rw randrw: percent of operations that are reads.
+    #[arg(long, default_value_t = 50)]
+    pub rwmixread: u8,
     /// Bytes of pages the job addresses (8 KiB each; K, M, G suffixes), spread over two
     /// PGs (local and cluster targets); with `--target file:PATH`, bytes of the file used.
     #[arg(long, default_value = "512K")]
@@ -110,6 +114,9 @@ pub enum Rw {
     RandWrite,
     Read,
     RandRead,
+    /// Random reads and writes, `--rwmixread` percent reads (`--rw randrw`).
+    #[serde(rename = "randrw")]
+    Mixed,
 }
 
 impl Rw {
@@ -119,15 +126,23 @@ impl Rw {
             "randwrite" => Rw::RandWrite,
             "read" => Rw::Read,
             "randread" => Rw::RandRead,
-            "randrw" | "rw" | "readwrite" => bail!(
-                "--rw {s}: mixed jobs need per-operation histograms and are not built yet (issue #7); run a read and a write job"
-            ),
-            other => bail!("--rw must be write, randwrite, read or randread, not {other:?}"),
+            "randrw" => Rw::Mixed,
+            "rw" | "readwrite" => {
+                bail!("--rw {s}: sequential mixed jobs are not built; use randrw with --rwmixread")
+            }
+            other => {
+                bail!("--rw must be write, randwrite, read, randread or randrw, not {other:?}")
+            }
         })
     }
 
     pub fn reads(self) -> bool {
         matches!(self, Rw::Read | Rw::RandRead)
+    }
+
+    /// Whether the job reads at all (its pages are written once first).
+    pub fn any_reads(self) -> bool {
+        matches!(self, Rw::Read | Rw::RandRead | Rw::Mixed)
     }
 }
 
@@ -212,6 +227,9 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     }
     Rw::parse(&args.rw)?;
     parse_size(&args.size)?;
+    if args.rwmixread > 100 {
+        bail!("--rwmixread {} must be 0..=100", args.rwmixread);
+    }
     let target_ok = args.target == "local"
         || args.target.starts_with("cluster:")
         || args.target.starts_with("node:");
@@ -598,6 +616,7 @@ pub fn quickstart(
         plot: None,
         hdr_log: None,
         name: "commits".into(),
+        rwmixread: 50,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");

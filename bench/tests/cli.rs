@@ -53,13 +53,14 @@ fn bad_options_are_clear_errors() {
             &["write", "--fdatasync", "1"][..],
             "--fdatasync is for the file target",
         ),
-        (
-            &["write", "--rw", "randrw"][..],
-            "mixed jobs need per-operation histograms",
-        ),
+        (&["write", "--rw", "rw"][..], "use randrw with --rwmixread"),
         (
             &["write", "--rw", "trim"][..],
-            "--rw must be write, randwrite, read or randread",
+            "--rw must be write, randwrite, read, randread or randrw",
+        ),
+        (
+            &["write", "--rwmixread", "101"][..],
+            "--rwmixread 101 must be 0..=100",
         ),
         (&["write", "--size", "4K"][..], "less than one 8 KiB page"),
         (&["write", "--size", "lots"][..], "expected a byte count"),
@@ -215,8 +216,8 @@ fn bad_job_files_are_clear_errors_before_anything_runs() {
         ),
         (
             "second-job-bad",
-            "[[job]]\nrw = \"write\"\n[[job]]\nname = \"r\"\nrw = \"randrw\"\n",
-            "job r: --rw randrw: mixed jobs need per-operation histograms",
+            "[[job]]\nrw = \"write\"\n[[job]]\nname = \"r\"\nrw = \"readwrite\"\n",
+            "job r: --rw readwrite: sequential mixed jobs are not built",
         ),
     ] {
         let path = job_file(name, text);
