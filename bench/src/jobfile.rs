@@ -157,7 +157,9 @@ pub fn run(path: &Path) -> Result<()> {
         let slo = crate::write::validate(&job.args)?;
         match &cluster {
             Some(c) => {
-                let hist = crate::quorum::run_on(&job.args, c.map.clone(), 1, slo.as_deref())?;
+                let hist = crate::write::with_faults(&job.args, c, || {
+                    crate::quorum::run_on(&job.args, c.map.clone(), 1, slo.as_deref())
+                })?;
                 curves.push((job.name.clone(), hist));
             }
             None => crate::write::run(&job.args)?,

@@ -1,27 +1,37 @@
 //! `--target local`: an embedded 6-node cluster (2 nodes in each of 3 AZs, one shard each)
-//! started inside this process on free loopback ports, with its data in a fresh directory
-//! that is removed when the run ends. Each node is the same code as `hexad-node`
-//! (`hexad_node::cli::start`), its shards on their own glommio executors.
+//! on free loopback ports, with its data in a fresh directory that is removed when the run
+//! ends. Each node is a child process running the same code as `hexad-node` (this binary
+//! re-executed as `hexad-bench __node …`), so a fault plan can stop, continue, kill and
+//! restart it with signals, as it would a real node.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use hexad_client::placement::{ClusterMap, NodeEntry};
-use hexad_node::cli::RunningNode;
-use hexad_node::config::{GroupCommitSection, HotLogSection, NodeConfig, SyncMode};
-use hexad_node::server::Faults;
 
-const NODES: u32 = 6;
+/// Nodes of the embedded cluster.
+pub const NODES: u32 = 6;
 const NODES_PER_AZ: u32 = 2;
 /// Hot log per node: 16 × 16 MiB. Nothing releases it before the page store (issue #4).
 const HOT_LOG_FILE_BYTES: u64 = 16 << 20;
 const HOT_LOG_FILES: u32 = 16;
+/// Longest a node may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// The hidden first argument that makes this binary run a node.
+pub const NODE_ARG: &str = "__node";
 
 pub struct LocalCluster {
     pub dir: PathBuf,
     pub map: ClusterMap,
-    _nodes: Vec<RunningNode>,
+    file: PathBuf,
+    /// The node processes, by node id − 1 (`None` while killed).
+    pub nodes: Arc<Mutex<Vec<Option<Child>>>>,
 }
 
 impl LocalCluster {
@@ -31,55 +41,172 @@ impl LocalCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         eprintln!(
-            "starting a local cluster: {NODES} nodes in 3 AZs under {} ({} MiB of hot log each)",
+            "starting a local cluster: {NODES} node processes in 3 AZs under {} ({} MiB of hot log each)",
             dir.display(),
             (HOT_LOG_FILE_BYTES * u64::from(HOT_LOG_FILES)) >> 20
         );
+        let mut text = format!(
+            "[defaults]\nshards = 1\npin_shards = false\n[defaults.hot_log]\nfile_bytes = {HOT_LOG_FILE_BYTES}\nfile_count = {HOT_LOG_FILES}\n"
+        );
         let mut entries = Vec::new();
-        let mut nodes = Vec::new();
         for id in 1..=NODES {
-            let data_dir = dir.join(format!("node{id}"));
-            std::fs::create_dir_all(&data_dir)?;
-            let cfg = NodeConfig {
-                node_id: id,
-                az: format!("az{}", (id - 1) / NODES_PER_AZ + 1),
-                data_dir,
-                listen_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                base_port: free_port()?,
-                shards: Some(1),
-                pin_shards: false,
-                hot_log: HotLogSection {
-                    file_bytes: HOT_LOG_FILE_BYTES,
-                    file_count: HOT_LOG_FILES,
-                    sync: SyncMode::Fdatasync,
-                },
-                group_commit: GroupCommitSection::default(),
-            };
-            cfg.validate()
-                .map_err(|e| anyhow!("local node {id}: {e}"))?;
-            let node = hexad_node::cli::start(&cfg, Faults::default())
-                .map_err(|e| anyhow!("local node {id}: {e}"))?;
+            let port = free_port()?;
+            let az = format!("az{}", (id - 1) / NODES_PER_AZ + 1);
+            let _ = write!(
+                text,
+                "[[node]]\nid = {id}\naz = \"{az}\"\naddr = \"127.0.0.1\"\nbase_port = {port}\nshards = 1\n"
+            );
             entries.push(NodeEntry {
                 id,
-                az: cfg.az.clone(),
-                addr: cfg.listen_addr,
-                base_port: cfg.base_port,
+                az,
+                addr: Ipv4Addr::LOCALHOST.into(),
+                base_port: port,
                 shards: Some(1),
             });
-            nodes.push(node);
         }
+        let file = dir.join("cluster.toml");
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         let map = ClusterMap::new(entries)?;
-        Ok(LocalCluster {
+        let cluster = LocalCluster {
             dir,
             map,
-            _nodes: nodes,
-        })
+            file,
+            nodes: Arc::default(),
+        };
+        for id in 1..=NODES {
+            let child = cluster.spawn(id)?;
+            cluster
+                .nodes
+                .lock()
+                .expect("not poisoned")
+                .push(Some(child));
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `id` and waits for its ready line.
+    fn spawn(&self, id: u32) -> Result<Child> {
+        spawn_node(&self.file, &self.dir, id)
+    }
+
+    /// What a fault plan needs to act on these nodes from another thread.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            file: self.file.clone(),
+            dir: self.dir.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+}
+
+/// Acts on the nodes of a local cluster: signals and restarts.
+#[derive(Clone)]
+pub struct NodeHandle {
+    file: PathBuf,
+    dir: PathBuf,
+    nodes: Arc<Mutex<Vec<Option<Child>>>>,
+}
+
+impl NodeHandle {
+    pub fn node_count(&self) -> u32 {
+        u32::try_from(self.nodes.lock().expect("not poisoned").len()).unwrap_or(NODES)
+    }
+
+    /// Sends `signal` to node `id` (1-based).
+    pub fn signal(&self, id: u32, signal: nix::sys::signal::Signal) -> Result<()> {
+        let nodes = self.nodes.lock().expect("not poisoned");
+        let Some(Some(child)) = nodes.get(id as usize - 1) else {
+            bail!("node {id} is not running");
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("signalling node {id}"))
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&self, id: u32) -> Result<()> {
+        let mut nodes = self.nodes.lock().expect("not poisoned");
+        let Some(slot) = nodes.get_mut(id as usize - 1) else {
+            bail!("no node {id}");
+        };
+        let Some(mut child) = slot.take() else {
+            bail!("node {id} is not running");
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Starts node `id` again after a kill (same data directory: it recovers its log).
+    pub fn restart(&self, id: u32) -> Result<()> {
+        if self
+            .nodes
+            .lock()
+            .expect("not poisoned")
+            .get(id as usize - 1)
+            .is_none_or(Option::is_some)
+        {
+            bail!("node {id} is running (kill it first)");
+        }
+        let child = spawn_node(&self.file, &self.dir, id)?;
+        self.nodes.lock().expect("not poisoned")[id as usize - 1] = Some(child);
+        Ok(())
+    }
+}
+
+fn spawn_node(file: &Path, dir: &Path, id: u32) -> Result<Child> {
+    let exe = std::env::current_exe().context("finding this program to start a node")?;
+    let mut child = Command::new(exe)
+        .arg(NODE_ARG)
+        .arg("--cluster")
+        .arg(file)
+        .arg("--node-id")
+        .arg(id.to_string())
+        .arg("--data-root")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting local node {id}"))?;
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(" ready: ") => return Ok(child),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(anyhow!(
+                    "local node {id} did not become ready within {START_TIMEOUT:?} (its errors are above)"
+                ));
+            }
+        }
     }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        // The node threads end with the process; their files are unlinked now.
+        for child in self
+            .nodes
+            .lock()
+            .expect("not poisoned")
+            .iter_mut()
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if std::fs::remove_dir_all(&self.dir).is_ok() {
             eprintln!("removed the local cluster's data ({})", self.dir.display());
         }

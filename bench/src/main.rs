@@ -6,6 +6,7 @@
 //! in issue #7.
 
 mod drive;
+mod fault;
 mod hdrlog;
 mod jobfile;
 mod local;
@@ -55,6 +56,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The local cluster's nodes are this program re-executed (local.rs).
+    let mut command_line = std::env::args();
+    if command_line.nth(1).as_deref() == Some(local::NODE_ARG) {
+        let node_args = std::iter::once("hexad-node".to_string()).chain(command_line);
+        let code = hexad_node::cli::main_from(node_args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let result = match (cli.command, cli.job_file) {
         (

@@ -139,6 +139,15 @@ fn parse_one(t: &str) -> Result<Target, String> {
     })
 }
 
+/// A duration such as `10s`, `1500ms` or `250us`.
+pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    let us = parse_duration_us(v)?;
+    if !(us >= 0.0 && us.is_finite()) {
+        return Err(format!("{v:?} is not a duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(us / 1e6))
+}
+
 fn parse_duration_us(v: &str) -> Result<f64, String> {
     let split = v
         .find(|c: char| c.is_ascii_alphabetic())

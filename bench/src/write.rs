@@ -83,6 +83,10 @@ pub struct WriteArgs {
     /// targets).
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
+    /// Node faults during the run, e.g. 'at=10s stop node=3; at=20s cont node=3; at=30s
+    /// kill node=5; at=40s restart node=5' (local target).
+    #[arg(long)]
+    pub fault: Option<String>,
     /// The job's name, for headings, plots and logs (fio's --name).
     #[arg(long, default_value = "job")]
     pub name: String,
@@ -90,6 +94,28 @@ pub struct WriteArgs {
     /// interval log format (local and cluster targets).
     #[arg(long = "hdr-log")]
     pub hdr_log: Option<std::path::PathBuf>,
+}
+
+/// Runs `load` with the `--fault` plan (if any) applied to the local cluster's nodes.
+pub fn with_faults<T>(
+    args: &WriteArgs,
+    cluster: &crate::local::LocalCluster,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let Some(plan) = &args.fault else {
+        return load();
+    };
+    let nodes = cluster.handle();
+    let steps = crate::fault::parse(plan, nodes.node_count())?;
+    let (stop, faults) = crate::fault::spawn(nodes, steps, std::time::Instant::now());
+    let result = load();
+    drop(stop);
+    let applied = faults
+        .join()
+        .map_err(|_| anyhow::anyhow!("the fault thread panicked"))?;
+    let out = result?;
+    applied?;
+    Ok(out)
 }
 
 /// Writes `--plot` if asked, and says where.
@@ -227,6 +253,14 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     }
     Rw::parse(&args.rw)?;
     parse_size(&args.size)?;
+    if let Some(plan) = &args.fault {
+        if args.target != "local" {
+            bail!(
+                "--fault is supported for the local target so far (its nodes are this program's children)"
+            );
+        }
+        crate::fault::parse(plan, crate::local::NODES)?;
+    }
     if args.rwmixread > 100 {
         bail!("--rwmixread {} must be 0..=100", args.rwmixread);
     }
@@ -253,9 +287,12 @@ pub fn run(args: &WriteArgs) -> Result<()> {
     }
     if args.target == "local" {
         let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
-        let hist = crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref())?;
+        let hist = with_faults(args, &cluster, || {
+            crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref())
+        })?;
         return maybe_plot(args, &hist);
     }
+
     if rw != Rw::Write {
         bail!(
             "--rw {} is supported for local and cluster targets; a node target takes appends",
@@ -617,6 +654,7 @@ pub fn quickstart(
         hdr_log: None,
         name: "commits".into(),
         rwmixread: 50,
+        fault: None,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");

@@ -55,6 +55,20 @@ fn bad_options_are_clear_errors() {
         ),
         (&["write", "--rw", "rw"][..], "use randrw with --rwmixread"),
         (
+            &["write", "--fault", "at=1s pause node=1"][..],
+            "unknown word \"pause\"",
+        ),
+        (
+            &[
+                "write",
+                "--target",
+                "node:127.0.0.1:1",
+                "--fault",
+                "at=1s stop node=1",
+            ][..],
+            "--fault is supported for the local target so far",
+        ),
+        (
             &["write", "--rw", "trim"][..],
             "--rw must be write, randwrite, read, randread or randrw",
         ),
@@ -106,8 +120,14 @@ fn json_output_is_one_complete_document() {
         "json",
         "--hdr-log",
         hlog.to_str().unwrap(),
+        "--fault",
+        "at=300ms stop node=2; at=600ms cont node=2",
     ]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("fault: Stop node 2") && err.contains("fault: Cont node 2"),
+        "the fault plan ran: {err}"
+    );
     let log = std::fs::read_to_string(&hlog).unwrap_or_default();
     let _ = std::fs::remove_file(&hlog);
     assert!(

@@ -43,7 +43,16 @@ struct Args {
 
 /// Runs the node; returns the process exit code. Errors print as one line.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    main_from(std::env::args())
+}
+
+/// Like [`main`], with the command line given (its first item is the program name). Lets
+/// another program run a node in a process of its own (hexad-bench's local cluster).
+pub fn main_from(command_line: impl IntoIterator<Item = String>) -> i32 {
+    let args = match Args::try_parse_from(command_line) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     match run(&args) {
         Ok(()) => 0,
         Err(e) => {
