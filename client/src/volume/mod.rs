@@ -225,7 +225,8 @@ impl Volume {
     /// Promises the nodes that no read of this volume (the writer's or a reader's) will ask
     /// for a read point below `lsn` (PGMRPL): they may then coalesce and drop what lies
     /// below it, and answer older reads with `TooOld`. `None` (the default) follows VDL.
-    /// Sent to the nodes with the writer's VDL, at most every 10 ms per connection.
+    /// Sent to the nodes with the writer's VDL (`Progress`): every 10 ms while batches flow,
+    /// within 2 ms of VDL moving when a connection is idle.
     pub fn set_min_read_point(&self, lsn: Option<Lsn>) {
         self.inner.min_read_point.set(lsn);
     }

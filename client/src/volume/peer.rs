@@ -258,7 +258,7 @@ impl Peer {
             let batch = std::mem::take(&mut *self.outbox.borrow_mut());
             let mut requests = std::mem::take(&mut *self.requests.borrow_mut());
             // The writer's VDL and read point, when they moved: under load a Progress every
-            // 10 ms rides with the batches; when idle, one goes out within 1 ms of VDL
+            // 10 ms rides with the batches; when idle, one goes out within 2 ms of VDL
             // moving (what a reader waits for).
             let (vdl, pgmrpl) = (inner.core.borrow().vdl(), inner.pgmrpl());
             let every = if batch.is_empty() {
