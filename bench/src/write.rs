@@ -221,6 +221,21 @@ struct Job {
     volume: VolumeId,
 }
 
+/// Checks `--output-format` and parses `--slo`; every target takes both.
+fn output_and_slo(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
+    if !matches!(args.output_format.as_str(), "normal" | "json") {
+        bail!(
+            "--output-format must be normal or json, not {:?}",
+            args.output_format
+        );
+    }
+    args.slo
+        .as_deref()
+        .map(crate::slo::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
 /// Checks the options that do not depend on the target being up (also for job files,
 /// before any job runs). The file target checks its own.
 pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
@@ -236,18 +251,7 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     if args.batch == 0 || args.iodepth == 0 || args.numjobs == 0 || args.runtime == 0 {
         bail!("--batch, --iodepth, --numjobs and --runtime must be at least 1");
     }
-    if args.output_format != "normal" && args.output_format != "json" {
-        bail!(
-            "--output-format must be normal or json, not {:?}",
-            args.output_format
-        );
-    }
-    let slo = args
-        .slo
-        .as_deref()
-        .map(crate::slo::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let slo = output_and_slo(args)?;
     if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate_iops must be a positive number of operations per second");
     }
@@ -570,18 +574,7 @@ fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
     if args.hdr_log.is_some() {
         bail!("--hdr-log is supported for local and cluster targets so far");
     }
-    if !matches!(args.output_format.as_str(), "normal" | "json") {
-        bail!(
-            "--output-format must be normal or json, not {:?}",
-            args.output_format
-        );
-    }
-    let slo = args
-        .slo
-        .as_deref()
-        .map(crate::slo::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let slo = output_and_slo(args)?;
     let rw = Rw::parse(&args.rw)?;
     let job = crate::raw::RawJob {
         rw,
