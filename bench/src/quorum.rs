@@ -347,7 +347,7 @@ async fn load(map: ClusterMap, cfg: VolumeConfig, plan: Plan) -> Result<Loaded> 
                     );
                 } else {
                     eprintln!(
-                        "[{:>4.0}s] {rate:>8.0} {unit} {:>7.1} MB/s  p99 (last second) {} us  errors 0",
+                        "[{:>4.0}s] {rate:>8.0} {unit} {:>7.1} MB/s  p99 (last second) {} us",
                         started.elapsed().as_secs_f64(),
                         rate * bs as f64 / 1e6,
                         h.value_at_quantile(0.99)
