@@ -539,23 +539,10 @@ impl VolumeReader {
         // (`sources` knows the segments' state at open only.)
         let mut errors = Vec::new();
         for node in self.recovered.sources(pg, to) {
-            let shards = self
-                .cluster
-                .node(node)
-                .and_then(|n| n.shards)
-                .unwrap_or(self.cfg.default_shards);
-            let addr = self
-                .cluster
-                .node(node)
-                .expect("sources come from the cluster map")
-                .shard_addr(segment_shard(self.cfg.volume, pg, shards));
-            let got = async {
-                let mut rpc =
-                    rpc::Rpc::connect(addr, self.cfg.connect_timeout, self.cfg.request_timeout)
-                        .await?;
-                rpc::fetch_all(&mut rpc, self.cfg.volume, pg, after, to).await
-            }
-            .await;
+            let got = self
+                .pool
+                .fetch_all(node, self.addr(node, pg), self.cfg.volume, pg, after, to)
+                .await;
             match got {
                 Ok(records) => return Ok(records),
                 Err(e) => errors.push(format!("node {node}: {e}")),

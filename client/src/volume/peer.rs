@@ -27,7 +27,7 @@ use crate::sync::{oneshot, Notify, Receiver, Sender};
 use crate::wire::frame::take_frame;
 use crate::wire::message::MAX_RECORDS_PER_BATCH;
 use crate::wire::{ErrorCode, Message, Record, PROTOCOL_VERSION};
-use crate::{Lsn, MembershipEpoch, NodeId, PgIndex, ShardId};
+use crate::{Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, VolumeId};
 
 /// Backoff between reconnect attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -344,7 +344,6 @@ impl Peer {
                         self.acks.set(self.acks.get() + 1);
                         inner.on_ack(pg, self.node, scl);
                     }
-                    Message::ProgressAck { .. } => {}
                     Message::Error { code, message, .. } => {
                         *self.last_error.borrow_mut() = Some(format!("{code:?}: {message}"));
                         if code == ErrorCode::StaleEpoch {
@@ -370,6 +369,17 @@ impl Peer {
 /// Groups queued records into `AppendBatch` messages: consecutive records of one PG, in
 /// order, up to the batch limits.
 fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
+    append_batches(inner.cfg.volume, inner.recovered.epoch, queued)
+}
+
+/// Groups records into `AppendBatch` messages of `epoch`: consecutive records of one PG,
+/// in order, up to the batch limits (count and `MAX_BATCH_BYTES`). Also used by volume
+/// open to re-replicate.
+pub(super) fn append_batches(
+    volume: VolumeId,
+    epoch: VolumeEpoch,
+    queued: impl IntoIterator<Item = (PgIndex, Record)>,
+) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
     let mut bytes = 0usize;
     for (pg, record) in queued {
@@ -388,9 +398,9 @@ fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
         if !fits {
             bytes = 0;
             out.push(Message::AppendBatch {
-                volume: inner.cfg.volume,
+                volume,
                 pg,
-                volume_epoch: inner.recovered.epoch,
+                volume_epoch: epoch,
                 membership_epoch: MembershipEpoch(1),
                 records: Vec::new(),
             });

@@ -113,38 +113,6 @@ impl Rpc {
     }
 }
 
-/// Every record of `pg` in `(after, to]` held by the shard behind `rpc`, in LSN order.
-pub(crate) async fn fetch_all(
-    rpc: &mut Rpc,
-    volume: crate::VolumeId,
-    pg: crate::PgIndex,
-    after: crate::Lsn,
-    to: crate::Lsn,
-) -> Result<Vec<crate::wire::Record>, String> {
-    let mut out = Vec::new();
-    let mut after = after;
-    loop {
-        let reply = rpc
-            .call(Message::FetchRecords {
-                volume,
-                pg,
-                after_lsn: after,
-                to_lsn: to,
-                max_bytes: 4 << 20,
-            })
-            .await?;
-        let Message::Records { more, records, .. } = reply else {
-            return Err(format!("{}: {reply:?}", rpc.addr));
-        };
-        let last = records.last().map(|r| r.lsn);
-        out.extend(records);
-        match (more, last) {
-            (true, Some(last)) => after = last,
-            _ => return Ok(out),
-        }
-    }
-}
-
 /// Idle connections by address, for callers that need several requests in flight to one
 /// shard (each takes its own connection); also each node's smoothed reply latency.
 pub(crate) struct RpcPool {
@@ -186,6 +154,40 @@ impl RpcPool {
         drop(lat);
         self.idle.borrow_mut().entry(addr).or_default().push(rpc);
         Ok(reply)
+    }
+
+    /// Every record of `pg` in `(after, to]` that `node` holds, in LSN order (following
+    /// `more` across replies).
+    pub async fn fetch_all(
+        &self,
+        node: crate::NodeId,
+        addr: SocketAddr,
+        volume: crate::VolumeId,
+        pg: crate::PgIndex,
+        after: crate::Lsn,
+        to: crate::Lsn,
+    ) -> Result<Vec<crate::wire::Record>, String> {
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let request = Message::FetchRecords {
+                volume,
+                pg,
+                after_lsn: after,
+                to_lsn: to,
+                max_bytes: 4 << 20,
+            };
+            let Message::Records { more, records, .. } = self.call(node, addr, request).await?
+            else {
+                return Err(format!("{addr}: not a Records reply"));
+            };
+            let last = records.last().map(|r| r.lsn);
+            out.extend(records);
+            match (more, last) {
+                (true, Some(last)) => after = last,
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The node's smoothed latency, if it has answered before.

@@ -30,20 +30,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod state;
+
+use super::peer::append_batches;
 use super::rpc::Rpc;
 use super::{VolumeConfig, VolumeError};
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::WRITE_QUORUM;
 use crate::types::{Lsn, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
-use crate::wire::message::{MAX_INDEX_ENTRIES, MAX_RECORDS_PER_BATCH};
+use crate::wire::message::MAX_INDEX_ENTRIES;
 use crate::wire::{ErrorCode, FenceMode, IndexEntry, Message, Record, SegmentView, Truncation};
+use state::{compute, OpenState};
 
 /// Segments of a PG that must answer before its state is known.
 pub const READ_QUORUM: usize = 3;
 /// Bytes asked for per `FetchRecords` reply.
 const FETCH_BYTES: u32 = 4 << 20;
-/// Record bytes per re-replication batch.
-const REPLICATE_BATCH_BYTES: usize = 1 << 20;
 /// Pause between open attempts while a quorum is out of reach.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -746,15 +748,11 @@ impl<'a> Opener<'a> {
                     .flat_map(|m| m.range(Lsn(from.0 + 1)..=*tail).map(|(_, r)| r.clone()))
                     .collect();
                 sent += records.len() as u64;
-                for chunk in chunks(records) {
-                    work.entry(*conn).or_default().push(Message::AppendBatch {
-                        volume,
-                        pg: *pg,
-                        volume_epoch: t.epoch,
-                        membership_epoch: crate::MembershipEpoch(1),
-                        records: chunk,
-                    });
-                }
+                work.entry(*conn).or_default().extend(append_batches(
+                    volume,
+                    t.epoch,
+                    records.into_iter().map(|r| (*pg, r)),
+                ));
             }
         }
         let mut complete: HashMap<PgIndex, BTreeSet<NodeId>> = acks
@@ -852,124 +850,5 @@ impl<'a> Opener<'a> {
             }
         }
         Ok(())
-    }
-}
-
-fn chunks(records: Vec<Record>) -> Vec<Vec<Record>> {
-    let mut out: Vec<Vec<Record>> = Vec::new();
-    let mut bytes = 0;
-    for r in records {
-        let full = out.last().is_none_or(|c| {
-            c.len() >= MAX_RECORDS_PER_BATCH || bytes + r.encoded_len() > REPLICATE_BATCH_BYTES
-        });
-        if full {
-            out.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += r.encoded_len();
-        out.last_mut().expect("pushed above").push(r);
-    }
-    out
-}
-
-/// The arithmetic of an open, apart from the network.
-struct OpenState {
-    base: Lsn,
-    /// The newest sealed range: its LSNs were never allocated.
-    sealed: Option<Truncation>,
-    reports: BTreeMap<PgIndex, Vec<SegmentReport>>,
-    pgcl: BTreeMap<PgIndex, Lsn>,
-    source: BTreeMap<PgIndex, NodeId>,
-    /// Index entries of the records above `base` up to each PG's PGCL, by LSN.
-    fetched: BTreeMap<Lsn, (PgIndex, IndexEntry)>,
-    vdl: Lsn,
-    tails: HashMap<PgIndex, Lsn>,
-}
-
-fn compute(views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>) -> OpenState {
-    let all = views.values().flatten().map(|(_, v)| v);
-    let newest = all
-        .clone()
-        .map(|v| v.latest)
-        .max_by_key(|t| t.epoch)
-        .unwrap_or_default();
-    let sealed = all
-        .map(|v| v.latest_sealed)
-        .max_by_key(|t| t.epoch)
-        .filter(|t| t.epoch > VolumeEpoch(0));
-    // Every record at or below a VDL some writer reported is committed and on 4 of 6, as is
-    // every record at or below a sealed range's start: either may serve as the base.
-    let reported = views
-        .values()
-        .flatten()
-        .map(|(_, v)| v.writer_vdl)
-        .max()
-        .unwrap_or_default();
-    let base = sealed.map_or(Lsn::NONE, |t| t.start).max(reported);
-    let mut reports = BTreeMap::new();
-    let mut pgcl = BTreeMap::new();
-    let mut source = BTreeMap::new();
-    for (pg, vs) in views {
-        let rs: Vec<SegmentReport> = vs
-            .iter()
-            .map(|(node, v)| SegmentReport {
-                node: *node,
-                view: *v,
-                trusted_scl: if v.latest.epoch < newest.epoch {
-                    v.scl.min(newest.start)
-                } else {
-                    v.scl
-                },
-            })
-            .collect();
-        let best = rs.iter().max_by_key(|r| r.trusted_scl);
-        pgcl.insert(*pg, best.map_or(Lsn::NONE, |r| r.trusted_scl));
-        if let Some(b) = best {
-            source.insert(*pg, b.node);
-        }
-        reports.insert(*pg, rs);
-    }
-    OpenState {
-        base,
-        sealed,
-        reports,
-        pgcl,
-        source,
-        fetched: BTreeMap::new(),
-        vdl: base,
-        tails: HashMap::new(),
-    }
-}
-
-impl OpenState {
-    /// VCL: the end of the unbroken run of LSNs above `base` (records found, or the sealed
-    /// range nobody allocated from). VDL: the highest CPL within it, else `base`.
-    fn walk(&mut self) -> (Lsn, Lsn) {
-        let mut next = self.base.0 + 1;
-        let mut vdl = self.base;
-        let skip = |n: u64| match self.sealed {
-            Some(t) if t.start.0 < n && n <= t.end.0 => t.end.0 + 1,
-            _ => n,
-        };
-        for (lsn, (_, r)) in &self.fetched {
-            next = skip(next);
-            if lsn.0 != next {
-                break;
-            }
-            if r.cpl {
-                vdl = *lsn;
-            }
-            next += 1;
-        }
-        let vcl = Lsn(skip(next) - 1);
-        self.fetched.retain(|l, _| *l <= vdl);
-        self.vdl = vdl;
-        (vcl, vdl)
-    }
-
-    /// The PG's tail as the fetched records show it, when they show it.
-    fn expected_tail(&self, pg: PgIndex) -> Option<Lsn> {
-        let mine = self.fetched.iter().filter(|(_, (p, _))| *p == pg);
-        mine.map(|(l, _)| *l).next_back()
     }
 }

@@ -1,0 +1,217 @@
+//! The small value types messages carry: error codes, truncation ranges, fence modes,
+//! segment views, index entries and node counters.
+
+use bytes::{BufMut, BytesMut};
+
+use super::{decode_bool, MessageError};
+use crate::types::{Lsn, VolumeEpoch};
+use crate::wire::codec::{DecodeError, Reader};
+
+/// Error codes of the `Error` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame itself was invalid (magic, version, CRC, length).
+    BadFrame = 1,
+    /// The frame kind is not a known request.
+    UnknownKind = 2,
+    /// The body did not decode (truncated, bad record, trailing bytes).
+    Malformed = 3,
+    /// The segment belongs to another shard; `detail` is that shard's index.
+    WrongShard = 4,
+    /// A record's page lies outside the batch's protection group.
+    RecordOutsidePg = 5,
+    /// A record's LSN is invalid (0, or not increasing within a batch).
+    InvalidLsn = 6,
+    /// The request's volume epoch is older than the segment's.
+    StaleEpoch = 7,
+    /// The hot log has no free space; retry later.
+    HotLogFull = 8,
+    /// The node hit an I/O error.
+    Io = 9,
+    /// The segment is not held by this node.
+    NoSuchSegment = 10,
+    /// Anything else.
+    Internal = 11,
+    /// The segment holds records of older volume epochs and has no truncation range for the
+    /// batch's epoch yet: send `Truncate` for that epoch first. `detail` is the segment's
+    /// epoch (saturated to `u32`).
+    TruncationNeeded = 12,
+    /// The segment cannot prove it has every record of the page up to the read point (its
+    /// SCL is below it); ask another segment. `detail`: 0.
+    NotComplete = 13,
+    /// The read point is below the PG's min read point (PGMRPL); `detail`: 0.
+    TooOld = 14,
+}
+
+impl ErrorCode {
+    pub(super) fn from_u16(v: u16) -> Option<ErrorCode> {
+        Some(match v {
+            1 => ErrorCode::BadFrame,
+            2 => ErrorCode::UnknownKind,
+            3 => ErrorCode::Malformed,
+            4 => ErrorCode::WrongShard,
+            5 => ErrorCode::RecordOutsidePg,
+            6 => ErrorCode::InvalidLsn,
+            7 => ErrorCode::StaleEpoch,
+            8 => ErrorCode::HotLogFull,
+            9 => ErrorCode::Io,
+            10 => ErrorCode::NoSuchSegment,
+            11 => ErrorCode::Internal,
+            12 => ErrorCode::TruncationNeeded,
+            13 => ErrorCode::NotComplete,
+            14 => ErrorCode::TooOld,
+            _ => return None,
+        })
+    }
+
+    /// Whether a node closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadFrame
+                | ErrorCode::UnknownKind
+                | ErrorCode::Malformed
+                | ErrorCode::RecordOutsidePg
+                | ErrorCode::InvalidLsn
+        )
+    }
+}
+
+/// A truncation range written by the volume open of `epoch` (DESIGN §7): records of older
+/// epochs with `start < lsn <= end` are annulled, now and when they arrive late. `start` is
+/// the VDL that open recovered; the writer of `epoch` allocates LSNs above `end`.
+///
+/// `sealed` is set once that open has made every record `<= start` durable on a write
+/// quorum of every PG: only then may a later open trust `start` as complete and skip the
+/// range's LSNs (which no writer will ever use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Truncation {
+    pub epoch: VolumeEpoch,
+    pub start: Lsn,
+    pub end: Lsn,
+    pub sealed: bool,
+}
+
+impl Truncation {
+    /// Bytes of [`Truncation::encode`].
+    pub const ENCODED_BYTES: usize = 32;
+
+    /// Whether a record of `record_epoch` at `lsn` is annulled by this range.
+    pub fn annuls(&self, record_epoch: VolumeEpoch, lsn: Lsn) -> bool {
+        record_epoch < self.epoch && self.start < lsn && lsn <= self.end
+    }
+
+    /// The same range from the same open, sealed or not.
+    pub fn same_range(&self, other: &Truncation) -> bool {
+        (self.epoch, self.start, self.end) == (other.epoch, other.start, other.end)
+    }
+
+    /// 32 bytes: epoch, start, end (u64 LE), sealed (u8), 7 zero bytes.
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u64_le(self.epoch.0);
+        b.put_u64_le(self.start.0);
+        b.put_u64_le(self.end.0);
+        b.put_u8(u8::from(self.sealed));
+        b.put_bytes(0, 7);
+    }
+
+    pub fn decode(r: &mut Reader) -> Result<Truncation, MessageError> {
+        let t = Truncation {
+            epoch: VolumeEpoch(r.u64()?),
+            start: Lsn(r.u64()?),
+            end: Lsn(r.u64()?),
+            sealed: decode_bool(r, "Truncation")?,
+        };
+        r.zeros(7)?;
+        if t.end < t.start {
+            return Err(DecodeError::new(
+                "Truncation",
+                format!("range ({}, {}] ends below its start", t.start, t.end),
+            )
+            .into());
+        }
+        Ok(t)
+    }
+}
+
+/// What a `Fence` request does to the segment's volume epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FenceMode {
+    /// Change nothing; report the state (read-only open).
+    Look = 0,
+    /// Raise the epoch to the request's; fails if the segment's is higher.
+    Raise = 1,
+    /// Raise the epoch only if the segment's is lower (compare-and-set): two opens that chose
+    /// the same epoch cannot both win a write quorum of PG 0.
+    Exclusive = 2,
+}
+
+/// A segment's state as `FenceOk` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentView {
+    /// False when the shard holds nothing of this PG (every other field is then zero).
+    pub exists: bool,
+    pub volume_epoch: VolumeEpoch,
+    pub scl: Lsn,
+    pub highest_lsn: Lsn,
+    /// The truncation range of the highest epoch this segment holds (epoch 0: none).
+    pub latest: Truncation,
+    /// The sealed truncation range of the highest epoch (epoch 0: none).
+    pub latest_sealed: Truncation,
+    /// The highest VDL a writer of the volume reported to this shard since it started
+    /// (`Progress`; 0 if none): every record at or below it is committed.
+    pub writer_vdl: Lsn,
+}
+
+/// What a segment's in-memory index knows of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub lsn: Lsn,
+    pub prev_lsn_pg: Lsn,
+    pub cpl: bool,
+}
+
+/// Counters a shard reports in a `Stats` reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+    pub batches_acked: u64,
+    pub log_blocks_written: u64,
+    pub log_bytes_written: u64,
+    pub log_syncs: u64,
+    pub corrupt_blocks: u64,
+    pub segments: u64,
+}
+
+impl NodeStats {
+    pub(super) const FIELDS: usize = 8;
+
+    pub(super) fn to_array(self) -> [u64; Self::FIELDS] {
+        [
+            self.records_appended,
+            self.bytes_appended,
+            self.batches_acked,
+            self.log_blocks_written,
+            self.log_bytes_written,
+            self.log_syncs,
+            self.corrupt_blocks,
+            self.segments,
+        ]
+    }
+
+    pub(super) fn from_array(a: [u64; Self::FIELDS]) -> Self {
+        NodeStats {
+            records_appended: a[0],
+            bytes_appended: a[1],
+            batches_acked: a[2],
+            log_blocks_written: a[3],
+            log_bytes_written: a[4],
+            log_syncs: a[5],
+            corrupt_blocks: a[6],
+            segments: a[7],
+        }
+    }
+}
