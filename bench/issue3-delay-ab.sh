@@ -25,7 +25,7 @@ restart_slow() { # restart nodes 2 and 4 with this reply delay (us)
     until grep -q " ready: " "$dir/node$id.log"; do sleep 0.05; done
   done
 }
-p99() { "$bench" write --target "cluster:$cluster" --bs 200 --iodepth "$depth" --runtime "$runtime" --volume-base "$1" --output-format json 2>/dev/null | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["latency_us_p99"], j["latency_us_p50"], round(j["commits_per_s"]))'; }
+p99() { "$bench" write --target "cluster:$cluster" --bs 200 --iodepth "$depth" --runtime "$runtime" --volume-base "$1" --output-format json 2>/dev/null | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["latency_us_p99"], j["latency_us_p50"], round(j["ops_per_s"]))'; }
 vol=2000
 echo "round  base_p99 base_p50 base_cps  slow_p99 slow_p50 slow_cps  p99_ratio"
 for r in $(seq "$rounds"); do

@@ -206,6 +206,88 @@ pub async fn open_loop<O: Operation + 'static>(
     })
 }
 
+/// The shape of a measured load: how many operations in flight, for how long, open or
+/// closed loop, and how to label the live report.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub depth: usize,
+    pub window: Window,
+    /// Open loop at this many operations per second (at most `depth` in flight).
+    pub rate_iops: Option<f64>,
+    /// No live report (JSON output).
+    pub quiet: bool,
+    /// What the live report counts per second ("commits/s", "reads/s", ...).
+    pub unit: &'static str,
+    /// Payload bytes an operation moves, for the live MB/s.
+    pub bytes_per_op: usize,
+}
+
+/// What a measured load produced.
+pub struct Loaded {
+    pub latency_us: Histogram<u64>,
+    /// Per operation kind.
+    pub by_kind: Vec<Histogram<u64>>,
+    pub ops: u64,
+    pub elapsed_s: f64,
+    pub wall_start: std::time::SystemTime,
+    /// Each measured second.
+    pub intervals: Vec<crate::hdrlog::Interval>,
+}
+
+/// Runs `op` as `plan` says, with a live one-line report each second (unless quiet) and a
+/// latency histogram per measured second.
+pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Loaded> {
+    let tally = Rc::new(Tally::with_intervals());
+    let started = Instant::now();
+    let wall_start = std::time::SystemTime::now();
+    let ramp_end = started + plan.window.ramp;
+    let deadline = ramp_end + plan.window.runtime;
+    let progress = {
+        let tally = tally.clone();
+        glommio::spawn_local(async move {
+            let mut intervals: Vec<crate::hdrlog::Interval> = Vec::new();
+            let mut interval_start = Instant::now();
+            while Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let h = tally.take_interval().expect("intervals are kept");
+                let len = interval_start.elapsed();
+                let rate = h.len() as f64 / len.as_secs_f64();
+                let at = started.elapsed().as_secs_f64();
+                if plan.quiet {
+                } else if interval_start < ramp_end {
+                    eprintln!("[{at:>4.0}s] ramping (not measured)");
+                } else {
+                    eprintln!(
+                        "[{at:>4.0}s] {rate:>8.0} {} {:>7.1} MB/s  p99 (last second) {} us",
+                        plan.unit,
+                        rate * plan.bytes_per_op as f64 / 1e6,
+                        h.value_at_quantile(0.99)
+                    );
+                }
+                if interval_start >= ramp_end {
+                    intervals.push((interval_start.duration_since(started), len, h));
+                }
+                interval_start = Instant::now();
+            }
+            intervals
+        })
+    };
+    let measured = match plan.rate_iops {
+        Some(rate) => open_loop(op, rate, plan.depth, plan.window, tally).await,
+        None => closed_loop(op, plan.depth, plan.window, tally).await,
+    }
+    .map_err(|e| e.context("an operation failed"))?;
+    let intervals = progress.await;
+    Ok(Loaded {
+        latency_us: measured.latency_us,
+        by_kind: measured.by_kind,
+        ops: measured.done,
+        elapsed_s: measured.elapsed.as_secs_f64(),
+        wall_start,
+        intervals,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,20 +155,13 @@ pub fn run(path: &Path) -> Result<()> {
     for job in &jobs {
         println!("== job {}", job.name);
         let slo = crate::write::validate(&job.args)?;
-        match &cluster {
-            Some(c) => {
-                let hist = crate::write::with_faults(&job.args, c, || {
-                    crate::quorum::run_on(&job.args, c.map.clone(), 1, slo.as_deref())
-                })?;
-                curves.push((job.name.clone(), hist));
-            }
-            None => crate::write::run(&job.args)?,
-        }
+        let hist = match &cluster {
+            Some(c) => crate::write::run_on_local(&job.args, c, slo.as_deref())?,
+            None => crate::write::run_job(&job.args)?,
+        };
+        curves.push((job.name.clone(), hist));
     }
     if let Some(p) = plot {
-        if curves.is_empty() {
-            bail!("plot in a job file is supported for local targets so far");
-        }
         let series: Vec<(String, &Histogram<u64>)> =
             curves.iter().map(|(n, h)| (n.clone(), h)).collect();
         crate::plot::write_svg(&p, &format!("hexad-bench {}", path.display()), &series)?;

@@ -23,6 +23,11 @@ const HOT_LOG_FILE_BYTES: u64 = 16 << 20;
 const HOT_LOG_FILES: u32 = 16;
 /// Longest a node may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// The embedded cluster's node ids.
+pub fn node_ids() -> Vec<u32> {
+    (1..=NODES).collect()
+}
+
 /// The hidden first argument that makes this binary run a node.
 pub const NODE_ARG: &str = "__node";
 
@@ -107,13 +112,8 @@ pub struct NodeHandle {
     nodes: Arc<Mutex<Vec<Option<Child>>>>,
 }
 
-impl NodeHandle {
-    pub fn node_count(&self) -> u32 {
-        u32::try_from(self.nodes.lock().expect("not poisoned").len()).unwrap_or(NODES)
-    }
-
-    /// Sends `signal` to node `id` (1-based).
-    pub fn signal(&self, id: u32, signal: nix::sys::signal::Signal) -> Result<()> {
+impl crate::fault::Nodes for NodeHandle {
+    fn signal(&self, id: u32, signal: nix::sys::signal::Signal) -> Result<()> {
         let nodes = self.nodes.lock().expect("not poisoned");
         let Some(Some(child)) = nodes.get(id as usize - 1) else {
             bail!("node {id} is not running");
@@ -122,8 +122,7 @@ impl NodeHandle {
         nix::sys::signal::kill(pid, signal).with_context(|| format!("signalling node {id}"))
     }
 
-    /// SIGKILLs node `id` and reaps it.
-    pub fn kill(&self, id: u32) -> Result<()> {
+    fn kill(&self, id: u32) -> Result<()> {
         let mut nodes = self.nodes.lock().expect("not poisoned");
         let Some(slot) = nodes.get_mut(id as usize - 1) else {
             bail!("no node {id}");
@@ -136,8 +135,7 @@ impl NodeHandle {
         Ok(())
     }
 
-    /// Starts node `id` again after a kill (same data directory: it recovers its log).
-    pub fn restart(&self, id: u32) -> Result<()> {
+    fn restart(&self, id: u32) -> Result<()> {
         if self
             .nodes
             .lock()

@@ -10,11 +10,13 @@ mod fault;
 mod hdrlog;
 mod jobfile;
 mod local;
+mod node;
 mod pages;
 mod plot;
 mod quorum;
 mod raw;
 mod recover;
+mod report;
 mod slo;
 mod write;
 

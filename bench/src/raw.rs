@@ -2,8 +2,10 @@
 //! `io_uring` with `O_DIRECT`, no hexad in the path, so a job run here can be set beside
 //! fio's figure for the same job and beside hexad's own.
 //!
-//! Closed loop: `iodepth` slots, each with its own aligned buffer, each keeping one
-//! operation in flight. With `--fdatasync N`, a slot that has completed its N-th write
+//! `iodepth` slots, each with its own aligned buffer, each keeping one operation in
+//! flight: back to back (closed loop), or, with `--rate_iops`, each operation started at
+//! its scheduled time and timed from it (open loop, as `drive.rs` does for hexad targets).
+//! `--rw randrw` mixes reads and writes by `--rwmixread`, per operation. With `--fdatasync N`, a slot that has completed its N-th write
 //! since the last sync issues an `fdatasync` (`IORING_FSYNC_DATASYNC`) before its next
 //! write, and that write's latency runs to the sync's completion (what an application that
 //! must be durable sees). A file shorter than `--size` is first laid out with zeros (and
@@ -25,6 +27,7 @@ use hdrhistogram::Histogram;
 use io_uring::{opcode, types, IoUring};
 use serde::Serialize;
 
+use crate::drive::Loaded;
 use crate::write::Rw;
 
 /// Buffer and offset alignment for `O_DIRECT` (the logical block size of `NVMe` and virtio
@@ -35,6 +38,8 @@ const ALIGN: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct RawJob {
     pub rw: Rw,
+    /// Percent reads of a randrw job.
+    pub mix_read: u8,
     pub bs: usize,
     pub iodepth: usize,
     pub size: u64,
@@ -42,28 +47,17 @@ pub struct RawJob {
     pub fdatasync: u64,
     pub runtime: Duration,
     pub ramp: Duration,
+    /// Open loop at this many operations per second (at most `iodepth` in flight).
+    pub rate_iops: Option<f64>,
     pub quiet: bool,
 }
 
+/// What the raw engine adds to the summary.
 #[derive(Debug, Serialize)]
-pub struct RawSummary {
-    pub target: String,
-    pub rw: Rw,
-    pub bs: usize,
-    pub iodepth: usize,
+pub struct FileStats {
     pub size: u64,
     pub fdatasync: u64,
-    pub runtime_s: f64,
-    pub ops: u64,
-    pub iops: f64,
-    pub mb_per_s: f64,
     pub syncs: u64,
-    pub latency_us_p50: u64,
-    pub latency_us_p90: u64,
-    pub latency_us_p99: u64,
-    pub latency_us_p999: u64,
-    pub latency_us_p9999: u64,
-    pub latency_us_max: u64,
 }
 
 /// One page-aligned, zeroed buffer that the kernel reads from or writes to.
@@ -95,21 +89,26 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// Operation kinds, as the other targets number them.
+const WRITE: usize = 0;
+const READ: usize = 1;
+
+/// What a slot has in flight: an operation of `kind` whose latency runs from `from` (its
+/// start, or in open loop its scheduled time), in its I/O or its trailing sync.
 #[derive(Clone, Copy)]
-enum Pending {
-    Io { started: Instant },
-    Sync { started: Instant },
+struct InFlight {
+    kind: usize,
+    from: Instant,
+    syncing: bool,
 }
 
-pub fn run(path: &Path, job: &RawJob) -> Result<(RawSummary, Histogram<u64>)> {
+/// Runs `job` on `path`; the histograms are in microseconds.
+pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
     if job.bs < ALIGN || !job.bs.is_multiple_of(ALIGN) {
         bail!(
             "--bs {} must be a multiple of {ALIGN} for the file target (O_DIRECT)",
             job.bs
         );
-    }
-    if job.rw == Rw::Mixed {
-        bail!("--rw randrw is not built for the file target yet");
     }
     if job.size < job.bs as u64 {
         bail!("--size must hold at least one block of --bs");
@@ -135,47 +134,26 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(RawSummary, Histogram<u64>)> {
     for (i, b) in bufs.iter_mut().enumerate() {
         b.fill(0x5a ^ i as u8);
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut pending: Vec<Pending> = vec![
-        Pending::Io {
-            started: Instant::now()
-        };
-        job.iodepth
-    ];
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut by_kind = [histogram(), histogram()];
+    let mut interval = histogram();
+    let mut intervals: Vec<crate::hdrlog::Interval> = Vec::new();
+    let mut slots: Vec<Option<InFlight>> = vec![None; job.iodepth];
     let mut since_sync = vec![0u64; job.iodepth];
-    let mut next_block = 0u64;
-    let mut xorshift = 0x9e37_79b9_7f4a_7c15u64;
-    let mut pick = || -> u64 {
-        let b = match job.rw {
-            Rw::Write | Rw::Read => {
-                let b = next_block;
-                next_block = (next_block + 1) % blocks;
-                b
-            }
-            Rw::RandWrite | Rw::RandRead | Rw::Mixed => {
-                xorshift ^= xorshift << 13;
-                xorshift ^= xorshift >> 7;
-                xorshift ^= xorshift << 17;
-                xorshift % blocks
-            }
-        };
-        b * job.bs as u64
+    let submit_io = |ring: &mut IoUring, slot: usize, write: bool, offset: u64| -> Result<()> {
+        let buf = &bufs[slot];
+        let len = u32::try_from(buf.layout.size()).expect("bs fits u32");
+        let entry = if write {
+            opcode::Write::new(fd, buf.ptr, len).offset(offset).build()
+        } else {
+            opcode::Read::new(fd, buf.ptr, len).offset(offset).build()
+        }
+        .user_data(slot as u64);
+        // SAFETY: `buf` stays allocated and untouched until this slot's completion is
+        // reaped (slots are reused only after their CQE), and `file` outlives the ring.
+        unsafe { ring.submission().push(&entry) }.context("submission queue full")?;
+        Ok(())
     };
-    let writes = !job.rw.reads();
-    let submit_io =
-        |ring: &mut IoUring, slot: usize, buf: &AlignedBuf, offset: u64| -> Result<()> {
-            let len = u32::try_from(buf.layout.size()).expect("bs fits u32");
-            let entry = if writes {
-                opcode::Write::new(fd, buf.ptr, len).offset(offset).build()
-            } else {
-                opcode::Read::new(fd, buf.ptr, len).offset(offset).build()
-            }
-            .user_data(slot as u64);
-            // SAFETY: `buf` stays allocated and untouched until this slot's completion is
-            // reaped (slots are reused only after their CQE), and `file` outlives the ring.
-            unsafe { ring.submission().push(&entry) }.context("submission queue full")?;
-            Ok(())
-        };
     let submit_sync = |ring: &mut IoUring, slot: usize| -> Result<()> {
         let entry = opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
@@ -185,102 +163,156 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(RawSummary, Histogram<u64>)> {
         unsafe { ring.submission().push(&entry) }.context("submission queue full")?;
         Ok(())
     };
+    let wall_start = std::time::SystemTime::now();
     let started = Instant::now();
     let measure_from = started + job.ramp;
     let end = measure_from + job.runtime;
-    for (slot, buf) in bufs.iter().enumerate() {
-        pending[slot] = Pending::Io {
-            started: Instant::now(),
-        };
-        submit_io(&mut ring, slot, buf, pick())?;
-    }
-    let (mut ops, mut syncs, mut in_flight) = (0u64, 0u64, job.iodepth);
-    let (mut last_report, mut ops_at_report) = (Instant::now(), 0u64);
-    while in_flight > 0 {
-        ring.submit_and_wait(1).context("io_uring_enter")?;
+    // Operation k is due at `started + k / rate` in open loop.
+    let due = |k: u64| {
+        job.rate_iops
+            .map(|r| started + Duration::from_secs_f64(k as f64 / r))
+    };
+    let (mut next_op, mut syncs, mut in_flight) = (0u64, 0u64, 0usize);
+    let (mut interval_start, mut last_done) = (started, started);
+    loop {
+        // Start operations on free slots: closed loop at once, open loop when due.
+        let now = Instant::now();
+        for (slot, state) in slots.iter_mut().enumerate() {
+            if state.is_some() {
+                continue;
+            }
+            let from = due(next_op).unwrap_or(now);
+            if from > now || from >= end {
+                break;
+            }
+            let kind = if job.rw.is_read(next_op, job.mix_read) {
+                READ
+            } else {
+                WRITE
+            };
+            let offset = job.rw.pick(next_op, blocks) * job.bs as u64;
+            submit_io(&mut ring, slot, kind == WRITE, offset)?;
+            *state = Some(InFlight {
+                kind,
+                from,
+                syncing: false,
+            });
+            next_op += 1;
+            in_flight += 1;
+        }
+        let next_due = due(next_op).unwrap_or(now);
+        if in_flight == 0 {
+            if next_due >= end {
+                break;
+            }
+            ring.submit().context("io_uring_enter")?;
+            std::thread::sleep(next_due.saturating_duration_since(Instant::now()));
+            continue;
+        }
+        let slot_free = in_flight < job.iodepth;
+        if slot_free && next_due > now && next_due < end {
+            // Open loop: wake for a completion or for the next operation's due time.
+            let ts = types::Timespec::from(next_due - now);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+                Err(e) => return Err(e).context("io_uring_enter"),
+            }
+        } else {
+            ring.submit_and_wait(1).context("io_uring_enter")?;
+        }
         let done: Vec<(usize, i32)> = ring
             .completion()
             .map(|c| (c.user_data() as usize, c.result()))
             .collect();
         let now = Instant::now();
         for (slot, res) in done {
+            let op = slots[slot].expect("a completion for a slot in flight");
             if res < 0 {
                 bail!(
                     "{} failed on {}: {}",
-                    if matches!(pending[slot], Pending::Sync { .. }) {
-                        "fdatasync"
-                    } else {
-                        "I/O"
-                    },
+                    if op.syncing { "fdatasync" } else { "I/O" },
                     path.display(),
                     std::io::Error::from_raw_os_error(-res)
                 );
             }
-            let finished_op = match pending[slot] {
-                Pending::Io { started } => {
-                    since_sync[slot] += 1;
-                    if writes && job.fdatasync > 0 && since_sync[slot] >= job.fdatasync {
-                        since_sync[slot] = 0;
-                        pending[slot] = Pending::Sync { started };
-                        submit_sync(&mut ring, slot)?;
-                        continue;
-                    }
-                    Some(started)
-                }
-                Pending::Sync { started } => {
-                    syncs += 1;
-                    Some(started)
-                }
-            };
-            if let Some(op_started) = finished_op {
-                if op_started >= measure_from && now <= end {
-                    let us = now.duration_since(op_started).as_micros() as u64;
-                    hist.record(us.max(1)).expect("within bounds");
-                    ops += 1;
+            if op.syncing {
+                syncs += 1;
+            } else if op.kind == WRITE && job.fdatasync > 0 {
+                since_sync[slot] += 1;
+                if since_sync[slot] >= job.fdatasync {
+                    since_sync[slot] = 0;
+                    slots[slot] = Some(InFlight {
+                        syncing: true,
+                        ..op
+                    });
+                    submit_sync(&mut ring, slot)?;
+                    continue;
                 }
             }
-            if now >= end {
-                in_flight -= 1;
-                continue;
+            if op.from >= measure_from {
+                let us = (now.duration_since(op.from).as_micros() as u64).max(1);
+                by_kind[op.kind].record(us).expect("within bounds");
+                interval.record(us).expect("within bounds");
+                last_done = now;
             }
-            pending[slot] = Pending::Io { started: now };
-            submit_io(&mut ring, slot, &bufs[slot], pick())?;
+            slots[slot] = None;
+            in_flight -= 1;
         }
-        if !job.quiet && last_report.elapsed() >= Duration::from_secs(1) {
-            let secs = last_report.elapsed().as_secs_f64();
-            let iops = (ops - ops_at_report) as f64 / secs;
-            eprintln!(
-                "[{:>4.0}s] {iops:>9.0} IOPS {:>8.1} MB/s p99 so far {} us",
-                started.elapsed().as_secs_f64(),
-                iops * job.bs as f64 / 1e6,
-                hist.value_at_quantile(0.99)
-            );
-            last_report = Instant::now();
-            ops_at_report = ops;
+        if now.duration_since(interval_start) >= Duration::from_secs(1) {
+            let len = now.duration_since(interval_start);
+            let h = std::mem::replace(&mut interval, histogram());
+            if interval_start >= measure_from {
+                let iops = h.len() as f64 / len.as_secs_f64();
+                if !job.quiet {
+                    eprintln!(
+                        "[{:>4.0}s] {iops:>9.0} IOPS {:>8.1} MB/s p99 (last second) {} us",
+                        started.elapsed().as_secs_f64(),
+                        iops * job.bs as f64 / 1e6,
+                        h.value_at_quantile(0.99)
+                    );
+                }
+                intervals.push((interval_start.duration_since(started), len, h));
+            } else if !job.quiet {
+                eprintln!(
+                    "[{:>4.0}s] ramping (not measured)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            interval_start = now;
         }
     }
     drop(ring);
-    let secs = job.runtime.as_secs_f64();
-    let summary = RawSummary {
-        target: format!("file:{}", path.display()),
-        rw: job.rw,
-        bs: job.bs,
-        iodepth: job.iodepth,
+    // The last, partial, second.
+    if interval_start >= measure_from && !interval.is_empty() {
+        intervals.push((
+            interval_start.duration_since(started),
+            interval_start.elapsed(),
+            interval,
+        ));
+    }
+    let mut latency_us = histogram();
+    for h in &by_kind {
+        latency_us.add(h)?;
+    }
+    let loaded = Loaded {
+        ops: latency_us.len(),
+        latency_us,
+        by_kind: by_kind.into(),
+        elapsed_s: last_done
+            .max(end)
+            .saturating_duration_since(measure_from)
+            .as_secs_f64(),
+        wall_start,
+        intervals,
+    };
+    let stats = FileStats {
         size: job.size,
         fdatasync: job.fdatasync,
-        runtime_s: secs,
-        ops,
-        iops: ops as f64 / secs,
-        mb_per_s: ops as f64 * job.bs as f64 / secs / 1e6,
         syncs,
-        latency_us_p50: hist.value_at_quantile(0.5),
-        latency_us_p90: hist.value_at_quantile(0.9),
-        latency_us_p99: hist.value_at_quantile(0.99),
-        latency_us_p999: hist.value_at_quantile(0.999),
-        latency_us_p9999: hist.value_at_quantile(0.9999),
-        latency_us_max: hist.max(),
     };
-    Ok((summary, hist))
+    Ok((stats, loaded))
 }
 
 /// Extends the file to `size` with zeros (written and synced) so the job overwrites

@@ -5,22 +5,12 @@
 //! sending a request to receiving its ack (closed loop: a slow ack delays the next send,
 //! so this does not correct for coordinated omission; the open-loop mode is issue #7).
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use hexad_client::blocking::Connection;
-use hexad_client::placement::segment_shard;
-use hexad_client::wire::{Message, NodeStats, Op, Record};
-use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
+use hexad_client::PAGE_BYTES;
 use serde::Serialize;
-
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-const PG: PgIndex = PgIndex(0);
 
 #[derive(Debug, clap::Args)]
 pub struct WriteArgs {
@@ -84,9 +74,14 @@ pub struct WriteArgs {
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
     /// Node faults during the run, e.g. 'at=10s stop node=3; at=20s cont node=3; at=30s
-    /// kill node=5; at=40s restart node=5' (local target).
+    /// kill node=5; at=40s restart node=5' (local target; cluster target with
+    /// --cluster-dir).
     #[arg(long)]
     pub fault: Option<String>,
+    /// With --target cluster:FILE and --fault: the directory the cluster was started in
+    /// (`scripts/cluster.sh start DIR`), which holds each node's PID file and log.
+    #[arg(long)]
+    pub cluster_dir: Option<std::path::PathBuf>,
     /// The job's name, for headings, plots and logs (fio's --name).
     #[arg(long, default_value = "job")]
     pub name: String,
@@ -96,18 +91,19 @@ pub struct WriteArgs {
     pub hdr_log: Option<std::path::PathBuf>,
 }
 
-/// Runs `load` with the `--fault` plan (if any) applied to the local cluster's nodes.
+/// Runs `load` with the `--fault` plan (if any) applied to the nodes `ids` of the job's
+/// cluster, reached through `nodes`.
 pub fn with_faults<T>(
     args: &WriteArgs,
-    cluster: &crate::local::LocalCluster,
+    ids: &[u32],
+    nodes: impl FnOnce() -> Result<Box<dyn crate::fault::Nodes>>,
     load: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     let Some(plan) = &args.fault else {
         return load();
     };
-    let nodes = cluster.handle();
-    let steps = crate::fault::parse(plan, nodes.node_count())?;
-    let (stop, faults) = crate::fault::spawn(nodes, steps, std::time::Instant::now());
+    let steps = crate::fault::parse(plan, ids)?;
+    let (stop, faults) = crate::fault::spawn(nodes()?, steps, std::time::Instant::now());
     let result = load();
     drop(stop);
     let applied = faults
@@ -162,8 +158,39 @@ impl Rw {
         })
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Rw::Write => "write",
+            Rw::RandWrite => "randwrite",
+            Rw::Read => "read",
+            Rw::RandRead => "randread",
+            Rw::Mixed => "randrw",
+        }
+    }
+
     pub fn reads(self) -> bool {
         matches!(self, Rw::Read | Rw::RandRead)
+    }
+
+    /// Which of `count` pages (or blocks) operation `i` addresses: in order for sequential
+    /// jobs, scattered by a fixed hash for random ones.
+    pub fn pick(self, i: u64, count: u64) -> u64 {
+        match self {
+            Rw::Write | Rw::Read => i % count,
+            Rw::RandWrite | Rw::RandRead | Rw::Mixed => {
+                let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                x ^= x >> 29;
+                x % count
+            }
+        }
+    }
+
+    /// Whether operation `i` is a read; a randrw job reads `mix_read` percent of the time.
+    pub fn is_read(self, i: u64, mix_read: u8) -> bool {
+        match self {
+            Rw::Mixed => (i.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 32) % 100 < u64::from(mix_read),
+            rw => rw.reads(),
+        }
     }
 
     /// Whether the job reads at all (its pages are written once first).
@@ -191,34 +218,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
         bail!("--size {s:?} is less than one 8 KiB page");
     }
     Ok(bytes)
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    pub target: String,
-    pub bs: usize,
-    pub batch: usize,
-    pub iodepth: usize,
-    pub numjobs: usize,
-    runtime_s: f64,
-    acked_records: u64,
-    records_per_s: f64,
-    requests_per_s: f64,
-    record_mb_per_s: f64,
-    latency_us_p50: u64,
-    latency_us_p90: u64,
-    latency_us_p99: u64,
-    latency_us_p999: u64,
-    latency_us_max: u64,
-    log_syncs_per_s: f64,
-    records_per_sync: f64,
-    requests_per_sync: f64,
-    log_mb_per_s: f64,
-}
-
-struct Job {
-    addr: SocketAddr,
-    volume: VolumeId,
 }
 
 /// Checks `--output-format` and parses `--slo`; every target takes both.
@@ -258,12 +257,20 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     Rw::parse(&args.rw)?;
     parse_size(&args.size)?;
     if let Some(plan) = &args.fault {
-        if args.target != "local" {
-            bail!(
-                "--fault is supported for the local target so far (its nodes are this program's children)"
-            );
+        if args.target.starts_with("node:") {
+            bail!("--fault is for the local and cluster targets (a node target is one node)");
         }
-        crate::fault::parse(plan, crate::local::NODES)?;
+        if let Some(path) = args.target.strip_prefix("cluster:") {
+            if args.cluster_dir.is_none() {
+                bail!("--fault with --target cluster:FILE needs --cluster-dir DIR (where scripts/cluster.sh started it)");
+            }
+            let (map, _) = crate::quorum::load_cluster(std::path::Path::new(path))?;
+            crate::fault::parse(plan, &node_ids(&map))?;
+        } else {
+            crate::fault::parse(plan, &crate::local::node_ids())?;
+        }
+    } else if args.cluster_dir.is_some() {
+        bail!("--cluster-dir is for --fault with a cluster target");
     }
     if args.rwmixread > 100 {
         bail!("--rwmixread {} must be 0..=100", args.rwmixread);
@@ -280,345 +287,91 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     Ok(slo)
 }
 
+/// Runs one job and writes its `--plot` if asked.
 pub fn run(args: &WriteArgs) -> Result<()> {
+    let hist = run_job(args)?;
+    maybe_plot(args, &hist)
+}
+
+/// Runs one job on its target; returns its latency histogram.
+pub fn run_job(args: &WriteArgs) -> Result<Histogram<u64>> {
     if let Some(path) = args.target.strip_prefix("file:") {
         return run_file(args, std::path::Path::new(path));
     }
     let slo = validate(args)?;
-    let rw = Rw::parse(&args.rw)?;
     if let Some(path) = args.target.strip_prefix("cluster:") {
-        return crate::quorum::run(args, std::path::Path::new(path), slo.as_deref());
-    }
-    if args.target == "local" {
-        let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
-        let hist = with_faults(args, &cluster, || {
-            crate::quorum::run_on(args, cluster.map.clone(), 1, slo.as_deref())
-        })?;
-        return maybe_plot(args, &hist);
-    }
-
-    if rw != Rw::Write {
-        bail!(
-            "--rw {} is supported for local and cluster targets; a node target takes appends",
-            args.rw
-        );
-    }
-    if args.plot.is_some() {
-        bail!("--plot is supported for local, cluster and file targets so far");
-    }
-    if args.hdr_log.is_some() {
-        bail!("--hdr-log is supported for local and cluster targets so far");
-    }
-    if args.ramp_time > 0 {
-        bail!(
-            "--ramp_time is supported for local and cluster targets so far, not {:?}",
-            args.target
-        );
-    }
-    if args.rate_iops.is_some() {
-        bail!(
-            "--rate_iops (open loop) is supported for local and cluster targets so far, not {:?}",
-            args.target
-        );
-    }
-    let Some(hostport) = args.target.strip_prefix("node:") else {
-        bail!(
-            "--target {:?}: use local, cluster:FILE, node:HOST:PORT or file:PATH",
-            args.target
-        );
-    };
-    let addr = hostport
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {hostport}"))?
-        .next()
-        .with_context(|| format!("{hostport} resolves to nothing"))?;
-    let mut hello =
-        Connection::connect(addr, IO_TIMEOUT).with_context(|| format!("connecting to {addr}"))?;
-    let Message::HelloOk { shard_ports, .. } = hello.hello()? else {
-        unreachable!("hello checks the reply")
-    };
-    let shard_addrs: Vec<SocketAddr> = shard_ports
-        .iter()
-        .map(|p| SocketAddr::new(addr.ip(), *p))
-        .collect();
-    let shards = shard_addrs.len() as u16;
-
-    // Job j writes its own segment, on shard j % shards, through that shard's port.
-    let mut jobs = Vec::new();
-    let mut volume = args.volume_base;
-    for j in 0..args.numjobs {
-        let shard = (j % shard_addrs.len()) as u16;
-        while segment_shard(VolumeId(volume), PG, shards).0 != shard {
-            volume += 1;
-        }
-        jobs.push(Job {
-            addr: shard_addrs[usize::from(shard)],
-            volume: VolumeId(volume),
+        let (map, shards) = crate::quorum::load_cluster(std::path::Path::new(path))?;
+        let ids = node_ids(&map);
+        let nodes = || -> Result<Box<dyn crate::fault::Nodes>> {
+            let dir = args.cluster_dir.as_deref().context("--cluster-dir")?;
+            Ok(Box::new(crate::fault::ScriptNodes::new(dir, &ids)?))
+        };
+        return with_faults(args, &ids, nodes, || {
+            crate::quorum::run_on(args, map.clone(), shards, slo.as_deref())
         });
-        volume += 1;
     }
-
-    let before = node_stats(&shard_addrs)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let threads: Vec<_> = jobs
-        .into_iter()
-        .map(|job| {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            let (bs, batch, depth) = (args.bs, args.batch, args.iodepth);
-            std::thread::spawn(move || run_job(&job, bs, batch, depth, &stop, &acked))
-        })
-        .collect();
-    let deadline = started + Duration::from_secs(args.runtime);
-    let mut last = (Instant::now(), 0u64);
-    while Instant::now() < deadline {
-        std::thread::sleep(
-            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
-        );
-        let now = acked.load(Ordering::Relaxed);
-        let dt = last.0.elapsed().as_secs_f64();
-        if args.output_format == "normal" {
-            eprintln!(
-                "[{:>4.0}s] {:>9.0} records/s  {:>7.1} MB/s",
-                started.elapsed().as_secs_f64(),
-                (now - last.1) as f64 / dt,
-                (now - last.1) as f64 * (args.bs + 48) as f64 / dt / 1e6
-            );
-        }
-        last = (Instant::now(), now);
+    if let Some(hostport) = args.target.strip_prefix("node:") {
+        return crate::node::run(args, hostport, slo.as_deref());
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut requests = 0u64;
-    for t in threads {
-        let (h, n) = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("a job thread panicked"))??;
-        hist.add(&h).expect("histograms have the same bounds");
-        requests += n;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let after = node_stats(&shard_addrs)?;
-    let records = acked.load(Ordering::Relaxed);
-    let syncs = after.log_syncs - before.log_syncs;
-    let summary = Summary {
-        target: args.target.clone(),
-        bs: args.bs,
-        batch: args.batch,
-        iodepth: args.iodepth,
-        numjobs: args.numjobs,
-        runtime_s: elapsed,
-        acked_records: records,
-        records_per_s: records as f64 / elapsed,
-        requests_per_s: requests as f64 / elapsed,
-        record_mb_per_s: records as f64 * (args.bs + 48) as f64 / elapsed / 1e6,
-        latency_us_p50: hist.value_at_quantile(0.5),
-        latency_us_p90: hist.value_at_quantile(0.9),
-        latency_us_p99: hist.value_at_quantile(0.99),
-        latency_us_p999: hist.value_at_quantile(0.999),
-        latency_us_max: hist.max(),
-        log_syncs_per_s: syncs as f64 / elapsed,
-        records_per_sync: (after.records_appended - before.records_appended) as f64
-            / syncs.max(1) as f64,
-        requests_per_sync: (after.batches_acked - before.batches_acked) as f64
-            / syncs.max(1) as f64,
-        log_mb_per_s: (after.log_bytes_written - before.log_bytes_written) as f64 / elapsed / 1e6,
-    };
-    if args.output_format == "json" {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print_summary(&summary);
-    }
-    match slo {
-        Some(targets) => crate::slo::check(
-            &targets,
-            &crate::slo::Outcome {
-                latency_us: &hist,
-                iops: summary.records_per_s,
-            },
-        ),
-        None => Ok(()),
-    }
+    let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
+    run_on_local(args, &cluster, slo.as_deref())
 }
 
-fn print_summary(s: &Summary) {
-    println!(
-        "write: bs={} batch={} iodepth={} numjobs={} target={} ({:.1}s, closed loop)",
-        s.bs, s.batch, s.iodepth, s.numjobs, s.target, s.runtime_s
-    );
-    println!(
-        "  acked: {} records, {:.0} records/s, {:.0} requests/s, {:.1} MB/s of records",
-        s.acked_records, s.records_per_s, s.requests_per_s, s.record_mb_per_s
-    );
-    println!(
-        "  ack latency (us): p50={} p90={} p99={} p99.9={} max={}",
-        s.latency_us_p50, s.latency_us_p90, s.latency_us_p99, s.latency_us_p999, s.latency_us_max
-    );
-    println!(
-        "  node log: {:.0} syncs/s, {:.1} records/sync, {:.2} requests/sync, {:.1} MB/s written",
-        s.log_syncs_per_s, s.records_per_sync, s.requests_per_sync, s.log_mb_per_s
-    );
+/// Runs one job on an embedded cluster already started, with its fault plan.
+pub fn run_on_local(
+    args: &WriteArgs,
+    cluster: &crate::local::LocalCluster,
+    slo: Option<&[crate::slo::Target]>,
+) -> Result<Histogram<u64>> {
+    let nodes = || -> Result<Box<dyn crate::fault::Nodes>> { Ok(Box::new(cluster.handle())) };
+    with_faults(args, &crate::local::node_ids(), nodes, || {
+        crate::quorum::run_on(args, cluster.map.clone(), 1, slo)
+    })
 }
 
-fn node_stats(shards: &[SocketAddr]) -> Result<NodeStats> {
-    let mut total = NodeStats::default();
-    for addr in shards {
-        let mut c = Connection::connect(*addr, IO_TIMEOUT)?;
-        match c.call(&Message::GetStats)? {
-            Message::Stats(s) => {
-                total.records_appended += s.records_appended;
-                total.batches_acked += s.batches_acked;
-                total.log_syncs += s.log_syncs;
-                total.log_bytes_written += s.log_bytes_written;
-            }
-            other => bail!("GetStats from {addr}: {other:?}"),
-        }
-    }
-    Ok(total)
-}
-
-fn record(lsn: u64, bs: usize) -> Record {
-    let page = PageNo(PG.first_page().0 + lsn % 4096);
-    if bs == PAGE_BYTES {
-        return Record::new(
-            Lsn(lsn),
-            Lsn(lsn - 1),
-            Lsn(0),
-            page,
-            Op::PageImage,
-            true,
-            &[lsn as u8; PAGE_BYTES],
-        );
-    }
-    let mut payload = vec![lsn as u8; bs];
-    payload[..4].copy_from_slice(&0u32.to_le_bytes());
-    Record::new(
-        Lsn(lsn),
-        Lsn(lsn - 1),
-        Lsn(0),
-        page,
-        Op::WriteBytes,
-        true,
-        &payload,
-    )
-}
-
-/// One job: keeps `depth` requests in flight until `stop`; returns its latency histogram
-/// (microseconds) and the number of requests acknowledged.
-fn run_job(
-    job: &Job,
-    bs: usize,
-    batch: usize,
-    depth: usize,
-    stop: &AtomicBool,
-    acked: &AtomicU64,
-) -> Result<(Histogram<u64>, u64)> {
-    let mut conn = Connection::connect(job.addr, IO_TIMEOUT)
-        .with_context(|| format!("connecting to {}", job.addr))?;
-    // Continue the segment's chain after whatever an earlier run left there.
-    let mut next = match conn.call(&Message::GetSegmentState {
-        volume: job.volume,
-        pg: PG,
-    })? {
-        Message::SegmentState { highest_lsn, .. } => highest_lsn.0 + 1,
-        _ => 1,
-    };
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut in_flight: HashMap<u64, Instant> = HashMap::new();
-    let mut done = 0u64;
-    loop {
-        while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
-            let records = (next..next + batch as u64).map(|l| record(l, bs)).collect();
-            next += batch as u64;
-            let msg = Message::AppendBatch {
-                volume: job.volume,
-                pg: PG,
-                volume_epoch: VolumeEpoch(1),
-                membership_epoch: MembershipEpoch(1),
-                records,
-            };
-            let id = conn.send(&msg)?;
-            in_flight.insert(id, Instant::now());
-        }
-        if in_flight.is_empty() {
-            return Ok((hist, done));
-        }
-        let (id, reply) = conn.recv()?;
-        let sent = in_flight
-            .remove(&id)
-            .context("reply to a request not in flight")?;
-        match reply {
-            Message::AppendAck { .. } => {
-                hist.record(sent.elapsed().as_micros() as u64)
-                    .expect("latency within bounds");
-                acked.fetch_add(batch as u64, Ordering::Relaxed);
-                done += 1;
-            }
-            Message::Error { code, message, .. } => {
-                bail!("node refused a batch: {code:?}: {message}")
-            }
-            other => bail!("unexpected reply {other:?}"),
-        }
-    }
+fn node_ids(map: &hexad_client::placement::ClusterMap) -> Vec<u32> {
+    map.nodes().map(|n| n.id).collect()
 }
 
 /// `--target file:PATH`: the raw `io_uring` engine (`raw.rs`).
-fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<()> {
+fn run_file(args: &WriteArgs, path: &std::path::Path) -> Result<Histogram<u64>> {
     if args.iodepth == 0 || args.runtime == 0 || args.numjobs != 1 || args.batch != 1 {
         bail!("the file target takes --iodepth ≥ 1, --runtime ≥ 1, one job and no --batch");
     }
-    if args.rate_iops.is_some() {
-        bail!("--rate_iops (open loop) is supported for local and cluster targets so far");
+    if args.fault.is_some() {
+        bail!("--fault is for the local and cluster targets (a file has no nodes)");
     }
-    if args.hdr_log.is_some() {
-        bail!("--hdr-log is supported for local and cluster targets so far");
+    if args.rwmixread > 100 {
+        bail!("--rwmixread {} must be 0..=100", args.rwmixread);
+    }
+    if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate_iops must be a positive number of operations per second");
     }
     let slo = output_and_slo(args)?;
     let rw = Rw::parse(&args.rw)?;
     let job = crate::raw::RawJob {
         rw,
+        mix_read: args.rwmixread,
         bs: args.bs,
         iodepth: args.iodepth,
         size: parse_size(&args.size)?,
         fdatasync: args.fdatasync,
         runtime: Duration::from_secs(args.runtime),
         ramp: Duration::from_secs(args.ramp_time),
+        rate_iops: args.rate_iops,
         quiet: args.output_format == "json",
     };
-    let (s, hist) = crate::raw::run(path, &job)?;
-    maybe_plot(args, &hist)?;
-    if args.output_format == "json" {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!(
-            "{:?} (raw io_uring, O_DIRECT): bs={} iodepth={} size={} MiB fdatasync={} target={} ({:.1}s, closed loop)",
-            s.rw, s.bs, s.iodepth, s.size >> 20, s.fdatasync, s.target, s.runtime_s
-        );
-        println!(
-            "  IOPS={:.0}, BW={:.1} MB/s, {} ops, {} syncs",
-            s.iops, s.mb_per_s, s.ops, s.syncs
-        );
-        println!(
-            "  latency (us): p50={} p90={} p99={} p99.9={} p99.99={} max={}",
-            s.latency_us_p50,
-            s.latency_us_p90,
-            s.latency_us_p99,
-            s.latency_us_p999,
-            s.latency_us_p9999,
-            s.latency_us_max
-        );
-    }
-    match slo {
-        Some(targets) => crate::slo::check(
-            &targets,
-            &crate::slo::Outcome {
-                latency_us: &hist,
-                iops: s.iops,
-            },
-        ),
-        None => Ok(()),
-    }
+    let (stats, loaded) = crate::raw::run(path, &job)?;
+    let shape = crate::report::Shape {
+        path: "raw io_uring, O_DIRECT",
+        rw,
+        pages: job.size / args.bs as u64,
+        batch: None,
+        bytes_per_op: args.bs,
+        kinds: ["write", "read"],
+    };
+    let stats = crate::report::TargetStats::File(stats);
+    crate::report::finish(args, &shape, loaded, stats, slo.as_deref())
 }
 
 /// `hexad-bench quickstart`: a write job and a read job on an embedded local cluster.
@@ -648,6 +401,7 @@ pub fn quickstart(
         name: "commits".into(),
         rwmixread: 50,
         fault: None,
+        cluster_dir: None,
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");

@@ -6,6 +6,7 @@
 //! [`recovery`]); [`VolumeReader::open`] does the read-only half of that.
 
 mod peer;
+mod pipelined;
 mod read;
 pub mod recovery;
 mod rpc;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 use peer::Peer;
 pub use peer::PeerStats;
+pub use pipelined::Pipelined;
 use read::Asked;
 pub use read::PageRead;
 pub use recovery::{Recovered, RecoveryStep};
