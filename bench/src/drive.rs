@@ -246,6 +246,7 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
         let tally = tally.clone();
         glommio::spawn_local(async move {
             let mut intervals: Vec<crate::hdrlog::Interval> = Vec::new();
+            let mut so_far = histogram();
             let mut interval_start = Instant::now();
             while Instant::now() < deadline {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
@@ -257,11 +258,13 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
                 } else if interval_start < ramp_end {
                     eprintln!("[{at:>4.0}s] ramping (not measured)");
                 } else {
+                    let _ = so_far.add(&h);
                     eprintln!(
-                        "[{at:>4.0}s] {rate:>8.0} {} {:>7.1} MB/s  p99 (last second) {} us",
+                        "[{at:>4.0}s] {rate:>8.0} {} {:>7.1} MB/s  p99 {} us (last second), {} us (so far)",
                         plan.unit,
                         rate * plan.bytes_per_op as f64 / 1e6,
-                        h.value_at_quantile(0.99)
+                        h.value_at_quantile(0.99),
+                        so_far.value_at_quantile(0.99)
                     );
                 }
                 if interval_start >= ramp_end {

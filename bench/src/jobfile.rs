@@ -17,8 +17,8 @@
 //! rw = "randread"
 //! ```
 //!
-//! With `target = "local"` every job runs on the same embedded cluster, each on its own
-//! volume (`volume_base` + the job's index). `plot` in `[global]` draws every job's curve
+//! With `target = "local"` every job runs on the same embedded cluster, each on volumes of
+//! its own (from `volume_base` + 1000 × the job's index). `plot` in `[global]` draws every job's curve
 //! in one file.
 
 use std::collections::BTreeMap;
@@ -102,7 +102,9 @@ pub fn load(path: &Path) -> Result<(Vec<Job>, Option<PathBuf>)> {
         };
         let mut argv = vec![
             "job".to_string(),
-            format!("--volume-base={}", base + i as u64),
+            // Each job's volumes (one per numjobs, or more on a node target) stay clear
+            // of the next job's.
+            format!("--volume-base={}", base + 1000 * i as u64),
         ];
         for (k, v) in &keys {
             let value = match v {

@@ -1,8 +1,11 @@
-//! `hexad-bench write --target cluster:FILE`: commits through the quorum client.
+//! `hexad-bench write --target local|cluster:FILE`: commits and page reads through the
+//! quorum client.
 //!
-//! `iodepth` tasks each commit one-record mini-transactions back to back (append, then wait
-//! until VDL passes the commit). Commit latency is from append to durable on a write quorum
-//! of the PG (closed loop: see `write.rs`).
+//! Each of `numjobs` jobs is a volume of its own (`volume_base + j`) with `iodepth`
+//! operations in flight. A write is a one-record mini-transaction: append, then wait until
+//! VDL passes it, so its latency runs from append to durable on a write quorum of the PG. A
+//! read is `Volume::read_page` at VDL (one node, hedged). Read jobs commit every page once
+//! first.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -52,12 +55,17 @@ pub fn run_on(
     default_shards: u16,
     slo: Option<&[crate::slo::Target]>,
 ) -> Result<Histogram<u64>> {
-    let mut cfg = VolumeConfig::new(VolumeId(args.volume_base));
-    cfg.default_shards = default_shards;
+    let configs: Vec<VolumeConfig> = (0..args.numjobs as u64)
+        .map(|j| {
+            let mut cfg = VolumeConfig::new(VolumeId(args.volume_base + j));
+            cfg.default_shards = default_shards;
+            cfg
+        })
+        .collect();
     let rw = Rw::parse(&args.rw)?;
     let pages = crate::write::parse_size(&args.size)? / PAGE_BYTES as u64;
     let plan = Plan {
-        depth: args.iodepth,
+        depth: args.iodepth * args.numjobs,
         window: Window {
             ramp: Duration::from_secs(args.ramp_time),
             runtime: Duration::from_secs(args.runtime),
@@ -71,9 +79,14 @@ pub fn run_on(
     let loaded = LocalExecutorBuilder::new(Placement::Unbound)
         .name("hexad-bench")
         .spawn(move || async move {
-            let vol = Volume::open(map, cfg).await.context("opening the volume")?;
+            let mut vols = Vec::new();
+            for cfg in configs {
+                let id = cfg.volume;
+                let vol = Volume::open(map.clone(), cfg).await;
+                vols.push(vol.with_context(|| format!("opening volume {}", id.0))?);
+            }
             let job = Rc::new(Job {
-                vol,
+                vols,
                 bs,
                 rw,
                 pages,
@@ -101,7 +114,8 @@ pub fn run_on(
 /// One operation of the job: a commit (a one-record mini-transaction, appended and waited
 /// for) or a page read at VDL.
 struct Job {
-    vol: Volume,
+    /// One volume per job of `--numjobs`.
+    vols: Vec<Volume>,
     bs: usize,
     rw: Rw,
     pages: u64,
@@ -120,7 +134,7 @@ impl Job {
         PageNo((k % 2) * hexad_client::PG_PAGES + k / 2)
     }
 
-    async fn commit(&self, page: PageNo, i: u64) -> Result<()> {
+    async fn commit(&self, vol: &Volume, page: PageNo, i: u64) -> Result<()> {
         let mut payload = vec![(i % 251) as u8; self.bs.max(4)];
         payload[..4].copy_from_slice(&0u32.to_le_bytes());
         let change = Change {
@@ -128,44 +142,55 @@ impl Job {
             op: Op::WriteBytes,
             payload: Bytes::from(payload),
         };
-        let lsn = self.vol.append(&[change]).await?;
-        self.vol.wait_durable(lsn).await?;
+        let lsn = vol.append(&[change]).await?;
+        vol.wait_durable(lsn).await?;
         Ok(())
     }
 }
 
 impl Operation for Job {
     async fn run(&self, i: u64) -> Result<usize> {
+        let jobs = self.vols.len() as u64;
+        // With depth = iodepth × numjobs, a closed-loop worker always lands on one volume.
+        let vol = &self.vols[(i % jobs) as usize];
+        let i = i / jobs;
         let page = Job::page(self.rw.pick(i, self.pages));
         if self.rw.is_read(i, self.mix_read) {
-            self.vol.read_page(page, None).await?;
+            vol.read_page(page, None).await?;
             Ok(READ)
         } else {
-            self.commit(page, i).await?;
+            self.commit(vol, page, i).await?;
             Ok(WRITE)
         }
     }
 }
 
-/// Writes every page of a read job once (64 commits in flight), so reads find data.
+/// Writes every page of every volume of a read job once (64 commits in flight per
+/// volume), so reads find data.
 async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
     if !quiet {
-        eprintln!("prefilling {} pages for the read job", job.pages);
+        eprintln!(
+            "prefilling {} pages in each of {} volumes for the read job",
+            job.pages,
+            job.vols.len()
+        );
     }
-    let next = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let (job, next) = (job.clone(), next.clone());
-        tasks.push(glommio::spawn_local(async move {
-            loop {
-                let k = next.get();
-                if k >= job.pages {
-                    return Ok::<(), anyhow::Error>(());
+    for v in 0..job.vols.len() {
+        let next = Rc::new(Cell::new(0u64));
+        for _ in 0..64 {
+            let (job, next) = (job.clone(), next.clone());
+            tasks.push(glommio::spawn_local(async move {
+                loop {
+                    let k = next.get();
+                    if k >= job.pages {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    next.set(k + 1);
+                    job.commit(&job.vols[v], Job::page(k), k).await?;
                 }
-                next.set(k + 1);
-                job.commit(Job::page(k), k).await?;
-            }
-        }));
+            }));
+        }
     }
     for t in tasks {
         t.await.context("prefilling pages")?;

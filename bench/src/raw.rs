@@ -266,11 +266,14 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
             if interval_start >= measure_from {
                 let iops = h.len() as f64 / len.as_secs_f64();
                 if !job.quiet {
+                    let mut so_far = by_kind[WRITE].clone();
+                    so_far.add(&by_kind[READ])?;
                     eprintln!(
-                        "[{:>4.0}s] {iops:>9.0} IOPS {:>8.1} MB/s p99 (last second) {} us",
+                        "[{:>4.0}s] {iops:>9.0} IOPS {:>8.1} MB/s  p99 {} us (last second), {} us (so far)",
                         started.elapsed().as_secs_f64(),
                         iops * job.bs as f64 / 1e6,
-                        h.value_at_quantile(0.99)
+                        h.value_at_quantile(0.99),
+                        so_far.value_at_quantile(0.99)
                     );
                 }
                 intervals.push((interval_start.duration_since(started), len, h));

@@ -12,6 +12,9 @@ use hdrhistogram::Histogram;
 use hexad_client::PAGE_BYTES;
 use serde::Serialize;
 
+/// Most jobs one run may have (a job file spaces its jobs' volumes 1000 apart).
+pub const MAX_JOBS: usize = 256;
+
 #[derive(Debug, clap::Args)]
 pub struct WriteArgs {
     /// Where to write: local (an embedded 6-node cluster started for the run),
@@ -31,13 +34,15 @@ pub struct WriteArgs {
     /// Requests in flight per job (node target) or commits in flight (cluster target).
     #[arg(long, default_value_t = 1)]
     pub iodepth: usize,
-    /// Jobs: connections, each to its own segment.
+    /// Jobs, each with `iodepth` in flight on its own volume (local and cluster targets) or
+    /// segment (node target); at most 256.
     #[arg(long, default_value_t = 1)]
     pub numjobs: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     pub runtime: u64,
-    /// First volume id; job j writes volume base+j (use a fresh base per run).
+    /// First volume id: job j writes volume base+j (node target: the next id from there
+    /// whose segment is on job j's shard). Use a fresh base per run.
     #[arg(long, default_value_t = 1000)]
     pub volume_base: u64,
     /// normal or json.
@@ -249,6 +254,12 @@ pub fn validate(args: &WriteArgs) -> Result<Option<Vec<crate::slo::Target>>> {
     }
     if args.batch == 0 || args.iodepth == 0 || args.numjobs == 0 || args.runtime == 0 {
         bail!("--batch, --iodepth, --numjobs and --runtime must be at least 1");
+    }
+    if args.numjobs > MAX_JOBS {
+        bail!("--numjobs {} is more than {MAX_JOBS}", args.numjobs);
+    }
+    if args.batch > 1 && !args.target.starts_with("node:") {
+        bail!("--batch is for the node target (the quorum client batches by itself)");
     }
     let slo = output_and_slo(args)?;
     if args.rate_iops.is_some_and(|r| !(r > 0.0 && r.is_finite())) {

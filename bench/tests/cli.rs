@@ -25,6 +25,14 @@ fn bad_options_are_clear_errors() {
         (&["write", "--bs", "9000"][..], "--bs 9000 must be 4..=8192"),
         (&["write", "--iodepth", "0"][..], "must be at least 1"),
         (
+            &["write", "--numjobs", "300"][..],
+            "--numjobs 300 is more than 256",
+        ),
+        (
+            &["write", "--batch", "4"][..],
+            "--batch is for the node target",
+        ),
+        (
             &["write", "--output-format", "xml"][..],
             "must be normal or json",
         ),
@@ -135,6 +143,8 @@ fn json_output_is_one_complete_document() {
         "1",
         "--iodepth",
         "4",
+        "--numjobs",
+        "2",
         "--output-format",
         "json",
         "--hdr-log",
@@ -183,6 +193,7 @@ fn json_output_is_one_complete_document() {
         assert!(v.get(key).is_some(), "JSON lacks {key}: {out}");
     }
     assert!(v["ops"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(v["numjobs"].as_u64(), Some(2), "{out}");
     assert!(v["latency_us_p50"].as_u64().unwrap() <= v["latency_us_p99"].as_u64().unwrap());
     assert!(
         !out.contains("commits/s\n["),
