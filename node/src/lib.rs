@@ -6,6 +6,7 @@
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
 //! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
+//! - [`pagestore`]: the page store's slot format (issue #4; not yet used by the shard).
 //! - [`shard`]: a shard's segments and the handling of one request.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod disk;
 pub mod hotlog;
 pub mod meta;
+pub mod pagestore;
 pub mod preflight;
 pub mod segment;
 pub mod server;
