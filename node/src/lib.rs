@@ -6,12 +6,14 @@
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
 //! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
-//! - [`pagestore`]: the page store's slot format (issue #4; not yet used by the shard).
+//! - [`pagestore`]: page versions in two out-of-place slots per page; `coalescer.rs` builds
+//!   pages from redo for reads and writes versions in the background.
 //! - [`shard`]: a shard's segments and the handling of one request.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
 
 pub mod cli;
+mod coalescer;
 pub mod config;
 pub mod disk;
 pub mod hotlog;

@@ -43,6 +43,12 @@ pub struct Segment {
     /// Highest epoch among the records held.
     max_record_epoch: VolumeEpoch,
     truncations: Vec<Truncation>,
+    /// Pages that may hold records newer than their stored version (the coalescer's work).
+    dirty: BTreeSet<PageNo>,
+    /// The newest stored (synced) version's page LSN, for pages the coalescer has seen.
+    stored: HashMap<PageNo, Lsn>,
+    /// Pages with a corrupt stored version, to be rewritten.
+    heal: BTreeSet<PageNo>,
 }
 
 impl Segment {
@@ -57,6 +63,9 @@ impl Segment {
             membership_epoch: MembershipEpoch(0),
             max_record_epoch: VolumeEpoch(0),
             truncations: Vec::new(),
+            dirty: BTreeSet::new(),
+            stored: HashMap::new(),
+            heal: BTreeSet::new(),
         }
     }
 
@@ -72,6 +81,7 @@ impl Segment {
         }
         self.records.insert(m.lsn, m);
         self.by_page.insert((m.page, m.lsn));
+        self.dirty.insert(m.page);
         self.max_record_epoch = self.max_record_epoch.max(m.epoch);
         if m.lsn > self.scl {
             self.successors.insert(m.prev_lsn_pg, m.lsn);
@@ -86,6 +96,54 @@ impl Segment {
             .range((page, Lsn::NONE)..=(page, upto))
             .map(|(_, lsn)| self.records[lsn])
             .collect()
+    }
+
+    /// Up to `max` pages with records in `(stored version, target]` (or a version to
+    /// heal), those with the most such records first; pages with nothing above their stored
+    /// version leave the work list.
+    pub fn coalesce_work(&mut self, target: Lsn, max: usize) -> Vec<PageNo> {
+        let mut work = Vec::new();
+        let mut clean = Vec::new();
+        for page in &self.dirty {
+            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+            let newer = |to: Lsn| {
+                if to <= stored {
+                    return 0;
+                }
+                self.by_page
+                    .range((*page, Lsn(stored.0 + 1))..=(*page, to))
+                    .count()
+            };
+            let ready = if stored < target { newer(target) } else { 0 };
+            if ready > 0 || self.heal.contains(page) {
+                work.push((ready, *page));
+            } else if newer(Lsn(u64::MAX)) == 0 {
+                clean.push(*page);
+            }
+        }
+        for page in clean {
+            self.dirty.remove(&page);
+        }
+        work.sort_by_key(|w| std::cmp::Reverse(w.0));
+        work.into_iter().take(max).map(|(_, p)| p).collect()
+    }
+
+    /// A version of `page` at `lsn` is durable in the page store.
+    pub fn stored(&mut self, page: PageNo, lsn: Lsn) {
+        let held = self.stored.entry(page).or_default();
+        *held = (*held).max(lsn);
+        self.heal.remove(&page);
+    }
+
+    /// A stored version of `page` failed its CRC: rewrite it.
+    pub fn corrupt_version(&mut self, page: PageNo) {
+        self.heal.insert(page);
+        self.dirty.insert(page);
+    }
+
+    /// Pages that may hold records not yet in the page store.
+    pub fn pages_pending(&self) -> usize {
+        self.dirty.len()
     }
 
     fn advance_scl(&mut self) {

@@ -12,13 +12,15 @@ use hexad_client::wire::{
     ErrorCode, FenceMode, IndexEntry, Message, NodeStats, Record, SegmentView, Truncation,
     PROTOCOL_VERSION,
 };
-use hexad_client::{Lsn, NodeId, PageNo, ShardId, VolumeEpoch, VolumeId, PAGE_BYTES};
+use hexad_client::{Lsn, NodeId, PageNo, ShardId, VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
 use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
+use crate::pagestore::format::Slot;
+use crate::pagestore::PageStore;
 use crate::segment::{RecordMeta, Segment};
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -60,13 +62,13 @@ impl Reply {
     }
 }
 
-type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
+pub(crate) type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
 
 /// A writer's latest `Progress` for one volume. Each field only grows.
 #[derive(Debug, Default)]
-struct VolumeProgress {
+pub(crate) struct VolumeProgress {
     vdl: Lsn,
-    pgmrpl: Lsn,
+    pub(crate) pgmrpl: Lsn,
     /// Per PG: its last record at or below `vdl`.
     complete: HashMap<hexad_client::PgIndex, Lsn>,
 }
@@ -74,18 +76,26 @@ struct VolumeProgress {
 pub struct Shard<D: Disk> {
     id: ShardIdentity,
     log: Rc<HotLog<D>>,
-    segments: Segments,
+    pub(crate) segments: Segments,
     /// Durable epochs and truncation ranges; saved before any reply that depends on them.
     meta: RefCell<MetaStore>,
     /// Metadata changes made in memory, and how many of them are durable.
     meta_changes: Cell<u64>,
     meta_saved: Cell<u64>,
     /// What writers reported (`Progress`), per volume; in memory only.
-    progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
+    pub(crate) progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
     corrupt_blocks: u64,
+    /// Page versions, if this shard keeps them (the real node does; simulated-disk tests
+    /// build every page from the log).
+    pub(crate) pages: Option<Rc<PageStore>>,
+    /// The slot the coalescer is writing, per page: a read ignores it if torn.
+    pub(crate) writing: RefCell<HashMap<(SegmentKey, PageNo), usize>>,
+    pub(crate) page_versions_written: Cell<u64>,
+    pub(crate) records_coalesced: Cell<u64>,
+    pub(crate) corrupt_page_versions: Cell<u64>,
 }
 
 /// What a shard found at startup.
@@ -105,6 +115,7 @@ impl<D: Disk + 'static> Shard<D> {
         disk: D,
         cfg: HotLogConfig,
         meta: MetaStore,
+        pages: Option<PageStore>,
     ) -> std::io::Result<(Rc<Shard<D>>, OpenReport)> {
         let segments: Segments = Rc::default();
         // Epochs and truncation ranges first, so that replaying the log drops what they annul.
@@ -141,6 +152,11 @@ impl<D: Disk + 'static> Shard<D> {
                 .iter()
                 .map(|c| c.last_seq - c.first_seq + 1)
                 .sum(),
+            pages: pages.map(Rc::new),
+            writing: RefCell::default(),
+            page_versions_written: Cell::new(0),
+            records_coalesced: Cell::new(0),
+            corrupt_page_versions: Cell::new(0),
         });
         Ok((shard, report))
     }
@@ -565,7 +581,7 @@ impl<D: Disk + 'static> Shard<D> {
         }
         // The writer's word for the PG at its VDL also serves readers that do not know it.
         let need = hint.map_or(complete_lsn, |h| h.min(complete_lsn));
-        let records = {
+        {
             let segs = self.segments.borrow();
             let Some(seg) = segs.get(&key) else {
                 return no_such_segment(key);
@@ -582,30 +598,39 @@ impl<D: Disk + 'static> Shard<D> {
                     ),
                 );
             }
-            seg.page_records(page, read_lsn)
+        }
+        let slots = match self.read_slots(key, page).await {
+            Ok(slots) => slots,
+            Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
         };
-        let locs: Vec<_> = records.iter().map(|m| m.loc).collect();
-        let mut data = [0u8; PAGE_BYTES];
-        let mut page_lsn = Lsn::NONE;
-        for (meta, read) in records.iter().zip(self.log.read_records(&locs).await) {
-            match read {
-                Ok(rec) if rec.lsn == meta.lsn && rec.page == page => {
-                    rec.apply_to(&mut data);
-                    page_lsn = rec.lsn;
+        if let Some(slots) = &slots {
+            if let Some(why) = slots.slots.iter().find_map(|s| match s {
+                Slot::Corrupt(why) => Some(why.clone()),
+                _ => None,
+            }) {
+                self.corrupt_page_versions
+                    .set(self.corrupt_page_versions.get() + 1);
+                if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
+                    seg.corrupt_version(page);
                 }
-                Ok(rec) => {
-                    return Reply::error(
-                        ErrorCode::Internal,
-                        0,
-                        format!(
-                        "index says LSN {} of page {page} at {:?}, the log holds LSN {} of page {}",
-                        meta.lsn, meta.loc, rec.lsn, rec.page
+                eprintln!(
+                    "hexad-node: CORRUPT page version: volume {} pg {} page {page}: {why}; rewriting it from the log",
+                    key.volume, key.pg
+                );
+                return Reply::error(
+                    ErrorCode::Corrupt,
+                    0,
+                    format!(
+                        "volume {} pg {} page {page}: a stored version fails its check ({why}); ask another segment",
+                        key.volume, key.pg
                     ),
-                    )
-                }
-                Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
+                );
             }
         }
+        let (page_lsn, data) = match self.build_page(key, page, read_lsn, slots.as_ref()).await {
+            Ok((lsn, data, _)) => (lsn, data),
+            Err((code, why)) => return Reply::error(code, 0, why),
+        };
         Reply::ok(Message::Page {
             volume: key.volume,
             pg: key.pg,
@@ -671,6 +696,15 @@ impl<D: Disk + 'static> Shard<D> {
             log_syncs: log.syncs,
             corrupt_blocks: self.corrupt_blocks,
             segments: self.segments.borrow().len() as u64,
+            page_versions_written: self.page_versions_written.get(),
+            records_coalesced: self.records_coalesced.get(),
+            corrupt_page_versions: self.corrupt_page_versions.get(),
+            pages_pending: self
+                .segments
+                .borrow()
+                .values()
+                .map(|s| s.pages_pending() as u64)
+                .sum(),
         }
     }
 }

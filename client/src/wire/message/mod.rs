@@ -850,7 +850,12 @@ impl Message {
             }
             kind::STATS => {
                 let mut a = [0u64; NodeStats::FIELDS];
-                for v in &mut a {
+                let fields = if r.remaining() >= NodeStats::FIELDS * 8 {
+                    NodeStats::FIELDS
+                } else {
+                    NodeStats::FIELDS_V1
+                };
+                for v in &mut a[..fields] {
                     *v = r.u64()?;
                 }
                 Message::Stats(NodeStats::from_array(a))

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     NotComplete = 13,
     /// The read point is below the PG's min read point (PGMRPL); `detail`: 0.
     TooOld = 14,
+    /// A stored version of the page fails its CRC on this segment; ask another segment
+    /// (the node rewrites the version from its log). `detail`: 0.
+    Corrupt = 15,
 }
 
 impl ErrorCode {
@@ -61,6 +64,7 @@ impl ErrorCode {
             12 => ErrorCode::TruncationNeeded,
             13 => ErrorCode::NotComplete,
             14 => ErrorCode::TooOld,
+            15 => ErrorCode::Corrupt,
             _ => return None,
         })
     }
@@ -184,10 +188,19 @@ pub struct NodeStats {
     pub log_syncs: u64,
     pub corrupt_blocks: u64,
     pub segments: u64,
+    /// Page versions the coalescer wrote, and the records they took in.
+    pub page_versions_written: u64,
+    pub records_coalesced: u64,
+    /// Stored page versions found corrupt (CRC) on read.
+    pub corrupt_page_versions: u64,
+    /// Pages holding records not yet in the page store (a gauge, not a counter).
+    pub pages_pending: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 8;
+    pub(super) const FIELDS: usize = 12;
+    /// Fields a node sent before the page store (a shorter reply is still accepted).
+    pub(super) const FIELDS_V1: usize = 8;
 
     pub(super) fn to_array(self) -> [u64; Self::FIELDS] {
         [
@@ -199,6 +212,10 @@ impl NodeStats {
             self.log_syncs,
             self.corrupt_blocks,
             self.segments,
+            self.page_versions_written,
+            self.records_coalesced,
+            self.corrupt_page_versions,
+            self.pages_pending,
         ]
     }
 
@@ -212,6 +229,10 @@ impl NodeStats {
             log_syncs: a[5],
             corrupt_blocks: a[6],
             segments: a[7],
+            page_versions_written: a[8],
+            records_coalesced: a[9],
+            corrupt_page_versions: a[10],
+            pages_pending: a[11],
         }
     }
 }

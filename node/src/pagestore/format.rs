@@ -1,6 +1,4 @@
-//! The page store's on-disk format, sans-IO (issue #4; **not yet used by the shard**: the
-//! coalescer, the reads from stored versions and hot-log recycling that depend on it are
-//! still to be built, see FORMAT.md §4).
+//! The page store's slot format, sans-IO.
 //!
 //! Each segment gets one sparse file. Every page of the PG has two fixed slots, A and B,
 //! side by side; a slot is a 4 KiB header sector followed by the 8 KiB page:

@@ -1,0 +1,178 @@
+//! Building pages from redo, for reads and for the page store.
+//!
+//! [`Shard::build_page`] makes a page as of an LSN: the newest stored version at or below
+//! it (or zeros), then every record above that version up to the LSN, from the hot log, in
+//! LSN order. Each record is applied once: a record at or below the version's page LSN is
+//! already in it.
+//!
+//! [`Shard::run_coalescer`] runs in a low-priority task queue and writes new page versions
+//! up to `min(SCL, PGMRPL)` (FORMAT.md §4): each pass takes, per segment, the pages with the
+//! most records waiting, builds them, writes each to the slot that does not hold its newest
+//! version, syncs the segment's file, and only then counts them as stored. A pass that found
+//! work is followed at once by the next (the task queue's share keeps foreground requests
+//! ahead); an idle one sleeps [`IDLE_WAIT`].
+//!
+//! Not yet: hot-log recycling, so coalesced records still occupy the log (issue #4).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use hexad_client::wire::ErrorCode;
+use hexad_client::{Lsn, PageNo, PAGE_BYTES};
+
+use crate::disk::Disk;
+use crate::hotlog::format::SegmentKey;
+use crate::pagestore::format::{self, Slot};
+use crate::pagestore::{PageSlots, PageStore};
+use crate::shard::Shard;
+
+/// Pages per segment per pass.
+const PAGES_PER_PASS: usize = 64;
+/// Sleep between passes that found nothing to do.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// Sleep after a failed pass before trying again.
+const ERROR_WAIT: Duration = Duration::from_secs(1);
+
+impl<D: Disk + 'static> Shard<D> {
+    /// Both slots of `page`, if this shard keeps a page store. A slot the coalescer is
+    /// writing right now reads as empty if it is torn.
+    pub(crate) async fn read_slots(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+    ) -> std::io::Result<Option<PageSlots>> {
+        let Some(store) = &self.pages else {
+            return Ok(None);
+        };
+        let mut slots = store.read(key, page).await?;
+        if let Some(s) = self.writing.borrow().get(&(key, page)) {
+            if matches!(slots.slots[*s], Slot::Corrupt(_)) {
+                slots.slots[*s] = Slot::Empty;
+            }
+        }
+        Ok(Some(slots))
+    }
+
+    /// `page` as of `upto`: its page LSN, bytes, and how many records were applied on top
+    /// of the stored version.
+    pub(crate) async fn build_page(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        upto: Lsn,
+        slots: Option<&PageSlots>,
+    ) -> Result<(Lsn, [u8; PAGE_BYTES], usize), (ErrorCode, String)> {
+        let (mut page_lsn, mut data) = match slots
+            .and_then(|s| format::base_for(&s.slots, upto).map(|(slot, lsn)| (lsn, s.data(slot))))
+        {
+            Some(base) => base,
+            None => (Lsn::NONE, [0u8; PAGE_BYTES]),
+        };
+        let records: Vec<_> = {
+            let segs = self.segments.borrow();
+            let Some(seg) = segs.get(&key) else {
+                return Err((
+                    ErrorCode::NoSuchSegment,
+                    format!("no segment for volume {} pg {}", key.volume, key.pg),
+                ));
+            };
+            seg.page_records(page, upto)
+                .into_iter()
+                .filter(|m| m.lsn > page_lsn)
+                .collect()
+        };
+        let locs: Vec<_> = records.iter().map(|m| m.loc).collect();
+        for (meta, read) in records.iter().zip(self.log().read_records(&locs).await) {
+            match read {
+                Ok(rec) if rec.lsn == meta.lsn && rec.page == page => {
+                    rec.apply_to(&mut data);
+                    page_lsn = rec.lsn;
+                }
+                Ok(rec) => return Err((
+                    ErrorCode::Internal,
+                    format!(
+                        "index says LSN {} of page {page} at {:?}, the log holds LSN {} of page {}",
+                        meta.lsn, meta.loc, rec.lsn, rec.page
+                    ),
+                )),
+                Err(e) => return Err((ErrorCode::Io, e.to_string())),
+            }
+        }
+        Ok((page_lsn, data, records.len()))
+    }
+
+    /// Coalesces forever (spawn it into a low-priority task queue).
+    pub async fn run_coalescer(self: Rc<Self>) {
+        let Some(store) = self.pages.clone() else {
+            return;
+        };
+        loop {
+            match self.coalesce_pass(&store).await {
+                Ok(0) => glommio::timer::sleep(IDLE_WAIT).await,
+                Ok(_) => glommio::yield_if_needed().await,
+                Err(e) => {
+                    eprintln!("hexad-node: coalescing failed (retrying in {ERROR_WAIT:?}): {e}");
+                    glommio::timer::sleep(ERROR_WAIT).await;
+                }
+            }
+        }
+    }
+
+    /// One pass over every segment; returns the page versions written.
+    async fn coalesce_pass(&self, store: &PageStore) -> Result<usize, String> {
+        let work: Vec<(SegmentKey, Lsn, Vec<PageNo>)> = {
+            let progress = self.progress.borrow();
+            let mut segs = self.segments.borrow_mut();
+            segs.iter_mut()
+                .filter_map(|(key, seg)| {
+                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+                    let target = seg.scl().min(pgmrpl);
+                    let pages = seg.coalesce_work(target, PAGES_PER_PASS);
+                    (!pages.is_empty()).then_some((*key, target, pages))
+                })
+                .collect()
+        };
+        let mut written = 0;
+        for (key, target, pages) in work {
+            let mut done = Vec::new();
+            for page in pages {
+                let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
+                let newest = format::newest(&slots.slots);
+                let (lsn, data, applied) = self
+                    .build_page(key, page, target, Some(&slots))
+                    .await
+                    .map_err(|(_, why)| why)?;
+                let healthy = slots.slots.iter().all(|s| !matches!(s, Slot::Corrupt(_)));
+                if applied == 0 && healthy {
+                    // Already stored (e.g. seen again after a restart).
+                    done.push((page, lsn, false));
+                    continue;
+                }
+                if newest.is_some_and(|(_, n)| n > lsn) {
+                    continue; // a newer version is stored than this target allows
+                }
+                let s = format::next_slot(&slots.slots);
+                self.writing.borrow_mut().insert((key, page), s);
+                let wrote = store.write(key, page, s, lsn, &data).await;
+                self.writing.borrow_mut().remove(&(key, page));
+                wrote.map_err(|e| e.to_string())?;
+                self.records_coalesced
+                    .set(self.records_coalesced.get() + applied as u64);
+                done.push((page, lsn, true));
+            }
+            let wrote = done.iter().filter(|(_, _, w)| *w).count();
+            if wrote > 0 {
+                store.sync(key).await.map_err(|e| e.to_string())?;
+                self.page_versions_written
+                    .set(self.page_versions_written.get() + wrote as u64);
+            }
+            if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
+                for (page, lsn, _) in done {
+                    seg.stored(page, lsn);
+                }
+            }
+            written += wrote;
+        }
+        Ok(written)
+    }
+}

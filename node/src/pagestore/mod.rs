@@ -1,0 +1,122 @@
+//! The page store: versions of each segment's pages, written by the coalescer and read by
+//! `GetPage`, in one sparse `O_DIRECT` file per segment (`shard-N/pages/v<volume>-pg<pg>`).
+//! The slot format and the rules that make it crash-safe are in [`format`] and FORMAT.md §4.
+//!
+//! Not yet: hot-log recycling (a record leaves the log only once a synced version holds
+//! it), so the log still fills; see issue #4.
+
+pub mod format;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions};
+use hexad_client::{Lsn, PageNo, PAGE_BYTES};
+
+use crate::hotlog::format::SegmentKey;
+use format::{Slot, SLOTS, SLOT_BYTES};
+
+/// A page's two slots as read.
+pub struct PageSlots {
+    pub slots: [Slot; SLOTS],
+    bytes: Vec<u8>,
+}
+
+impl PageSlots {
+    /// The page bytes of slot `s` (valid slots only).
+    pub fn data(&self, s: usize) -> [u8; PAGE_BYTES] {
+        let slot = &self.bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
+        format::data(slot).try_into().expect("a page")
+    }
+}
+
+pub struct PageStore {
+    dir: PathBuf,
+    files: RefCell<HashMap<SegmentKey, Rc<DmaFile>>>,
+}
+
+impl PageStore {
+    /// The store under `dir` (created if missing).
+    pub fn open(dir: &Path) -> io::Result<PageStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
+        Ok(PageStore {
+            dir: dir.to_path_buf(),
+            files: RefCell::default(),
+        })
+    }
+
+    fn path(&self, key: SegmentKey) -> PathBuf {
+        self.dir
+            .join(format!("v{}-pg{}.pages", key.volume.0, key.pg.0))
+    }
+
+    /// The segment's file, opened (and created, durably) on first use.
+    async fn file(&self, key: SegmentKey) -> io::Result<Rc<DmaFile>> {
+        if let Some(f) = self.files.borrow().get(&key) {
+            return Ok(f.clone());
+        }
+        let path = self.path(key);
+        let created = !path.exists();
+        if created {
+            // Created with plain I/O, not glommio: see `disk::glommio_disk` on probing.
+            std::fs::File::create(&path)?.sync_all()?;
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        let file = Rc::new(file);
+        self.files.borrow_mut().insert(key, file.clone());
+        Ok(file)
+    }
+
+    /// Reads both slots of `page` (a hole or past the end reads as empty).
+    pub async fn read(&self, key: SegmentKey, page: PageNo) -> io::Result<PageSlots> {
+        let file = self.file(key).await?;
+        let at = format::slot_offset(key.pg, page, 0);
+        let got = file.read_at_aligned(at, SLOTS * SLOT_BYTES).await?;
+        let mut bytes = got.to_vec();
+        bytes.resize(SLOTS * SLOT_BYTES, 0);
+        let slots = [0, 1].map(|s| {
+            let slot = &bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
+            format::decode(key.volume, key.pg, page, slot)
+        });
+        Ok(PageSlots { slots, bytes })
+    }
+
+    /// Writes `data` as the version of `page` at `page_lsn` into slot `s` (not yet durable:
+    /// see [`PageStore::sync`]).
+    pub async fn write(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        s: usize,
+        page_lsn: Lsn,
+        data: &[u8; PAGE_BYTES],
+    ) -> io::Result<()> {
+        let file = self.file(key).await?;
+        let slot = format::encode(key.volume, key.pg, page, page_lsn, data);
+        let mut buf = file.alloc_dma_buffer(SLOT_BYTES);
+        buf.as_bytes_mut().copy_from_slice(&slot);
+        let at = format::slot_offset(key.pg, page, s);
+        let n = file.write_at(buf, at).await?;
+        if n != SLOT_BYTES {
+            return Err(io::Error::other(format!(
+                "short page write: {n} of {SLOT_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes every completed write to the segment's file durable.
+    pub async fn sync(&self, key: SegmentKey) -> io::Result<()> {
+        Ok(self.file(key).await?.fdatasync().await?)
+    }
+}
