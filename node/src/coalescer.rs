@@ -88,13 +88,15 @@ impl<D: Disk + 'static> Shard<D> {
                     rec.apply_to(&mut data);
                     page_lsn = rec.lsn;
                 }
-                Ok(rec) => return Err((
-                    ErrorCode::Internal,
-                    format!(
+                Ok(rec) => {
+                    return Err((
+                        ErrorCode::Internal,
+                        format!(
                         "index says LSN {} of page {page} at {:?}, the log holds LSN {} of page {}",
                         meta.lsn, meta.loc, rec.lsn, rec.page
                     ),
-                )),
+                    ))
+                }
                 Err(e) => return Err((ErrorCode::Io, e.to_string())),
             }
         }

@@ -223,7 +223,7 @@ fn random_reads_match_the_reference_across_node_kills() {
                 cluster.borrow_mut().kill(victim);
                 cluster.borrow_mut().restart(victim);
             }
-            corrupt_a_stored_version(&cluster.borrow(), &vol, &reference).await;
+            corrupt_a_stored_version(&cluster, &vol, &reference).await;
             // A read-only attachment learns the writer's VDL from the nodes and reads the
             // same bytes at it.
             let reader = VolumeReader::open(map, cfg).await.expect("attach a reader");
@@ -287,30 +287,30 @@ fn stats(cluster: &Cluster, id: u32) -> NodeStats {
 
 /// Flips one byte of a stored page version on node 1 once its coalescer is done, and
 /// checks detection, the client's read, and the rewrite.
-async fn corrupt_a_stored_version(cluster: &Cluster, vol: &Volume, reference: &Reference) {
+async fn corrupt_a_stored_version(cluster: &RefCell<Cluster>, vol: &Volume, reference: &Reference) {
+    let stats = |id| stats(&cluster.borrow(), id);
     let vdl = vol.vdl();
     vol.set_min_read_point(Some(vdl));
     // Wait until node 1 has coalesced everything up to VDL, so nothing rewrites the slot
     // under the test.
-    let mut s = stats(cluster, 1);
+    let mut s = stats(1);
     for _ in 0..400 {
         if s.pages_pending == 0 {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        s = stats(cluster, 1);
+        s = stats(1);
     }
     assert_eq!(s.pages_pending, 0, "node 1 still coalescing: {s:?}");
     assert!(
         s.page_versions_written > 0,
         "node 1 wrote no page versions: {s:?}"
     );
-    let total: u64 = (1..=6)
-        .map(|id| stats(cluster, id).page_versions_written)
-        .sum();
+    let total: u64 = (1..=6).map(|id| stats(id).page_versions_written).sum();
     eprintln!("page versions written by the 6 nodes: {total}");
 
     let file = cluster
+        .borrow()
         .data_root
         .join("node1/shard-0/pages")
         .join(format!("v{}-pg0.pages", VOLUME.0));
@@ -328,7 +328,7 @@ async fn corrupt_a_stored_version(cluster: &Cluster, vol: &Volume, reference: &R
     std::fs::write(&file, &bytes).unwrap();
 
     let ask = || {
-        cluster.node(1).connect(0).call(&Message::GetPage {
+        cluster.borrow().node(1).connect(0).call(&Message::GetPage {
             volume: VOLUME,
             pg: PgIndex(0),
             page,
@@ -342,7 +342,7 @@ async fn corrupt_a_stored_version(cluster: &Cluster, vol: &Volume, reference: &R
         }
         other => panic!("node 1 served a corrupt page version: {other:?}"),
     }
-    assert!(stats(cluster, 1).corrupt_page_versions >= 1);
+    assert!(stats(1).corrupt_page_versions >= 1);
     let (lsn, want) = reference.page(page, vdl);
     let got = vol.read_page(page, Some(vdl)).await.expect("read");
     assert!(
