@@ -12,7 +12,9 @@
 //! work is followed at once by the next (the task queue's share keeps foreground requests
 //! ahead); an idle one sleeps [`IDLE_WAIT`].
 //!
-//! Not yet: hot-log recycling, so coalesced records still occupy the log (issue #4).
+//! Every [`RELEASE_EVERY`] (more often when the log is nearly full) the shard moves each
+//! segment's floor up to what its synced versions cover, drops those records, and releases
+//! the hot-log files that hold none ([`Shard::advance_floors`]).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ use crate::shard::Shard;
 const PAGES_PER_PASS: usize = 64;
 /// Sleep between passes that found nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// How often coalesced records leave memory and their hot-log files are released, and
+/// how often when the log is nearly full.
+const RELEASE_EVERY: Duration = Duration::from_millis(100);
+const RELEASE_EVERY_UNDER_PRESSURE: Duration = Duration::from_millis(5);
 /// Sleep after a failed pass before trying again.
 const ERROR_WAIT: Duration = Duration::from_secs(1);
 
@@ -108,7 +114,19 @@ impl<D: Disk + 'static> Shard<D> {
         let Some(store) = self.pages.clone() else {
             return;
         };
+        let mut released = std::time::Instant::now();
         loop {
+            let every = if self.under_pressure() {
+                RELEASE_EVERY_UNDER_PRESSURE
+            } else {
+                RELEASE_EVERY
+            };
+            if released.elapsed() >= every {
+                released = std::time::Instant::now();
+                if let Err(e) = self.advance_floors().await {
+                    eprintln!("hexad-node: cannot release hot-log space (retrying): {e}");
+                }
+            }
             match self.coalesce_pass(&store).await {
                 Ok(0) => glommio::timer::sleep(IDLE_WAIT).await,
                 Ok(_) => glommio::yield_if_needed().await,

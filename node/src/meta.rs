@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use bytes::{BufMut, Bytes, BytesMut};
 use hexad_client::wire::codec::Reader;
 use hexad_client::wire::Truncation;
-use hexad_client::{PgIndex, VolumeEpoch, VolumeId};
+use hexad_client::{Lsn, PgIndex, VolumeEpoch, VolumeId};
 
 use crate::hotlog::format::SegmentKey;
 
 const MAGIC: &[u8; 4] = b"HXSM";
-const VERSION: u16 = 1;
+/// Version 2 added each segment's coalesced floor; version 1 files still load (floor 0).
+const VERSION: u16 = 2;
 const FILE: &str = "segments.meta";
 const TMP: &str = "segments.meta.tmp";
 /// Most truncation ranges kept per segment: one per volume open that reached it.
@@ -30,6 +31,9 @@ pub const MAX_TRUNCATIONS: usize = 4096;
 pub struct SegmentMeta {
     pub volume_epoch: VolumeEpoch,
     pub truncations: Vec<Truncation>,
+    /// Every record of the segment at or below this LSN is in a synced page version and
+    /// may be gone from the hot log: the segment's SCL starts here after a restart.
+    pub floor: Lsn,
 }
 
 /// The metadata of every segment of a shard; `dir: None` keeps it in memory (tests).
@@ -112,6 +116,7 @@ fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>) -> Bytes {
         b.put_u32_le(key.pg.0);
         b.put_u32_le(meta.truncations.len() as u32);
         b.put_u64_le(meta.volume_epoch.0);
+        b.put_u64_le(meta.floor.0);
         for t in &meta.truncations {
             t.encode(&mut b);
         }
@@ -139,8 +144,8 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
         return Err(format!("bad magic {magic:?}"));
     }
     let version = r.u16().map_err(|x| e(&x))?;
-    if version != VERSION {
-        return Err(format!("version {version}; this build reads {VERSION}"));
+    if !(1..=VERSION).contains(&version) {
+        return Err(format!("version {version}; this build reads 1..={VERSION}"));
     }
     r.zeros(2).map_err(|x| e(&x))?;
     let count = r.u32().map_err(|x| e(&x))?;
@@ -156,6 +161,11 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
             return Err(format!("{n} truncation ranges for one segment"));
         }
         let volume_epoch = VolumeEpoch(r.u64().map_err(|x| e(&x))?);
+        let floor = if version >= 2 {
+            Lsn(r.u64().map_err(|x| e(&x))?)
+        } else {
+            Lsn::NONE
+        };
         let truncations = (0..n)
             .map(|_| Truncation::decode(&mut r).map_err(|x| e(&x)))
             .collect::<Result<_, _>>()?;
@@ -164,6 +174,7 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
             SegmentMeta {
                 volume_epoch,
                 truncations,
+                floor,
             },
         );
     }
@@ -174,7 +185,6 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hexad_client::Lsn;
 
     fn sample() -> BTreeMap<SegmentKey, SegmentMeta> {
         let mut m = BTreeMap::new();
@@ -191,6 +201,7 @@ mod tests {
                     end: Lsn(200),
                     sealed: true,
                 }],
+                floor: Lsn(90),
             },
         );
         m
@@ -209,6 +220,33 @@ mod tests {
         assert_eq!(again.segments, sample());
         assert!(!dir.join(TMP).exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_file_loads_with_floor_zero() {
+        let mut v1 = sample();
+        for m in v1.values_mut() {
+            m.floor = Lsn::NONE;
+        }
+        // Version 1: the same layout without the floor word.
+        let mut b = BytesMut::new();
+        b.put_slice(MAGIC);
+        b.put_u16_le(1);
+        b.put_u16_le(0);
+        b.put_u32_le(1);
+        b.put_u32_le(0);
+        for (key, meta) in &v1 {
+            b.put_u64_le(key.volume.0);
+            b.put_u32_le(key.pg.0);
+            b.put_u32_le(meta.truncations.len() as u32);
+            b.put_u64_le(meta.volume_epoch.0);
+            for t in &meta.truncations {
+                t.encode(&mut b);
+            }
+        }
+        let crc = crc32c::crc32c(&b);
+        b.put_u32_le(crc);
+        assert_eq!(decode(&b).unwrap(), v1);
     }
 
     #[test]

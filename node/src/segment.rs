@@ -49,6 +49,11 @@ pub struct Segment {
     stored: HashMap<PageNo, Lsn>,
     /// Pages with a corrupt stored version, to be rewritten.
     heal: BTreeSet<PageNo>,
+    /// Records at or below this LSN are in synced page versions and were dropped from
+    /// memory (and may be gone from the hot log); the SCL never falls below it.
+    floor: Lsn,
+    /// Records held, per hot-log file (a file is reusable when no segment holds any).
+    live_by_file: HashMap<u32, u64>,
 }
 
 impl Segment {
@@ -66,6 +71,8 @@ impl Segment {
             dirty: BTreeSet::new(),
             stored: HashMap::new(),
             heal: BTreeSet::new(),
+            floor: Lsn::NONE,
+            live_by_file: HashMap::new(),
         }
     }
 
@@ -76,9 +83,11 @@ impl Segment {
             m.lsn > Lsn::NONE && m.prev_lsn_pg < m.lsn,
             "record invariants are checked at decode"
         );
-        if self.records.contains_key(&m.lsn) || self.annulled(m.epoch, m.lsn) {
+        if m.lsn <= self.floor || self.records.contains_key(&m.lsn) || self.annulled(m.epoch, m.lsn)
+        {
             return false;
         }
+        *self.live_by_file.entry(m.loc.file).or_default() += 1;
         self.records.insert(m.lsn, m);
         self.by_page.insert((m.page, m.lsn));
         self.dirty.insert(m.page);
@@ -146,6 +155,66 @@ impl Segment {
         self.dirty.len()
     }
 
+    /// Removes a held record from memory.
+    fn forget(&mut self, lsn: Lsn) {
+        if let Some(m) = self.records.remove(&lsn) {
+            self.by_page.remove(&(m.page, lsn));
+            if let Some(n) = self.live_by_file.get_mut(&m.loc.file) {
+                *n -= 1;
+                if *n == 0 {
+                    self.live_by_file.remove(&m.loc.file);
+                }
+            }
+        }
+    }
+
+    /// The floor a restart starts from (from the metadata file), before the log replays.
+    pub fn restore_floor(&mut self, floor: Lsn) {
+        self.floor = floor;
+        self.scl = self.scl.max(floor);
+    }
+
+    pub fn floor(&self) -> Lsn {
+        self.floor
+    }
+
+    /// The floor the segment could move to once versions up to `target` are synced: the
+    /// last record at or below `target`, if every page's records up to there are stored
+    /// (and no version waits to be healed), and it is above the current floor.
+    pub fn floor_candidate(&self, target: Lsn) -> Option<Lsn> {
+        let target = target.min(self.scl);
+        let last = self.records.range(..=target).next_back().map(|(l, _)| *l)?;
+        if last <= self.floor || !self.heal.is_empty() {
+            return None;
+        }
+        let all_stored = self.dirty.iter().all(|page| {
+            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+            stored >= last
+                || self
+                    .by_page
+                    .range((*page, Lsn(stored.0 + 1))..=(*page, last))
+                    .next()
+                    .is_none()
+        });
+        all_stored.then_some(last)
+    }
+
+    /// Drops every record at or below `floor` (durably recorded as the segment's floor,
+    /// with their pages' versions synced).
+    pub fn advance_floor(&mut self, floor: Lsn) {
+        assert!(floor <= self.scl, "floor {floor} above SCL {}", self.scl);
+        let gone: Vec<Lsn> = self.records.range(..=floor).map(|(l, _)| *l).collect();
+        for lsn in gone {
+            self.forget(lsn);
+        }
+        self.floor = self.floor.max(floor);
+    }
+
+    /// Records held per hot-log file.
+    pub fn live_by_file(&self) -> &HashMap<u32, u64> {
+        &self.live_by_file
+    }
+
     fn advance_scl(&mut self) {
         while let Some(next) = self.successors.remove(&self.scl) {
             self.scl = next;
@@ -173,13 +242,18 @@ impl Segment {
         }
         self.truncations.push(t);
         self.volume_epoch = self.volume_epoch.max(t.epoch);
-        let before = self.records.len();
-        self.records.retain(|lsn, m| !t.annuls(m.epoch, *lsn));
-        let dropped = before - self.records.len();
+        let gone: Vec<Lsn> = self
+            .records
+            .iter()
+            .filter(|(lsn, m)| t.annuls(m.epoch, **lsn))
+            .map(|(lsn, _)| *lsn)
+            .collect();
+        for lsn in &gone {
+            self.forget(*lsn);
+        }
+        let dropped = gone.len();
         if dropped > 0 {
-            let records = &self.records;
-            self.by_page.retain(|(_, lsn)| records.contains_key(lsn));
-            self.scl = Lsn::NONE;
+            self.scl = self.floor;
             self.successors = self
                 .records
                 .iter()

@@ -96,7 +96,15 @@ pub struct Shard<D: Disk> {
     pub(crate) page_versions_written: Cell<u64>,
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
+    /// Appends delayed because the hot log was nearly full.
+    backpressure_waits: Cell<u64>,
 }
+
+/// Free hot-log files below which appends are slowed, and how long each waits.
+const PRESSURE_FREE_FILES: u32 = 2;
+const PRESSURE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// Longest an append waits for space before it is tried anyway (and may fail `HotLogFull`).
+const PRESSURE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a shard found at startup.
 #[derive(Debug, Clone)]
@@ -122,6 +130,7 @@ impl<D: Disk + 'static> Shard<D> {
         for (key, m) in &meta.segments {
             let mut seg = Segment::new(*key);
             seg.observe_epochs(m.volume_epoch, hexad_client::MembershipEpoch(0));
+            seg.restore_floor(m.floor);
             for t in &m.truncations {
                 seg.add_truncation(*t).map_err(std::io::Error::other)?;
             }
@@ -157,12 +166,32 @@ impl<D: Disk + 'static> Shard<D> {
             page_versions_written: Cell::new(0),
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
+            backpressure_waits: Cell::new(0),
         });
         Ok((shard, report))
     }
 
     pub fn log(&self) -> &Rc<HotLog<D>> {
         &self.log
+    }
+
+    /// Whether the hot log is nearly full (appends are being slowed).
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pages.is_some() && self.log.files_free() < PRESSURE_FREE_FILES
+    }
+
+    /// Back-pressure: while the hot log is nearly full and the coalescer can free space,
+    /// an append waits (bounded), so acks slow down instead of the log running out.
+    async fn wait_for_log_space(&self) {
+        if !self.under_pressure() {
+            return;
+        }
+        self.backpressure_waits
+            .set(self.backpressure_waits.get() + 1);
+        let started = std::time::Instant::now();
+        while self.under_pressure() && started.elapsed() < PRESSURE_MAX_WAIT {
+            glommio::timer::sleep(PRESSURE_WAIT).await;
+        }
     }
 
     /// Handles one decoded request.
@@ -207,6 +236,7 @@ impl<D: Disk + 'static> Shard<D> {
                         );
                     }
                 }
+                self.wait_for_log_space().await;
                 let durable_lsn = records.last().expect("batch checked non-empty").lsn;
                 let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
                 let count = records.len() as u64;
@@ -306,6 +336,9 @@ impl<D: Disk + 'static> Shard<D> {
                 let Some(seg) = segs.get(&key) else {
                     return no_such_segment(key);
                 };
+                if after_lsn < seg.floor() {
+                    return below_floor(key, after_lsn, seg.floor());
+                }
                 let mut range = seg.range(after_lsn, to_lsn);
                 let entries: Vec<IndexEntry> = range
                     .by_ref()
@@ -422,7 +455,7 @@ impl<D: Disk + 'static> Shard<D> {
                 .get(&key)
                 .map(view_of)
                 .unwrap_or_default();
-            view.writer_vdl = self.writer_vdl(key.volume);
+            view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
             return Reply::ok(Message::FenceOk {
                 volume: key.volume,
                 pg: key.pg,
@@ -451,7 +484,7 @@ impl<D: Disk + 'static> Shard<D> {
         let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
         seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
         let mut view = view_of(seg);
-        view.writer_vdl = self.writer_vdl(key.volume);
+        view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
         Reply::ok(Message::FenceOk {
             volume: key.volume,
             pg: key.pg,
@@ -528,7 +561,12 @@ impl<D: Disk + 'static> Shard<D> {
     /// request yields once, so every metadata change already queued on this shard rides
     /// the same file write and fsync (a volume open sends one per PG).
     async fn persist(&self, key: SegmentKey, meta: SegmentMeta) -> Result<(), Reply> {
-        self.meta.borrow_mut().segments.insert(key, meta);
+        self.persist_all(vec![(key, meta)]).await
+    }
+
+    /// [`Shard::persist`] for several segments at once.
+    async fn persist_all(&self, changes: Vec<(SegmentKey, SegmentMeta)>) -> Result<(), Reply> {
+        self.meta.borrow_mut().segments.extend(changes);
         let mine = self.meta_changes.get() + 1;
         self.meta_changes.set(mine);
         futures_lite::future::yield_now().await;
@@ -544,6 +582,50 @@ impl<D: Disk + 'static> Shard<D> {
             )
         })?;
         self.meta_saved.set(upto);
+        Ok(())
+    }
+
+    /// Moves each segment's floor up to what its synced page versions cover (durably,
+    /// first), drops the records below it from memory, and releases the hot-log files no
+    /// segment holds a record in any more.
+    pub(crate) async fn advance_floors(&self) -> Result<(), String> {
+        let moves: Vec<(SegmentKey, Lsn)> = {
+            let progress = self.progress.borrow();
+            self.segments
+                .borrow()
+                .iter()
+                .filter_map(|(key, seg)| {
+                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+                    seg.floor_candidate(pgmrpl).map(|f| (*key, f))
+                })
+                .collect()
+        };
+        if !moves.is_empty() {
+            let changes = moves
+                .iter()
+                .map(|(key, floor)| {
+                    let mut m = self.meta_entry(*key);
+                    m.floor = m.floor.max(*floor);
+                    (*key, m)
+                })
+                .collect();
+            self.persist_all(changes)
+                .await
+                .map_err(|r| format!("{:?}", r.message))?;
+            let mut segs = self.segments.borrow_mut();
+            for (key, floor) in moves {
+                if let Some(seg) = segs.get_mut(&key) {
+                    seg.advance_floor(floor);
+                }
+            }
+        }
+        let held: std::collections::HashSet<u32> = self
+            .segments
+            .borrow()
+            .values()
+            .flat_map(|s| s.live_by_file().keys().copied())
+            .collect();
+        self.log.release_unused(|file| !held.contains(&file));
         Ok(())
     }
 
@@ -643,6 +725,7 @@ impl<D: Disk + 'static> Shard<D> {
     async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
         let budget = (max_bytes as usize).clamp(1, MAX_FETCH_REPLY_BYTES);
         let wanted: Vec<_> = match self.segments.borrow().get(&key) {
+            Some(seg) if after < seg.floor() => return below_floor(key, after, seg.floor()),
             Some(seg) => seg.range(after, to).collect(),
             None => return no_such_segment(key),
         };
@@ -705,6 +788,9 @@ impl<D: Disk + 'static> Shard<D> {
                 .values()
                 .map(|s| s.pages_pending() as u64)
                 .sum(),
+            backpressure_waits: self.backpressure_waits.get(),
+            hot_log_files_free: u64::from(self.log.files_free()),
+            hot_log_files: u64::from(self.log.file_count()),
         }
     }
 }
@@ -738,8 +824,23 @@ fn view_of(seg: &Segment) -> SegmentView {
         highest_lsn: seg.highest_lsn(),
         latest: latest.unwrap_or_default(),
         latest_sealed: sealed.unwrap_or_default(),
-        writer_vdl: Lsn::NONE,
+        // Records at or below the floor left memory (and maybe the log) once their pages
+        // were stored up to the writer's PGMRPL, itself at or below a VDL the writer
+        // reported: a volume open must start its walk there.
+        writer_vdl: seg.floor(),
     }
+}
+
+/// Records at or below a segment's floor live only in its page versions.
+fn below_floor(key: SegmentKey, after: Lsn, floor: Lsn) -> Reply {
+    Reply::error(
+        ErrorCode::TooOld,
+        0,
+        format!(
+            "volume {} pg {}: records up to LSN {floor} are coalesced into pages and gone from the log; asked for records after {after}",
+            key.volume, key.pg
+        ),
+    )
 }
 
 fn no_such_segment(key: SegmentKey) -> Reply {

@@ -399,6 +399,22 @@ impl<D: Disk + 'static> HotLog<D> {
         out
     }
 
+    /// Releases the oldest files whose records `unused(file)` says are no longer needed
+    /// (the next block written records it; see `ring.rs`).
+    pub fn release_unused(&self, unused: impl Fn(u32) -> bool) {
+        self.ring.borrow_mut().release_unused(unused);
+    }
+
+    /// Files the writer can still move into; 0 means the next file change would fail with
+    /// `Full`.
+    pub fn files_free(&self) -> u32 {
+        self.ring.borrow().files_free()
+    }
+
+    pub fn file_count(&self) -> u32 {
+        self.ring.borrow().file_count()
+    }
+
     pub fn stats(&self) -> HotLogStats {
         self.stats.get()
     }

@@ -127,6 +127,37 @@ impl Ring {
         self.log_start_seq = self.log_start_seq.max(seq);
     }
 
+    /// Releases files from the oldest on, while `unused(file)` says none of their records
+    /// is needed any more; stops at the first file still in use, at the file being
+    /// written, and at blocks not yet durable. Returns the new log start.
+    pub fn release_unused(&mut self, unused: impl Fn(u32) -> bool) -> u64 {
+        let current = self.cursor.map(|(f, _)| f);
+        loop {
+            let oldest = (0..self.file_count())
+                .filter(|f| {
+                    Some(*f) != current && self.file_max_seq[*f as usize] >= self.log_start_seq
+                })
+                .min_by_key(|f| self.file_max_seq[*f as usize]);
+            let Some(file) = oldest else {
+                break;
+            };
+            let next = self.file_max_seq[file as usize] + 1;
+            if !unused(file) || next > self.durable_seq + 1 {
+                break;
+            }
+            self.release_below(next);
+        }
+        self.log_start_seq
+    }
+
+    /// Files holding no unreleased block (free for the writer to move into).
+    pub fn files_free(&self) -> u32 {
+        let current = self.cursor.map(|(f, _)| f);
+        (0..self.file_count())
+            .filter(|f| Some(*f) != current && self.file_max_seq[*f as usize] < self.log_start_seq)
+            .count() as u32
+    }
+
     pub fn durable_seq(&self) -> u64 {
         self.durable_seq
     }
@@ -160,6 +191,24 @@ mod tests {
         assert_eq!(r.durable_seq(), 0);
         assert_eq!(r.complete(1), 1..=2);
         assert_eq!(r.place(4096).unwrap().durable_seq, 2);
+    }
+
+    #[test]
+    fn releases_unused_files_oldest_first_and_never_the_current_one() {
+        let mut r = fresh(3, 8192);
+        // Two 4 KiB blocks per file: seqs 1,2 in file 0; 3,4 in file 1; 5 in file 2.
+        for _ in 0..5 {
+            let p = r.place(4096).unwrap();
+            r.complete(p.seq);
+        }
+        assert_eq!(r.files_free(), 0);
+        // File 1 is unused but file 0 is not: nothing moves.
+        assert_eq!(r.release_unused(|f| f == 1), 1);
+        // Files 0 and 1 unused: both released; file 2 is being written.
+        assert_eq!(r.release_unused(|_| true), 5);
+        assert_eq!(r.files_free(), 2);
+        assert!(r.place(4096).is_ok());
+        assert!(r.place(4096).is_ok(), "moves into the released file 0");
     }
 
     #[test]

@@ -252,7 +252,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 scl: Lsn(s),
             }
         }),
-        any::<[u64; 12]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
+        any::<[u64; 15]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
         (0usize..14, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
             code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
             detail,

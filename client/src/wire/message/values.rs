@@ -195,10 +195,15 @@ pub struct NodeStats {
     pub corrupt_page_versions: u64,
     /// Pages holding records not yet in the page store (a gauge, not a counter).
     pub pages_pending: u64,
+    /// Appends slowed because the hot log was nearly full (back-pressure).
+    pub backpressure_waits: u64,
+    /// Hot-log files free for the writer to move into, of how many (gauges).
+    pub hot_log_files_free: u64,
+    pub hot_log_files: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 12;
+    pub(super) const FIELDS: usize = 15;
     /// Fields a node sent before the page store (a shorter reply is still accepted).
     pub(super) const FIELDS_V1: usize = 8;
 
@@ -216,6 +221,9 @@ impl NodeStats {
             self.records_coalesced,
             self.corrupt_page_versions,
             self.pages_pending,
+            self.backpressure_waits,
+            self.hot_log_files_free,
+            self.hot_log_files,
         ]
     }
 
@@ -233,6 +241,9 @@ impl NodeStats {
             records_coalesced: a[9],
             corrupt_page_versions: a[10],
             pages_pending: a[11],
+            backpressure_waits: a[12],
+            hot_log_files_free: a[13],
+            hot_log_files: a[14],
         }
     }
 }
