@@ -177,7 +177,19 @@ impl<D: Disk + 'static> Shard<D> {
 
     /// Whether the hot log is nearly full (appends are being slowed).
     pub(crate) fn under_pressure(&self) -> bool {
-        self.pages.is_some() && self.log.files_free() < PRESSURE_FREE_FILES
+        let threshold = PRESSURE_FREE_FILES.min(self.log.file_count().saturating_sub(1));
+        self.pages.is_some() && self.log.files_free() < threshold
+    }
+
+    /// Whether coalescing can free log space: some segment holds records below
+    /// `min(SCL, PGMRPL)`. (Without the writer's `Progress` nothing can be coalesced, and
+    /// waiting would only delay the `HotLogFull` answer.)
+    fn can_free(&self) -> bool {
+        let progress = self.progress.borrow();
+        self.segments.borrow().iter().any(|(key, seg)| {
+            let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+            seg.scl().min(pgmrpl) > seg.floor()
+        })
     }
 
     /// Back-pressure: while the hot log is nearly full and the coalescer can free space,
@@ -189,7 +201,7 @@ impl<D: Disk + 'static> Shard<D> {
         self.backpressure_waits
             .set(self.backpressure_waits.get() + 1);
         let started = std::time::Instant::now();
-        while self.under_pressure() && started.elapsed() < PRESSURE_MAX_WAIT {
+        while self.under_pressure() && self.can_free() && started.elapsed() < PRESSURE_MAX_WAIT {
             glommio::timer::sleep(PRESSURE_WAIT).await;
         }
     }

@@ -3,7 +3,8 @@
 //! shard releases log files, and appends slow down rather than fail while it catches up);
 //! pages read back exactly, the `AddU64` counter holds exactly its sum, and a node killed
 //! with SIGKILL and restarted rebuilds its SCL from its persisted floor plus what is left
-//! of its log, and serves the same bytes.
+//! of its log, and serves the same bytes. A new writer then opens the volume: recovery
+//! starts at the floors and finds every commit.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -64,6 +65,7 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
     };
     let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
     let map = cluster.borrow().map(2);
+    let map2 = map.clone();
     LocalExecutorBuilder::new(Placement::Unbound)
         .make()
         .unwrap()
@@ -175,5 +177,18 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
                     other => panic!("node 2 after restart, page {page}: {other:?}"),
                 }
             }
+            // A new writer opens the volume: recovery starts at the nodes' floors (their
+            // logs no longer hold the early records) and finds every commit.
+            drop(vol);
+            let mut cfg = VolumeConfig::new(VOLUME);
+            cfg.request_timeout = Duration::from_secs(5);
+            let vol = Volume::open(map2, cfg).await.expect("reopen");
+            assert!(vol.vdl() >= vdl, "reopened at {} below {vdl}", vol.vdl());
+            for page in 0..PAGES {
+                let got = vol.read_page(PageNo(page), None).await.expect("read");
+                check(page, &got.data);
+            }
+            let got = vol.read_page(COUNTER, None).await.expect("counter");
+            assert_eq!(counter(&got.data), sum, "the counter after reopening");
         });
 }

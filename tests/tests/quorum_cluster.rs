@@ -185,6 +185,8 @@ fn commits_survive_an_az_loss_and_stop_cleanly_without_a_quorum() {
     let (cluster, map) = six_nodes("quorum");
     executor().run(async move {
         let mut cfg = VolumeConfig::new(VOLUME);
+        // These tests count records on the nodes: keep them out of the page store.
+        cfg.min_read_point = Some(Lsn::NONE);
         cfg.request_timeout = Duration::from_secs(1);
         cfg.quorum_timeout = Duration::from_secs(3);
         let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
@@ -270,6 +272,8 @@ fn a_stopped_node_does_not_stop_commits_and_catches_up_after() {
     let (cluster, map) = six_nodes("sigstop");
     executor().run(async move {
         let mut cfg = VolumeConfig::new(VOLUME);
+        // These tests count records on the nodes: keep them out of the page store.
+        cfg.min_read_point = Some(Lsn::NONE);
         cfg.request_timeout = Duration::from_millis(500);
         cfg.quorum_timeout = Duration::from_secs(3);
         let vol = Rc::new(Volume::open(map, cfg).await.expect("open the volume"));
@@ -314,6 +318,8 @@ fn a_full_resend_buffer_drains_by_age_while_a_node_is_stopped() {
     let (cluster, map) = six_nodes("budget");
     executor().run(async move {
         let mut cfg = VolumeConfig::new(VOLUME);
+        // These tests count records on the nodes: keep them out of the page store.
+        cfg.min_read_point = Some(Lsn::NONE);
         cfg.quorum_timeout = Duration::from_secs(3);
         // Records wait for all 6 or 200 ms past quorum; the budget holds ~1000 of them.
         cfg.quorum.retained_bytes_max = 256 << 10;
@@ -338,6 +344,8 @@ fn a_restarted_node_gets_what_it_missed_from_the_writers_resend() {
     let (cluster, map) = six_nodes("resend");
     executor().run(async move {
         let mut cfg = VolumeConfig::new(VOLUME);
+        // These tests count records on the nodes: keep them out of the page store.
+        cfg.min_read_point = Some(Lsn::NONE);
         cfg.request_timeout = Duration::from_millis(500);
         cfg.quorum_timeout = Duration::from_secs(3);
         // Keep records long enough to outlive the node's absence.

@@ -53,6 +53,10 @@ pub struct VolumeConfig {
     pub progress: Option<fn(&str)>,
     /// Tests only: end the open after this step, as if the process died there.
     pub stop_after: Option<RecoveryStep>,
+    /// The min read point from the start (see [`Volume::set_min_read_point`]); `None`
+    /// follows VDL. Nodes coalesce records into pages, and may drop them from their logs,
+    /// only below it.
+    pub min_read_point: Option<Lsn>,
 }
 
 impl VolumeConfig {
@@ -67,6 +71,7 @@ impl VolumeConfig {
             open_timeout: Duration::from_mins(1),
             progress: None,
             stop_after: None,
+            min_read_point: None,
         }
     }
 }
@@ -144,13 +149,14 @@ impl Volume {
             core.add_pg(*pg, state.members, state.tail);
             members.insert(*pg, state.members);
         }
+        let min_read_point = cfg.min_read_point;
         Ok(Volume {
             inner: Rc::new(Inner {
                 cfg,
                 cluster,
                 recovered,
                 fenced: RefCell::default(),
-                min_read_point: Cell::default(),
+                min_read_point: Cell::new(min_read_point),
                 core: RefCell::new(core),
                 members: RefCell::new(members),
                 peers: RefCell::default(),

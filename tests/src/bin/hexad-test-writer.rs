@@ -141,6 +141,9 @@ async fn run(args: Args) -> Result<()> {
     let file = hexad_node::config::ClusterConfig::load(&args.cluster)?;
     let map = ClusterMap::new(file.nodes)?;
     let mut cfg = VolumeConfig::new(args.volume);
+    // The tests read this writer's records back from the nodes' logs: keep them there
+    // (nodes coalesce and drop records only below the min read point).
+    cfg.min_read_point = Some(Lsn::NONE);
     cfg.request_timeout = Duration::from_secs(1);
     cfg.quorum_timeout = Duration::from_secs(10);
     cfg.progress = Some(progress);
