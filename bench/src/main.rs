@@ -17,6 +17,7 @@ mod quorum;
 mod raw;
 mod recover;
 mod report;
+mod restart;
 mod slo;
 mod write;
 
@@ -55,6 +56,8 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Page read latency through the quorum client, and a read-only attachment's lag.
     Pages(pages::PagesArgs),
+    /// Node restart time by page-store size (only the hot log is scanned).
+    Restart(restart::RestartArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,9 +81,10 @@ fn main() -> ExitCode {
         (Some(Command::Write(args)), _) => write::run(&args),
         (Some(Command::Recover(args)), _) => recover::run(&args),
         (Some(Command::Pages(args)), _) => pages::run(&args),
+        (Some(Command::Restart(args)), _) => restart::run(&args),
         (None, Some(file)) => jobfile::run(&file),
         (None, None) => Err(anyhow::anyhow!(
-            "give a command (quickstart, write, recover, pages) or a job file; --help lists them"
+            "give a command (quickstart, write, recover, pages, restart) or a job file; --help lists them"
         )),
     };
     match result {

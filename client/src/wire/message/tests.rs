@@ -279,7 +279,9 @@ proptest! {
     fn truncated_bodies_are_errors(msg in arb_message(), cut in 1usize..64) {
         let frame = msg.to_frame(1);
         let body = frame.slice(FRAME_HEADER_BYTES..);
-        if body.len() >= cut && !matches!(msg, Message::GetStats) {
+        // A Stats body cut to its first 8 fields is what an older node sends: valid.
+        let old_stats = matches!(msg, Message::Stats(_)) && body.len() - cut.min(body.len()) == 64;
+        if body.len() >= cut && !matches!(msg, Message::GetStats) && !old_stats {
             let short = body.slice(..body.len() - cut);
             prop_assert!(Message::decode(msg.kind(), short).is_err());
         }
