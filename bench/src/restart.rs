@@ -5,7 +5,7 @@
 //! page versions (slot A of consecutive pages of one segment, written in the node's own
 //! slot format and synced; LSN 0, as a restored baseline would be); the node starts (timed,
 //! to its ready line); the same records are appended to the segment's hot log through one
-//! connection; the node is SIGKILLed and started again (timed). Every run has the same hot
+//! connection; the node is killed with SIGKILL and started again (timed). Every run has the same hot
 //! log; only the page store's size differs. A page read at the end checks the stored data
 //! is what the node serves.
 
@@ -168,7 +168,9 @@ fn fill(path: &Path, pages: u64) -> Result<()> {
         out.write_all(&format::encode(VOLUME, PG, page, Lsn::NONE, &image(k)))?;
         out.write_all(&hole)?;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
+    let file = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
     file.sync_all()?;
     Ok(())
 }
