@@ -23,7 +23,7 @@ use hexad_client::{PageNo, VolumeId, PAGE_BYTES};
 use serde::Deserialize;
 
 use crate::drive::{measure, Operation, Plan, Window};
-use crate::report::{Shape, TargetStats};
+use crate::report::{PageWork, Shape, TargetStats};
 use crate::write::{Rw, WriteArgs};
 
 #[derive(Deserialize)]
@@ -76,6 +76,13 @@ pub fn run_on(
         bytes_per_op: args.bs,
     };
     let (bs, mix_read) = (args.bs, args.rwmixread);
+    let shard_addrs: Vec<std::net::SocketAddr> = map
+        .nodes()
+        .flat_map(|n| {
+            (0..n.shards.unwrap_or(default_shards)).map(|s| n.shard_addr(hexad_client::ShardId(s)))
+        })
+        .collect();
+    let before = page_stats(&shard_addrs);
     let loaded = LocalExecutorBuilder::new(Placement::Unbound)
         .name("hexad-bench")
         .spawn(move || async move {
@@ -100,6 +107,18 @@ pub fn run_on(
         .map_err(|e| anyhow!("cannot start executor: {e}"))?
         .join()
         .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+    let work = before.zip(page_stats(&shard_addrs)).map(|(b, a)| {
+        let secs = loaded.elapsed_s;
+        PageWork {
+            records_coalesced_per_s: a.records_coalesced.saturating_sub(b.records_coalesced) as f64
+                / secs,
+            page_versions_per_s: a
+                .page_versions_written
+                .saturating_sub(b.page_versions_written) as f64
+                / secs,
+            backpressure_waits: a.backpressure_waits.saturating_sub(b.backpressure_waits),
+        }
+    });
     let shape = Shape {
         path: "quorum",
         rw,
@@ -108,7 +127,7 @@ pub fn run_on(
         bytes_per_op: plan.bytes_per_op,
         kinds: ["commit", "read"],
     };
-    crate::report::finish(args, &shape, loaded, TargetStats::Quorum, slo)
+    crate::report::finish(args, &shape, loaded, TargetStats::Quorum(work), slo)
 }
 
 /// One operation of the job: a commit (a one-record mini-transaction, appended and waited
@@ -196,4 +215,23 @@ async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
         t.await.context("prefilling pages")?;
     }
     Ok(())
+}
+
+/// The page-store counters summed over every shard, or `None` if any shard did not
+/// answer (a node stopped or killed by a fault plan).
+fn page_stats(shards: &[std::net::SocketAddr]) -> Option<hexad_client::wire::NodeStats> {
+    let mut total = hexad_client::wire::NodeStats::default();
+    for addr in shards {
+        let mut c =
+            hexad_client::blocking::Connection::connect(*addr, Duration::from_secs(2)).ok()?;
+        let hexad_client::wire::Message::Stats(s) =
+            c.call(&hexad_client::wire::Message::GetStats).ok()?
+        else {
+            return None;
+        };
+        total.records_coalesced += s.records_coalesced;
+        total.page_versions_written += s.page_versions_written;
+        total.backpressure_waits += s.backpressure_waits;
+    }
+    Some(total)
 }

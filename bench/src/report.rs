@@ -26,12 +26,21 @@ pub struct Shape {
 
 /// What a target adds to the summary.
 pub enum TargetStats {
-    /// Commits through the quorum client.
-    Quorum,
+    /// Commits through the quorum client, with the nodes' page-store work when every node
+    /// answered `GetStats` before and after.
+    Quorum(Option<PageWork>),
     /// The node's own log figures.
     Node(NodeLog),
     /// The raw engine's file and syncs.
     File(crate::raw::FileStats),
+}
+
+/// What the nodes' coalescers did during a run (summed over the nodes).
+#[derive(Debug, Serialize)]
+pub struct PageWork {
+    pub records_coalesced_per_s: f64,
+    pub page_versions_per_s: f64,
+    pub backpressure_waits: u64,
 }
 
 /// The node's own log figures over a node-target run.
@@ -76,6 +85,8 @@ struct Summary {
     node_log: Option<NodeLog>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<crate::raw::FileStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_pages: Option<PageWork>,
 }
 
 #[derive(Debug, Serialize)]
@@ -147,10 +158,10 @@ pub fn finish(
         }
     }
     let secs = loaded.elapsed_s;
-    let (node_log, file) = match stats {
-        TargetStats::Quorum => (None, None),
-        TargetStats::Node(n) => (Some(n), None),
-        TargetStats::File(f) => (None, Some(f)),
+    let (node_log, file, node_pages) = match stats {
+        TargetStats::Quorum(p) => (None, None, p),
+        TargetStats::Node(n) => (Some(n), None, None),
+        TargetStats::File(f) => (None, Some(f), None),
     };
     let hist = loaded.latency_us;
     let s = Summary {
@@ -186,6 +197,7 @@ pub fn finish(
         }),
         node_log,
         file,
+        node_pages,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -251,6 +263,12 @@ fn print_text(s: &Summary, shape: &Shape) {
         println!(
             "  node log: {:.0} records/s, {:.0} syncs/s, {:.1} records/sync, {:.2} requests/sync, {:.1} MB/s written",
             n.records_per_s, n.log_syncs_per_s, n.records_per_sync, n.requests_per_sync, n.log_mb_per_s
+        );
+    }
+    if let Some(p) = &s.node_pages {
+        println!(
+            "  nodes' page stores: {:.0} records/s coalesced into {:.0} page versions/s; {} appends slowed by back-pressure",
+            p.records_coalesced_per_s, p.page_versions_per_s, p.backpressure_waits
         );
     }
     if let Some(f) = &s.file {

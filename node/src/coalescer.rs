@@ -109,6 +109,39 @@ impl<D: Disk + 'static> Shard<D> {
         Ok((page_lsn, data, records.len()))
     }
 
+    /// Whether `page` has a corrupt slot that may hold its newest version while records
+    /// above the valid version may be gone from the log (below the floor): rebuilding it
+    /// here could silently lose them, so it is marked lost until a peer's copy restores it
+    /// (issue #6), and reads keep answering `Corrupt`.
+    fn cannot_rebuild(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        target: Lsn,
+        slots: &PageSlots,
+    ) -> bool {
+        let base = format::base_for(&slots.slots, target).map_or(Lsn::NONE, |(_, l)| l);
+        let newer_corrupt = slots.slots.iter().enumerate().any(|(s, slot)| {
+            matches!(slot, Slot::Corrupt(_))
+                && slots.claimed_lsn(key, page, s).is_none_or(|c| c > base)
+        });
+        let mut segs = self.segments.borrow_mut();
+        let Some(seg) = segs.get_mut(&key) else {
+            return true;
+        };
+        if !newer_corrupt || base >= seg.floor() {
+            return false;
+        }
+        seg.page_lost(page);
+        eprintln!(
+            "hexad-node: page {page} of volume {} pg {}: its newest stored version is corrupt and the records since its older version (LSN {base}) are below the floor {}; it needs a copy from a peer (not built yet, issue #6) and reads of it answer Corrupt",
+            key.volume,
+            key.pg,
+            seg.floor()
+        );
+        true
+    }
+
     /// Coalesces forever (spawn it into a low-priority task queue).
     pub async fn run_coalescer(self: Rc<Self>) {
         let Some(store) = self.pages.clone() else {
@@ -157,6 +190,9 @@ impl<D: Disk + 'static> Shard<D> {
             let mut done = Vec::new();
             for page in pages {
                 let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
+                if self.cannot_rebuild(key, page, target, &slots) {
+                    continue;
+                }
                 let newest = format::newest(&slots.slots);
                 let (lsn, data, applied) = self
                     .build_page(key, page, target, Some(&slots))

@@ -49,6 +49,9 @@ pub struct Segment {
     stored: HashMap<PageNo, Lsn>,
     /// Pages with a corrupt stored version, to be rewritten.
     heal: BTreeSet<PageNo>,
+    /// Pages whose newest version is corrupt and whose older records are gone from the log:
+    /// only a peer's copy can restore them (issue #6); reads answer `Corrupt` meanwhile.
+    lost: BTreeSet<PageNo>,
     /// Records at or below this LSN are in synced page versions and were dropped from
     /// memory (and may be gone from the hot log); the SCL never falls below it.
     floor: Lsn,
@@ -71,6 +74,7 @@ impl Segment {
             dirty: BTreeSet::new(),
             stored: HashMap::new(),
             heal: BTreeSet::new(),
+            lost: BTreeSet::new(),
             floor: Lsn::NONE,
             live_by_file: HashMap::new(),
         }
@@ -113,7 +117,7 @@ impl Segment {
     pub fn coalesce_work(&mut self, target: Lsn, max: usize) -> Vec<PageNo> {
         let mut work = Vec::new();
         let mut clean = Vec::new();
-        for page in &self.dirty {
+        for page in self.dirty.iter().filter(|p| !self.lost.contains(p)) {
             let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
             let newer = |to: Lsn| {
                 if to <= stored {
@@ -146,8 +150,22 @@ impl Segment {
 
     /// A stored version of `page` failed its CRC: rewrite it.
     pub fn corrupt_version(&mut self, page: PageNo) {
-        self.heal.insert(page);
-        self.dirty.insert(page);
+        if !self.lost.contains(&page) {
+            self.heal.insert(page);
+            self.dirty.insert(page);
+        }
+    }
+
+    /// `page` cannot be rebuilt here (see `lost`): stop trying, and let the floor move on.
+    pub fn page_lost(&mut self, page: PageNo) {
+        self.heal.remove(&page);
+        self.dirty.remove(&page);
+        self.lost.insert(page);
+    }
+
+    /// Pages waiting for a peer's copy.
+    pub fn pages_lost(&self) -> usize {
+        self.lost.len()
     }
 
     /// Pages that may hold records not yet in the page store.
@@ -187,15 +205,21 @@ impl Segment {
         if last <= self.floor || !self.heal.is_empty() {
             return None;
         }
-        let all_stored = self.dirty.iter().all(|page| {
-            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
-            stored >= last
-                || self
-                    .by_page
-                    .range((*page, Lsn(stored.0 + 1))..=(*page, last))
-                    .next()
-                    .is_none()
-        });
+        // A lost page does not hold the floor back: its copy from a peer must then be at
+        // least as new as the floor.
+        let all_stored = self
+            .dirty
+            .iter()
+            .filter(|p| !self.lost.contains(p))
+            .all(|page| {
+                let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+                stored >= last
+                    || self
+                        .by_page
+                        .range((*page, Lsn(stored.0 + 1))..=(*page, last))
+                        .next()
+                        .is_none()
+            });
         all_stored.then_some(last)
     }
 

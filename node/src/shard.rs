@@ -708,7 +708,7 @@ impl<D: Disk + 'static> Shard<D> {
                     seg.corrupt_version(page);
                 }
                 eprintln!(
-                    "hexad-node: CORRUPT page version: volume {} pg {} page {page}: {why}; rewriting it from the log",
+                    "hexad-node: CORRUPT page version: volume {} pg {} page {page}: {why}; refusing reads of it until it is rewritten",
                     key.volume, key.pg
                 );
                 return Reply::error(

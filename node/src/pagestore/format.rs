@@ -115,6 +115,18 @@ pub fn decode(volume: VolumeId, pg: PgIndex, page: PageNo, slot: &[u8]) -> Slot 
     }
 }
 
+/// The page LSN a slot's header claims, when the header itself checks out (its CRC, magic,
+/// version and identity) whatever the page bytes hold: for a slot whose data is corrupt,
+/// which version it was.
+pub fn header_lsn(volume: VolumeId, pg: PgIndex, page: PageNo, slot: &[u8]) -> Option<Lsn> {
+    let h = &slot[..HEADER_BYTES];
+    let intact = u32_at(h, 44) == crc32c::crc32c(&h[..44])
+        && &h[0..4] == MAGIC
+        && u16::from_le_bytes([h[4], h[5]]) == VERSION
+        && (u64_at(h, 8), u32_at(h, 16), u64_at(h, 24)) == (volume.0, pg.0, page.0);
+    intact.then(|| Lsn(u64_at(h, 32)))
+}
+
 /// The page's bytes in a slot [`decode`] found valid.
 pub fn data(slot: &[u8]) -> &[u8] {
     &slot[HEADER_BYTES..SLOT_BYTES]
@@ -219,6 +231,11 @@ mod tests {
             decode(V, PG, page(1), &torn),
             Slot::Corrupt("page data CRC mismatch".into())
         );
+        // Its header still says which version it was; a damaged header says nothing.
+        assert_eq!(header_lsn(V, PG, page(1), &torn), Some(Lsn(11)));
+        let mut bad_header = torn.clone();
+        bad_header[33] ^= 1;
+        assert_eq!(header_lsn(V, PG, page(1), &bad_header), None);
     }
 
     #[test]

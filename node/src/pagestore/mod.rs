@@ -26,6 +26,13 @@ pub struct PageSlots {
 }
 
 impl PageSlots {
+    /// The LSN slot `s`'s header claims, if its header is intact (see
+    /// [`format::header_lsn`]).
+    pub fn claimed_lsn(&self, key: SegmentKey, page: PageNo, s: usize) -> Option<Lsn> {
+        let slot = &self.bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
+        format::header_lsn(key.volume, key.pg, page, slot)
+    }
+
     /// The page bytes of slot `s` (valid slots only).
     pub fn data(&self, s: usize) -> [u8; PAGE_BYTES] {
         let slot = &self.bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
