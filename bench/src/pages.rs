@@ -9,8 +9,12 @@
 //!    them, 2 ms apart) while an attached reader polls the nodes for the VDL; the lag of a
 //!    commit is from its acknowledgement at the writer to the first poll that sees it.
 //!
-//! There is no page store yet (issue #4): a node builds each page from its records in the
-//! hot log, so read cost grows with `--history`.
+//! `--source store` (the default) lets the writer's min read point follow VDL, waits after
+//! the fill until every node has coalesced every page (and reports how fast they did, with
+//! no foreground load), so reads start from a stored version (two 12 KiB slots read with
+//! `O_DIRECT`) with no record to apply. `--source log` pins the min read point at 0, so
+//! nothing is coalesced and every read applies the page's `--history` records from the hot
+//! log. A node has no page cache: both read from disk.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -53,6 +57,9 @@ pub struct PagesArgs {
     /// Volume id (must be new).
     #[arg(long, default_value_t = 3000)]
     pub volume: u64,
+    /// store (reads start from coalesced page versions) or log (nothing is coalesced).
+    #[arg(long, default_value = "store")]
+    pub source: String,
     /// normal or json.
     #[arg(long, default_value = "normal")]
     pub output_format: String,
@@ -60,9 +67,14 @@ pub struct PagesArgs {
 
 #[derive(Debug, Serialize)]
 struct Summary {
+    source: String,
     pages: u64,
     history: u64,
     fill_s: f64,
+    /// Store source: seconds from the end of the fill until every node had coalesced
+    /// everything, and the records per second that took (summed over the nodes).
+    coalesce_s: Option<f64>,
+    records_coalesced_per_s: Option<f64>,
     reads: u64,
     reads_per_s: f64,
     hedged: u64,
@@ -99,6 +111,9 @@ pub fn run(args: &PagesArgs) -> Result<()> {
     if !matches!(args.output_format.as_str(), "normal" | "json") {
         bail!("--output-format must be normal or json");
     }
+    if !matches!(args.source.as_str(), "store" | "log") {
+        bail!("--source must be store or log, not {:?}", args.source);
+    }
     let (_local, map, shards) =
         crate::local::quorum_target(&args.target, &args.local_dir, "pages")?;
     let plan = Plan {
@@ -110,6 +125,13 @@ pub fn run(args: &PagesArgs) -> Result<()> {
         volume: VolumeId(args.volume),
         shards,
         quiet: args.output_format == "json",
+        from_store: args.source == "store",
+        shard_addrs: map
+            .nodes()
+            .flat_map(|n| {
+                (0..n.shards.unwrap_or(shards)).map(|s| n.shard_addr(hexad_client::ShardId(s)))
+            })
+            .collect(),
     };
     let s = LocalExecutorBuilder::new(Placement::Unbound)
         .name("hexad-bench")
@@ -122,9 +144,16 @@ pub fn run(args: &PagesArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "pages: {} pages x {} records written in {:.1}s; closed loop, {} reads in flight",
-        s.pages, s.history, s.fill_s, args.iodepth
+        "pages: {} pages x {} records written in {:.1}s; closed loop, {} reads in flight; reads from the {}",
+        s.pages,
+        s.history,
+        s.fill_s,
+        args.iodepth,
+        if plan_store(&s) { "page store" } else { "hot log" }
     );
+    if let (Some(secs), Some(rate)) = (s.coalesce_s, s.records_coalesced_per_s) {
+        println!("  coalesced by every node {secs:.2}s after the fill: {rate:.0} records/s (all nodes, no foreground load)");
+    }
     println!(
         "  reads: {} ({:.0}/s, {} hedged); latency (us): p50={} p90={} p99={} p99.9={} max={}",
         s.reads,
@@ -157,6 +186,28 @@ struct Plan {
     volume: VolumeId,
     shards: u16,
     quiet: bool,
+    from_store: bool,
+    shard_addrs: Vec<std::net::SocketAddr>,
+}
+
+fn plan_store(s: &Summary) -> bool {
+    s.source == "store"
+}
+
+/// Records coalesced and pages still pending, summed over the nodes.
+fn coalescing(shards: &[std::net::SocketAddr]) -> Result<(u64, u64)> {
+    let (mut done, mut pending) = (0, 0);
+    for addr in shards {
+        let mut c = hexad_client::blocking::Connection::connect(*addr, Duration::from_secs(5))?;
+        match c.call(&hexad_client::wire::Message::GetStats)? {
+            hexad_client::wire::Message::Stats(st) => {
+                done += st.records_coalesced;
+                pending += st.pages_pending;
+            }
+            other => bail!("GetStats from {addr}: {other:?}"),
+        }
+    }
+    Ok((done, pending))
 }
 
 fn page_of(i: u64, pages: u64) -> PageNo {
@@ -171,6 +222,9 @@ fn histogram() -> Histogram<u64> {
 async fn measure(map: ClusterMap, plan: Plan) -> Result<Summary> {
     let mut cfg = VolumeConfig::new(plan.volume);
     cfg.default_shards = plan.shards;
+    if !plan.from_store {
+        cfg.min_read_point = Some(Lsn::NONE);
+    }
     let vol = Rc::new(
         Volume::open(map.clone(), cfg.clone())
             .await
@@ -207,7 +261,30 @@ async fn measure(map: ClusterMap, plan: Plan) -> Result<Summary> {
     }
     let fill_s = started.elapsed().as_secs_f64();
     if !plan.quiet {
-        eprintln!("filled {} pages in {fill_s:.1}s; reading", plan.pages);
+        eprintln!("filled {} pages in {fill_s:.1}s", plan.pages);
+    }
+    let (mut coalesce_s, mut records_coalesced_per_s) = (None, None);
+    if plan.from_store {
+        // The nodes learn the final PGMRPL within a few ms; wait until none has a page
+        // left to coalesce (blocking calls: nothing else runs on this executor now).
+        let waited = Instant::now();
+        let (before, _) = coalescing(&plan.shard_addrs)?;
+        loop {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            let (done, pending) = coalescing(&plan.shard_addrs)?;
+            if pending == 0 {
+                let secs = waited.elapsed().as_secs_f64();
+                coalesce_s = Some(secs);
+                records_coalesced_per_s = Some((done - before) as f64 / secs);
+                break;
+            }
+            if waited.elapsed() > Duration::from_mins(2) {
+                bail!("{pending} pages still not coalesced after 2 minutes");
+            }
+        }
+    }
+    if !plan.quiet {
+        eprintln!("reading");
     }
 
     // 2. Random reads at VDL.
@@ -283,9 +360,12 @@ async fn measure(map: ClusterMap, plan: Plan) -> Result<Summary> {
     let latency = Percentiles::of(&hist.borrow());
     let reader_lag_us = Percentiles::of(&lag.borrow());
     Ok(Summary {
+        source: if plan.from_store { "store" } else { "log" }.into(),
         pages: plan.pages,
         history: plan.history,
         fill_s,
+        coalesce_s,
+        records_coalesced_per_s,
         reads,
         reads_per_s: reads as f64 / reading_s,
         hedged: hedged.get(),
