@@ -171,8 +171,9 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
-    /// One pass over every segment; returns the page versions written.
-    async fn coalesce_pass(&self, store: &PageStore) -> Result<usize, String> {
+    /// One pass over every segment; returns the page versions written. A segment's pages
+    /// are built and written concurrently, then its file is synced once.
+    async fn coalesce_pass(self: &Rc<Self>, store: &Rc<PageStore>) -> Result<usize, String> {
         let work: Vec<(SegmentKey, Lsn, Vec<PageNo>)> = {
             let progress = self.progress.borrow();
             let mut segs = self.segments.borrow_mut();
@@ -187,34 +188,23 @@ impl<D: Disk + 'static> Shard<D> {
         };
         let mut written = 0;
         for (key, target, pages) in work {
+            let tasks: Vec<_> = pages
+                .into_iter()
+                .map(|page| {
+                    let (shard, store) = (self.clone(), store.clone());
+                    glommio::spawn_local(async move {
+                        shard.coalesce_page(&store, key, page, target).await
+                    })
+                })
+                .collect();
             let mut done = Vec::new();
-            for page in pages {
-                let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
-                if self.cannot_rebuild(key, page, target, &slots) {
-                    continue;
+            let mut failed = None;
+            for t in tasks {
+                match t.await {
+                    Ok(Some(d)) => done.push(d),
+                    Ok(None) => {}
+                    Err(e) => failed = Some(e),
                 }
-                let newest = format::newest(&slots.slots);
-                let (lsn, data, applied) = self
-                    .build_page(key, page, target, Some(&slots))
-                    .await
-                    .map_err(|(_, why)| why)?;
-                let healthy = slots.slots.iter().all(|s| !matches!(s, Slot::Corrupt(_)));
-                if applied == 0 && healthy {
-                    // Already stored (e.g. seen again after a restart).
-                    done.push((page, lsn, false));
-                    continue;
-                }
-                if newest.is_some_and(|(_, n)| n > lsn) {
-                    continue; // a newer version is stored than this target allows
-                }
-                let s = format::next_slot(&slots.slots);
-                self.writing.borrow_mut().insert((key, page), s);
-                let wrote = store.write(key, page, s, lsn, &data).await;
-                self.writing.borrow_mut().remove(&(key, page));
-                wrote.map_err(|e| e.to_string())?;
-                self.records_coalesced
-                    .set(self.records_coalesced.get() + applied as u64);
-                done.push((page, lsn, true));
             }
             let wrote = done.iter().filter(|(_, _, w)| *w).count();
             if wrote > 0 {
@@ -227,8 +217,48 @@ impl<D: Disk + 'static> Shard<D> {
                     seg.stored(page, lsn);
                 }
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
             written += wrote;
         }
         Ok(written)
+    }
+
+    /// Builds `page` up to `target` and writes it as a new version if it has news (or a
+    /// corrupt slot to heal). Returns the page, its stored LSN, and whether it was written
+    /// (`None`: nothing to do for now).
+    async fn coalesce_page(
+        &self,
+        store: &PageStore,
+        key: SegmentKey,
+        page: PageNo,
+        target: Lsn,
+    ) -> Result<Option<(PageNo, Lsn, bool)>, String> {
+        let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
+        if self.cannot_rebuild(key, page, target, &slots) {
+            return Ok(None);
+        }
+        let newest = format::newest(&slots.slots);
+        let (lsn, data, applied) = self
+            .build_page(key, page, target, Some(&slots))
+            .await
+            .map_err(|(_, why)| why)?;
+        let healthy = slots.slots.iter().all(|s| !matches!(s, Slot::Corrupt(_)));
+        if applied == 0 && healthy {
+            // Already stored (e.g. seen again after a restart).
+            return Ok(Some((page, lsn, false)));
+        }
+        if newest.is_some_and(|(_, n)| n > lsn) {
+            return Ok(None); // a newer version is stored than this target allows
+        }
+        let s = format::next_slot(&slots.slots);
+        self.writing.borrow_mut().insert((key, page), s);
+        let wrote = store.write(key, page, s, lsn, &data).await;
+        self.writing.borrow_mut().remove(&(key, page));
+        wrote.map_err(|e| e.to_string())?;
+        self.records_coalesced
+            .set(self.records_coalesced.get() + applied as u64);
+        Ok(Some((page, lsn, true)))
     }
 }
