@@ -30,6 +30,14 @@ use crate::shard::Shard;
 
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;
+/// Pages built and written at once.
+const PAGES_IN_FLIGHT: usize = 8;
+/// While appends arrive and more than half the hot log is free, only pages with at least
+/// this many records waiting are coalesced (a version per record would cost 12 KiB of
+/// writes per record). When appends pause for [`IDLE_AFTER`], or the log is half full,
+/// every page is, so that floors move and log files are released.
+const LAZY_CHAIN: usize = 8;
+const IDLE_AFTER: Duration = Duration::from_millis(50);
 /// Sleep between passes that found nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// How often coalesced records leave memory and their hot-log files are released, and
@@ -174,6 +182,13 @@ impl<D: Disk + 'static> Shard<D> {
     /// One pass over every segment; returns the page versions written. A segment's pages
     /// are built and written concurrently, then its file is synced once.
     async fn coalesce_pass(self: &Rc<Self>, store: &Rc<PageStore>) -> Result<usize, String> {
+        let log = self.log();
+        let busy = self.last_append.get().elapsed() < IDLE_AFTER;
+        let min_chain = if busy && log.files_free() * 2 > log.file_count() {
+            LAZY_CHAIN
+        } else {
+            1
+        };
         let work: Vec<(SegmentKey, Lsn, Vec<PageNo>)> = {
             let progress = self.progress.borrow();
             let mut segs = self.segments.borrow_mut();
@@ -181,29 +196,31 @@ impl<D: Disk + 'static> Shard<D> {
                 .filter_map(|(key, seg)| {
                     let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
                     let target = seg.scl().min(pgmrpl);
-                    let pages = seg.coalesce_work(target, PAGES_PER_PASS);
+                    let pages = seg.coalesce_work(target, PAGES_PER_PASS, min_chain);
                     (!pages.is_empty()).then_some((*key, target, pages))
                 })
                 .collect()
         };
         let mut written = 0;
         for (key, target, pages) in work {
-            let tasks: Vec<_> = pages
-                .into_iter()
-                .map(|page| {
-                    let (shard, store) = (self.clone(), store.clone());
-                    glommio::spawn_local(async move {
-                        shard.coalesce_page(&store, key, page, target).await
-                    })
-                })
-                .collect();
             let mut done = Vec::new();
             let mut failed = None;
-            for t in tasks {
-                match t.await {
-                    Ok(Some(d)) => done.push(d),
-                    Ok(None) => {}
-                    Err(e) => failed = Some(e),
+            for chunk in pages.chunks(PAGES_IN_FLIGHT) {
+                let tasks: Vec<_> = chunk
+                    .iter()
+                    .map(|page| {
+                        let (shard, store, page) = (self.clone(), store.clone(), *page);
+                        glommio::spawn_local(async move {
+                            shard.coalesce_page(&store, key, page, target).await
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    match t.await {
+                        Ok(Some(d)) => done.push(d),
+                        Ok(None) => {}
+                        Err(e) => failed = Some(e),
+                    }
                 }
             }
             let wrote = done.iter().filter(|(_, _, w)| *w).count();

@@ -111,10 +111,10 @@ impl Segment {
             .collect()
     }
 
-    /// Up to `max` pages with records in `(stored version, target]` (or a version to
-    /// heal), those with the most such records first; pages with nothing above their stored
-    /// version leave the work list.
-    pub fn coalesce_work(&mut self, target: Lsn, max: usize) -> Vec<PageNo> {
+    /// Up to `max` pages with at least `min_chain` records in `(stored version, target]`
+    /// (or a version to heal), those with the most such records first; pages with nothing
+    /// above their stored version leave the work list.
+    pub fn coalesce_work(&mut self, target: Lsn, max: usize, min_chain: usize) -> Vec<PageNo> {
         let mut work = Vec::new();
         let mut clean = Vec::new();
         for page in self.dirty.iter().filter(|p| !self.lost.contains(p)) {
@@ -128,9 +128,9 @@ impl Segment {
                     .count()
             };
             let ready = if stored < target { newer(target) } else { 0 };
-            if ready > 0 || self.heal.contains(page) {
+            if ready >= min_chain.max(1) || self.heal.contains(page) {
                 work.push((ready, *page));
-            } else if newer(Lsn(u64::MAX)) == 0 {
+            } else if ready == 0 && newer(Lsn(u64::MAX)) == 0 {
                 clean.push(*page);
             }
         }

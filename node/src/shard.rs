@@ -98,6 +98,8 @@ pub struct Shard<D: Disk> {
     pub(crate) corrupt_page_versions: Cell<u64>,
     /// Appends delayed because the hot log was nearly full.
     backpressure_waits: Cell<u64>,
+    /// When the last `AppendBatch` arrived (the coalescer works harder when appends stop).
+    pub(crate) last_append: Cell<std::time::Instant>,
 }
 
 /// Free hot-log files below which appends are slowed, and how long each waits.
@@ -167,6 +169,7 @@ impl<D: Disk + 'static> Shard<D> {
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             backpressure_waits: Cell::new(0),
+            last_append: Cell::new(std::time::Instant::now()),
         });
         Ok((shard, report))
     }
@@ -248,6 +251,7 @@ impl<D: Disk + 'static> Shard<D> {
                         );
                     }
                 }
+                self.last_append.set(std::time::Instant::now());
                 self.wait_for_log_space().await;
                 let durable_lsn = records.last().expect("batch checked non-empty").lsn;
                 let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
