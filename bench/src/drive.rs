@@ -10,7 +10,9 @@
 //!   are outstanding the next one waits, and its wait counts.
 //!
 //! Both run for `ramp + runtime` and measure only operations that start (or are due) after
-//! the ramp (`--ramp_time`).
+//! the ramp (`--ramp_time`). A failed operation is counted (with the first failure kept
+//! for the report) and the load goes on; a worker whose operation failed pauses
+//! [`ERROR_PAUSE`] so a dead target is not hammered.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
+
+/// How long a worker waits after a failed operation before its next one.
+pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// How long a load runs: `ramp` first, unmeasured, then `runtime`, measured.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +49,9 @@ pub struct Measured {
     /// Microseconds, per kind of operation.
     pub by_kind: Vec<Histogram<u64>>,
     pub done: u64,
+    /// Operations that failed (in the measured window), and the first failure.
+    pub errors: u64,
+    pub first_error: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -56,6 +64,9 @@ fn histogram() -> Histogram<u64> {
 pub struct Tally {
     /// Operations done in the measured window.
     pub done: Cell<u64>,
+    /// Operations failed in the measured window, and the first failure (any time).
+    pub errors: Cell<u64>,
+    pub first_error: RefCell<Option<String>>,
     /// Latencies (µs) since the last [`Tally::take_interval`], if intervals are kept.
     interval: RefCell<Option<Histogram<u64>>>,
 }
@@ -64,8 +75,19 @@ impl Tally {
     /// A tally that also keeps per-interval histograms.
     pub fn with_intervals() -> Tally {
         Tally {
-            done: Cell::new(0),
             interval: RefCell::new(Some(histogram())),
+            ..Tally::default()
+        }
+    }
+
+    fn failed(&self, e: &anyhow::Error, measured: bool) {
+        if measured {
+            self.errors.set(self.errors.get() + 1);
+        }
+        let mut first = self.first_error.borrow_mut();
+        if first.is_none() {
+            eprintln!("operation failed (the run goes on; errors are counted): {e:#}");
+            *first = Some(format!("{e:#}"));
         }
     }
 
@@ -104,11 +126,17 @@ pub async fn closed_loop<O: Operation + 'static>(
             let mut i = w;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let kind = op.run(i).await?;
-                if t0 >= measure_from {
-                    let us = t0.elapsed().as_micros() as u64;
-                    kinds[kind.min(MAX_KINDS - 1)].record(us)?;
-                    tally.record(us);
+                match op.run(i).await {
+                    Ok(kind) if t0 >= measure_from => {
+                        let us = t0.elapsed().as_micros() as u64;
+                        kinds[kind.min(MAX_KINDS - 1)].record(us)?;
+                        tally.record(us);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tally.failed(&e, t0 >= measure_from);
+                        glommio::timer::sleep(ERROR_PAUSE).await;
+                    }
                 }
                 i += depth as u64;
             }
@@ -129,6 +157,8 @@ pub async fn closed_loop<O: Operation + 'static>(
         latency_us,
         by_kind,
         done: tally.done.get(),
+        errors: tally.errors.get(),
+        first_error: tally.first_error.borrow().clone(),
         elapsed: measure_from.elapsed(),
     })
 }
@@ -147,7 +177,6 @@ pub async fn open_loop<O: Operation + 'static>(
     let hist: Rc<RefCell<Vec<Histogram<u64>>>> =
         Rc::new(RefCell::new((0..MAX_KINDS).map(|_| histogram()).collect()));
     let in_flight = Rc::new(Cell::new(0usize));
-    let failed: Rc<RefCell<Option<anyhow::Error>>> = Rc::default();
     let finished = Rc::new(hexad_client::sync::Notify::default());
     #[allow(clippy::cast_sign_loss)] // rate > 0 is asserted above
     let total = (rate * (window.ramp + window.runtime).as_secs_f64()) as u64;
@@ -159,15 +188,11 @@ pub async fn open_loop<O: Operation + 'static>(
         while in_flight.get() >= max_in_flight {
             finished.notified().await;
         }
-        if failed.borrow().is_some() {
-            break;
-        }
         in_flight.set(in_flight.get() + 1);
-        let (op, hist, in_flight, failed, finished, tally) = (
+        let (op, hist, in_flight, finished, tally) = (
             op.clone(),
             hist.clone(),
             in_flight.clone(),
-            failed.clone(),
             finished.clone(),
             tally.clone(),
         );
@@ -180,7 +205,10 @@ pub async fn open_loop<O: Operation + 'static>(
                     tally.record(us);
                 }
                 Ok(_) => {}
-                Err(e) => *failed.borrow_mut() = Some(e),
+                Err(e) => {
+                    tally.failed(&e, due >= measure_from);
+                    glommio::timer::sleep(ERROR_PAUSE).await;
+                }
             }
             in_flight.set(in_flight.get() - 1);
             finished.notify();
@@ -189,9 +217,6 @@ pub async fn open_loop<O: Operation + 'static>(
     }
     while in_flight.get() > 0 {
         finished.notified().await;
-    }
-    if let Some(e) = failed.borrow_mut().take() {
-        return Err(e);
     }
     let by_kind = hist.borrow().clone();
     let mut latency_us = histogram();
@@ -202,6 +227,8 @@ pub async fn open_loop<O: Operation + 'static>(
         latency_us,
         by_kind,
         done: tally.done.get(),
+        errors: tally.errors.get(),
+        first_error: tally.first_error.borrow().clone(),
         elapsed: measure_from.elapsed(),
     })
 }
@@ -228,6 +255,9 @@ pub struct Loaded {
     /// Per operation kind.
     pub by_kind: Vec<Histogram<u64>>,
     pub ops: u64,
+    /// Failed operations in the measured window, and the first failure.
+    pub errors: u64,
+    pub first_error: Option<String>,
     pub elapsed_s: f64,
     pub wall_start: std::time::SystemTime,
     /// Each measured second.
@@ -260,11 +290,12 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
                 } else {
                     let _ = so_far.add(&h);
                     eprintln!(
-                        "[{at:>4.0}s] {rate:>8.0} {} {:>7.1} MB/s  p99 {} us (last second), {} us (so far)",
+                        "[{at:>4.0}s] {rate:>8.0} {} {:>7.1} MB/s  p99 {} us (last second), {} us (so far)  errors {}",
                         plan.unit,
                         rate * plan.bytes_per_op as f64 / 1e6,
                         h.value_at_quantile(0.99),
-                        so_far.value_at_quantile(0.99)
+                        so_far.value_at_quantile(0.99),
+                        tally.errors.get()
                     );
                 }
                 if interval_start >= ramp_end {
@@ -285,6 +316,8 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
         latency_us: measured.latency_us,
         by_kind: measured.by_kind,
         ops: measured.done,
+        errors: measured.errors,
+        first_error: measured.first_error,
         elapsed_s: measured.elapsed.as_secs_f64(),
         wall_start,
         intervals,
@@ -346,6 +379,47 @@ mod tests {
         Window {
             ramp: Duration::from_millis(ramp_ms),
             runtime: Duration::from_millis(runtime_ms),
+        }
+    }
+
+    /// Fails every third operation.
+    struct Flaky;
+
+    impl Operation for Flaky {
+        async fn run(&self, i: u64) -> Result<usize> {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+            if i.is_multiple_of(3) {
+                anyhow::bail!("operation {i} failed");
+            }
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn failed_operations_are_counted_and_the_load_goes_on() {
+        let (closed, open) = run(async {
+            let closed = closed_loop(Rc::new(Flaky), 2, window(0, 300), Rc::default())
+                .await
+                .unwrap();
+            let open = open_loop(Rc::new(Flaky), 300.0, 4, window(0, 300), Rc::default())
+                .await
+                .unwrap();
+            (closed, open)
+        });
+        for (name, m) in [("closed", closed), ("open", open)] {
+            assert!(
+                m.errors > 0 && m.done > 0,
+                "{name}: {} errors, {} done",
+                m.errors,
+                m.done
+            );
+            assert!(
+                m.first_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("failed")),
+                "{name}: {:?}",
+                m.first_error
+            );
         }
     }
 

@@ -300,6 +300,9 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
         latency_us.add(h)?;
     }
     let loaded = Loaded {
+        // An I/O error on the device ends the run (above): no operation fails quietly.
+        errors: 0,
+        first_error: None,
         ops: latency_us.len(),
         latency_us,
         by_kind: by_kind.into(),
