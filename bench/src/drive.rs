@@ -233,6 +233,65 @@ pub async fn open_loop<O: Operation + 'static>(
     })
 }
 
+/// Runs `write(target, k)` once for every page `k < pages` of each of `targets` targets
+/// (volumes, segments), `workers` at a time per target: the prefill of read jobs.
+pub async fn fill_pages<F, Fut>(targets: usize, pages: u64, workers: usize, write: F) -> Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Clone + 'static,
+    Fut: Future<Output = Result<()>> + 'static,
+{
+    let mut tasks = Vec::new();
+    for target in 0..targets {
+        let next = Rc::new(Cell::new(0u64));
+        for _ in 0..workers {
+            let (next, write) = (next.clone(), write.clone());
+            tasks.push(glommio::spawn_local(async move {
+                while next.get() < pages {
+                    let k = next.get();
+                    next.set(k + 1);
+                    write(target, k).await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.context("prefilling pages"))?;
+    }
+    Ok(())
+}
+
+/// Every shard's `GetStats`, summed (blocking calls).
+pub fn sum_stats(
+    shards: &[std::net::SocketAddr],
+    timeout: Duration,
+) -> Result<hexad_client::wire::NodeStats> {
+    use hexad_client::wire::Message;
+    let mut t = hexad_client::wire::NodeStats::default();
+    for addr in shards {
+        let mut c = hexad_client::blocking::Connection::connect(*addr, timeout)?;
+        let Message::Stats(s) = c.call(&Message::GetStats)? else {
+            anyhow::bail!("GetStats from {addr}: not a Stats reply");
+        };
+        t.records_appended += s.records_appended;
+        t.bytes_appended += s.bytes_appended;
+        t.batches_acked += s.batches_acked;
+        t.log_blocks_written += s.log_blocks_written;
+        t.log_bytes_written += s.log_bytes_written;
+        t.log_syncs += s.log_syncs;
+        t.corrupt_blocks += s.corrupt_blocks;
+        t.segments += s.segments;
+        t.page_versions_written += s.page_versions_written;
+        t.records_coalesced += s.records_coalesced;
+        t.corrupt_page_versions += s.corrupt_page_versions;
+        t.pages_pending += s.pages_pending;
+        t.backpressure_waits += s.backpressure_waits;
+        t.hot_log_files_free += s.hot_log_files_free;
+        t.hot_log_files += s.hot_log_files;
+    }
+    Ok(t)
+}
+
 /// The shape of a measured load: how many operations in flight, for how long, open or
 /// closed loop, and how to label the live report.
 #[derive(Debug, Clone, Copy)]

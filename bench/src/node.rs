@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use hexad_client::blocking::Connection;
 use hexad_client::placement::segment_shard;
 use hexad_client::volume::Pipelined;
-use hexad_client::wire::{Message, NodeStats, Op, Record};
+use hexad_client::wire::{Message, Op, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
 
 use crate::drive::{measure, Operation, Plan, Window};
@@ -188,7 +188,7 @@ pub fn run(
         bytes_per_op: args.bs * if rw.reads() { 1 } else { args.batch },
     };
     let (bs, batch, mix_read) = (args.bs, args.batch, args.rwmixread);
-    let before = node_stats(&shards)?;
+    let before = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
     let loaded = LocalExecutorBuilder::new(Placement::Unbound)
         .name("hexad-bench")
         .spawn(move || async move {
@@ -212,7 +212,7 @@ pub fn run(
         .map_err(|e| anyhow!("cannot start executor: {e}"))?
         .join()
         .map_err(|e| anyhow!("bench executor failed: {e}"))??;
-    let after = node_stats(&shards)?;
+    let after = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
     let secs = loaded.elapsed_s;
     let syncs = (after.log_syncs - before.log_syncs).max(1) as f64;
     let node_log = NodeLog {
@@ -267,41 +267,10 @@ async fn prefill(load: &Rc<NodeLoad>, quiet: bool) -> Result<()> {
             load.segments.len()
         );
     }
-    let mut tasks = Vec::new();
-    for s in 0..load.segments.len() {
-        let next_page = Rc::new(Cell::new(0u64));
-        for _ in 0..16 {
-            let (load, next_page) = (load.clone(), next_page.clone());
-            tasks.push(glommio::spawn_local(async move {
-                let seg = &load.segments[s];
-                while next_page.get() < load.pages {
-                    let k = next_page.get();
-                    next_page.set(k + 1);
-                    load.append(seg, &[k]).await?;
-                }
-                Ok::<(), anyhow::Error>(())
-            }));
-        }
-    }
-    for t in tasks {
-        t.await.context("prefilling pages")?;
-    }
-    Ok(())
-}
-
-fn node_stats(shards: &[SocketAddr]) -> Result<NodeStats> {
-    let mut total = NodeStats::default();
-    for addr in shards {
-        let mut c = Connection::connect(*addr, IO_TIMEOUT)?;
-        match c.call(&Message::GetStats)? {
-            Message::Stats(s) => {
-                total.records_appended += s.records_appended;
-                total.batches_acked += s.batches_acked;
-                total.log_syncs += s.log_syncs;
-                total.log_bytes_written += s.log_bytes_written;
-            }
-            other => bail!("GetStats from {addr}: {other:?}"),
-        }
-    }
-    Ok(total)
+    let l = load.clone();
+    crate::drive::fill_pages(load.segments.len(), load.pages, 16, move |s, k| {
+        let load = l.clone();
+        async move { load.append(&load.segments[s], &[k]).await }
+    })
+    .await
 }

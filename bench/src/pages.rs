@@ -194,22 +194,6 @@ fn plan_store(s: &Summary) -> bool {
     s.source == "store"
 }
 
-/// Records coalesced and pages still pending, summed over the nodes.
-fn coalescing(shards: &[std::net::SocketAddr]) -> Result<(u64, u64)> {
-    let (mut done, mut pending) = (0, 0);
-    for addr in shards {
-        let mut c = hexad_client::blocking::Connection::connect(*addr, Duration::from_secs(5))?;
-        match c.call(&hexad_client::wire::Message::GetStats)? {
-            hexad_client::wire::Message::Stats(st) => {
-                done += st.records_coalesced;
-                pending += st.pages_pending;
-            }
-            other => bail!("GetStats from {addr}: {other:?}"),
-        }
-    }
-    Ok((done, pending))
-}
-
 fn page_of(i: u64, pages: u64) -> PageNo {
     let half = pages.div_ceil(2);
     PageNo((i % pages / half) * PG_PAGES + i % pages % half)
@@ -268,10 +252,12 @@ async fn measure(map: ClusterMap, plan: Plan) -> Result<Summary> {
         // The nodes learn the final PGMRPL within a few ms; wait until none has a page
         // left to coalesce (blocking calls: nothing else runs on this executor now).
         let waited = Instant::now();
-        let (before, _) = coalescing(&plan.shard_addrs)?;
+        let before =
+            crate::drive::sum_stats(&plan.shard_addrs, Duration::from_secs(5))?.records_coalesced;
         loop {
             glommio::timer::sleep(Duration::from_millis(20)).await;
-            let (done, pending) = coalescing(&plan.shard_addrs)?;
+            let now = crate::drive::sum_stats(&plan.shard_addrs, Duration::from_secs(5))?;
+            let (done, pending) = (now.records_coalesced, now.pages_pending);
             if pending == 0 {
                 let secs = waited.elapsed().as_secs_f64();
                 coalesce_s = Some(secs);

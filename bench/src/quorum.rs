@@ -7,7 +7,6 @@
 //! read is `Volume::read_page` at VDL (one node, hedged). Read jobs commit every page once
 //! first.
 
-use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -194,44 +193,16 @@ async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
             job.vols.len()
         );
     }
-    let mut tasks = Vec::new();
-    for v in 0..job.vols.len() {
-        let next = Rc::new(Cell::new(0u64));
-        for _ in 0..64 {
-            let (job, next) = (job.clone(), next.clone());
-            tasks.push(glommio::spawn_local(async move {
-                loop {
-                    let k = next.get();
-                    if k >= job.pages {
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    next.set(k + 1);
-                    job.commit(&job.vols[v], Job::page(k), k).await?;
-                }
-            }));
-        }
-    }
-    for t in tasks {
-        t.await.context("prefilling pages")?;
-    }
-    Ok(())
+    let j = job.clone();
+    crate::drive::fill_pages(job.vols.len(), job.pages, 64, move |v, k| {
+        let job = j.clone();
+        async move { job.commit(&job.vols[v], Job::page(k), k).await }
+    })
+    .await
 }
 
 /// The page-store counters summed over every shard, or `None` if any shard did not
 /// answer (a node stopped or killed by a fault plan).
 fn page_stats(shards: &[std::net::SocketAddr]) -> Option<hexad_client::wire::NodeStats> {
-    let mut total = hexad_client::wire::NodeStats::default();
-    for addr in shards {
-        let mut c =
-            hexad_client::blocking::Connection::connect(*addr, Duration::from_secs(2)).ok()?;
-        let hexad_client::wire::Message::Stats(s) =
-            c.call(&hexad_client::wire::Message::GetStats).ok()?
-        else {
-            return None;
-        };
-        total.records_coalesced += s.records_coalesced;
-        total.page_versions_written += s.page_versions_written;
-        total.backpressure_waits += s.backpressure_waits;
-    }
-    Some(total)
+    crate::drive::sum_stats(shards, Duration::from_secs(2)).ok()
 }
