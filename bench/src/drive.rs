@@ -233,6 +233,22 @@ pub async fn open_loop<O: Operation + 'static>(
     })
 }
 
+/// Runs `work` on a glommio executor of its own thread (not pinned) and returns its
+/// result.
+pub fn on_executor<T, F, Fut>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("hexad-bench")
+        .spawn(work)
+        .map_err(|e| anyhow::anyhow!("cannot start executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("bench executor failed: {e}"))?
+}
+
 /// Runs `write(target, k)` once for every page `k < pages` of each of `targets` targets
 /// (volumes, segments), `workers` at a time per target: the prefill of read jobs.
 pub async fn fill_pages<F, Fut>(targets: usize, pages: u64, workers: usize, write: F) -> Result<()>
@@ -306,6 +322,28 @@ pub struct Plan {
     pub unit: &'static str,
     /// Payload bytes an operation moves, for the live MB/s.
     pub bytes_per_op: usize,
+}
+
+impl Plan {
+    /// A `write` job's load: `depth` in flight in all, `bytes_per_op` per operation.
+    pub fn for_job(
+        args: &crate::write::WriteArgs,
+        rw: crate::write::Rw,
+        depth: usize,
+        bytes_per_op: usize,
+    ) -> Plan {
+        Plan {
+            depth,
+            window: Window {
+                ramp: Duration::from_secs(args.ramp_time),
+                runtime: Duration::from_secs(args.runtime),
+            },
+            rate_iops: args.rate_iops,
+            quiet: args.output_format == "json",
+            unit: if rw.reads() { "reads/s" } else { "ops/s" },
+            bytes_per_op,
+        }
+    }
 }
 
 /// What a measured load produced.

@@ -13,8 +13,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use glommio::{LocalExecutorBuilder, Placement};
+use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use hexad_client::blocking::Connection;
 use hexad_client::placement::segment_shard;
@@ -22,7 +21,7 @@ use hexad_client::volume::Pipelined;
 use hexad_client::wire::{Message, Op, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
 
-use crate::drive::{measure, Operation, Plan, Window};
+use crate::drive::{measure, Operation, Plan};
 use crate::report::{NodeLog, Shape, TargetStats};
 use crate::write::{Rw, WriteArgs};
 
@@ -176,42 +175,28 @@ pub fn run(
         jobs.push((shards[usize::from(shard)], VolumeId(volume)));
         volume += 1;
     }
-    let plan = Plan {
-        depth: args.iodepth * args.numjobs,
-        window: Window {
-            ramp: Duration::from_secs(args.ramp_time),
-            runtime: Duration::from_secs(args.runtime),
-        },
-        rate_iops: args.rate_iops,
-        quiet: args.output_format == "json",
-        unit: if rw.reads() { "reads/s" } else { "ops/s" },
-        bytes_per_op: args.bs * if rw.reads() { 1 } else { args.batch },
-    };
+    let bytes_per_op = args.bs * if rw.reads() { 1 } else { args.batch };
+    let plan = Plan::for_job(args, rw, args.iodepth * args.numjobs, bytes_per_op);
     let (bs, batch, mix_read) = (args.bs, args.batch, args.rwmixread);
     let before = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
-    let loaded = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("hexad-bench")
-        .spawn(move || async move {
-            let mut segments = Vec::new();
-            for (addr, volume) in jobs {
-                segments.push(open_segment(addr, volume).await?);
-            }
-            let load = Rc::new(NodeLoad {
-                segments,
-                rw,
-                pages,
-                bs,
-                batch,
-                mix_read,
-            });
-            if rw.any_reads() {
-                prefill(&load, plan.quiet).await?;
-            }
-            measure(load, plan).await
-        })
-        .map_err(|e| anyhow!("cannot start executor: {e}"))?
-        .join()
-        .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+    let loaded = crate::drive::on_executor(move || async move {
+        let mut segments = Vec::new();
+        for (addr, volume) in jobs {
+            segments.push(open_segment(addr, volume).await?);
+        }
+        let load = Rc::new(NodeLoad {
+            segments,
+            rw,
+            pages,
+            bs,
+            batch,
+            mix_read,
+        });
+        if rw.any_reads() {
+            prefill(&load, plan.quiet).await?;
+        }
+        measure(load, plan).await
+    })?;
     let after = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
     let secs = loaded.elapsed_s;
     let syncs = (after.log_syncs - before.log_syncs).max(1) as f64;

@@ -20,10 +20,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use hexad_client::placement::ClusterMap;
 use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
@@ -133,12 +132,7 @@ pub fn run(args: &PagesArgs) -> Result<()> {
             })
             .collect(),
     };
-    let s = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("hexad-bench")
-        .spawn(move || async move { measure(map, plan).await })
-        .map_err(|e| anyhow!("cannot start executor: {e}"))?
-        .join()
-        .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+    let s = crate::drive::on_executor(move || async move { measure(map, plan).await })?;
     if args.output_format == "json" {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());

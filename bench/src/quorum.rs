@@ -11,9 +11,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use hexad_client::placement::{ClusterMap, NodeEntry};
 use hexad_client::volume::{Change, Volume, VolumeConfig};
@@ -21,7 +20,7 @@ use hexad_client::wire::Op;
 use hexad_client::{PageNo, VolumeId, PAGE_BYTES};
 use serde::Deserialize;
 
-use crate::drive::{measure, Operation, Plan, Window};
+use crate::drive::{measure, Operation, Plan};
 use crate::report::{PageWork, Shape, TargetStats};
 use crate::write::{Rw, WriteArgs};
 
@@ -63,17 +62,7 @@ pub fn run_on(
         .collect();
     let rw = Rw::parse(&args.rw)?;
     let pages = crate::write::parse_size(&args.size)? / PAGE_BYTES as u64;
-    let plan = Plan {
-        depth: args.iodepth * args.numjobs,
-        window: Window {
-            ramp: Duration::from_secs(args.ramp_time),
-            runtime: Duration::from_secs(args.runtime),
-        },
-        rate_iops: args.rate_iops,
-        quiet: args.output_format == "json",
-        unit: if rw.reads() { "reads/s" } else { "ops/s" },
-        bytes_per_op: args.bs,
-    };
+    let plan = Plan::for_job(args, rw, args.iodepth * args.numjobs, args.bs);
     let (bs, mix_read) = (args.bs, args.rwmixread);
     let shard_addrs: Vec<std::net::SocketAddr> = map
         .nodes()
@@ -82,30 +71,25 @@ pub fn run_on(
         })
         .collect();
     let before = page_stats(&shard_addrs);
-    let loaded = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("hexad-bench")
-        .spawn(move || async move {
-            let mut vols = Vec::new();
-            for cfg in configs {
-                let id = cfg.volume;
-                let vol = Volume::open(map.clone(), cfg).await;
-                vols.push(vol.with_context(|| format!("opening volume {}", id.0))?);
-            }
-            let job = Rc::new(Job {
-                vols,
-                bs,
-                rw,
-                pages,
-                mix_read,
-            });
-            if rw.any_reads() {
-                prefill(&job, plan.quiet).await?;
-            }
-            measure(job, plan).await
-        })
-        .map_err(|e| anyhow!("cannot start executor: {e}"))?
-        .join()
-        .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+    let loaded = crate::drive::on_executor(move || async move {
+        let mut vols = Vec::new();
+        for cfg in configs {
+            let id = cfg.volume;
+            let vol = Volume::open(map.clone(), cfg).await;
+            vols.push(vol.with_context(|| format!("opening volume {}", id.0))?);
+        }
+        let job = Rc::new(Job {
+            vols,
+            bs,
+            rw,
+            pages,
+            mix_read,
+        });
+        if rw.any_reads() {
+            prefill(&job, plan.quiet).await?;
+        }
+        measure(job, plan).await
+    })?;
     let work = before.zip(page_stats(&shard_addrs)).map(|(b, a)| {
         let secs = loaded.elapsed_s;
         PageWork {

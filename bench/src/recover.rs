@@ -13,10 +13,9 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::placement::ClusterMap;
 use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
 use hexad_client::wire::Op;
@@ -103,21 +102,16 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
         for &records in &args.records {
             let (map, bs, depth) = (map.clone(), args.bs, args.iodepth);
             let crash = in_flight.then(|| Duration::from_millis(args.crash_after_ms));
-            let case = LocalExecutorBuilder::new(Placement::Unbound)
-                .name("hexad-bench")
-                .spawn(move || async move {
-                    let case = Shape {
-                        pgs,
-                        records,
-                        bs,
-                        depth,
-                        crash,
-                    };
-                    one_case(map, shards, VolumeId(volume), case).await
-                })
-                .map_err(|e| anyhow!("cannot start executor: {e}"))?
-                .join()
-                .map_err(|e| anyhow!("bench executor failed: {e}"))??;
+            let case = crate::drive::on_executor(move || async move {
+                let case = Shape {
+                    pgs,
+                    records,
+                    bs,
+                    depth,
+                    crash,
+                };
+                one_case(map, shards, VolumeId(volume), case).await
+            })?;
             if args.output_format == "normal" {
                 println!(
                     "pgs={:<4} records={:<7} VDL at crash={:<7} | open {:>6.1} ms (examined {}, re-replicated {}, VDL {}) | reopen {:>5.1} ms (examined {}) | read-only open {:>5.1} ms",

@@ -345,6 +345,19 @@ impl Cluster {
         self.nodes[id as usize - 1].as_ref().expect("node running")
     }
 
+    /// Node `id`'s `GetStats` (shard 0).
+    pub fn stats(&self, id: u32) -> hexad_client::wire::NodeStats {
+        match self
+            .node(id)
+            .connect(0)
+            .call(&hexad_client::wire::Message::GetStats)
+            .unwrap()
+        {
+            hexad_client::wire::Message::Stats(s) => s,
+            other => panic!("GetStats from node {id}: {other:?}"),
+        }
+    }
+
     /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to node `id`.
     pub fn signal(&self, id: u32, signal: nix::sys::signal::Signal) {
         let pid =

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::volume::{Change, Volume, VolumeConfig};
-use hexad_client::wire::{Message, NodeStats, Op};
+use hexad_client::wire::{Message, Op};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId};
 use hexad_tests::{fresh_dir, Cluster, NodeOpts};
 
@@ -33,19 +33,6 @@ const IN_FLIGHT: u64 = 32;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hexad-test-node"))
-}
-
-fn stats(cluster: &RefCell<Cluster>, id: u32) -> NodeStats {
-    match cluster
-        .borrow()
-        .node(id)
-        .connect(0)
-        .call(&Message::GetStats)
-        .unwrap()
-    {
-        Message::Stats(s) => s,
-        other => panic!("GetStats: {other:?}"),
-    }
 }
 
 /// The bytes commit `i` writes to its page.
@@ -121,7 +108,7 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
             }
             let capacity = FILE_BYTES * u64::from(FILES);
             for id in 1..=6 {
-                let s = stats(&cluster, id);
+                let s = cluster.borrow().stats(id);
                 eprintln!(
                     "node {id}: {} MB of log written into {} MB; {} page versions, {} records coalesced, {} back-pressure waits, {}/{} files free",
                     s.log_bytes_written >> 20,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
-use hexad_client::wire::{ErrorCode, Message, NodeStats, Op};
+use hexad_client::wire::{ErrorCode, Message, Op};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId, PAGE_BYTES, PG_PAGES};
 use hexad_node::pagestore::format::SLOT_BYTES;
 use hexad_tests::{fresh_dir, Cluster, NodeOpts};
@@ -272,22 +272,10 @@ fn random_reads_match_the_reference_across_node_kills() {
         });
 }
 
-fn stats(cluster: &Cluster, id: u32) -> NodeStats {
-    match cluster
-        .node(id)
-        .connect(0)
-        .call(&Message::GetStats)
-        .unwrap()
-    {
-        Message::Stats(s) => s,
-        other => panic!("GetStats: {other:?}"),
-    }
-}
-
 /// Flips one byte of a stored page version on node 1 once its coalescer is done, and
 /// checks detection, the client's read, and the rewrite.
 async fn corrupt_a_stored_version(cluster: &RefCell<Cluster>, vol: &Volume, reference: &Reference) {
-    let stats = |id| stats(&cluster.borrow(), id);
+    let stats = |id| cluster.borrow().stats(id);
     let vdl = vol.vdl();
     vol.set_min_read_point(Some(vdl));
     // Wait until node 1 has coalesced everything up to VDL, so nothing rewrites the slot
