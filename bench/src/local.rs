@@ -18,7 +18,7 @@ use hexad_client::placement::{ClusterMap, NodeEntry};
 /// Nodes of the embedded cluster.
 pub const NODES: u32 = 6;
 const NODES_PER_AZ: u32 = 2;
-/// Hot log per node: 16 × 16 MiB. Nothing releases it before the page store (issue #4).
+/// Hot log per node: 16 × 16 MiB (released as the nodes store pages).
 const HOT_LOG_FILE_BYTES: u64 = 16 << 20;
 const HOT_LOG_FILES: u32 = 16;
 /// Longest a node may take to say it is ready.

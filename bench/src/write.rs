@@ -417,8 +417,7 @@ pub fn quickstart(
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");
     let writes = crate::quorum::run_on(&args, cluster.map.clone(), 1, None)?;
-    // A fresh volume: with no page store yet (issue #4), a node builds each page from all
-    // of its records, and job 1 gives each of its 64 pages hundreds.
+    // A fresh volume of 64 pages, each written once before the reads.
     let read = WriteArgs {
         rw: "randread".into(),
         name: "page-reads".into(),

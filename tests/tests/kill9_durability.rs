@@ -165,8 +165,9 @@ fn acknowledged_records_survive_kill9() {
     println!("kill9 seed {seed} (replay with HEXAD_KILL_SEED={seed})");
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "kill9");
     let port = free_ports(1);
-    // Nothing releases hot-log space before the page store exists (issue #4): size the log
-    // for every record the cycles write (about 10 MiB per cycle in a debug build).
+    // This test appends raw batches and sends no `Progress`, so nothing is coalesced and
+    // no hot-log space is released: size the log for every record the cycles write (about
+    // 10 MiB per cycle in a debug build).
     let opts = NodeOpts {
         file_bytes: 16 << 20,
         file_count: 24,

@@ -248,8 +248,9 @@ impl<D: Disk + 'static> HotLog<D> {
         let placement = match placement {
             Ok(p) => p,
             Err(full) => {
-                // Nothing releases log space until the page store exists (issue #4), so
-                // fail these appends rather than wait forever.
+                // Space is released only by the shard (records stored in page versions,
+                // which the shard's back-pressure waits for); the log itself cannot wait
+                // here without blocking every later block, so fail these appends.
                 let mut failed: Vec<Completion> =
                     taken.into_iter().filter_map(|(q, _)| q.done).collect();
                 failed.extend(self.drain_queue());
