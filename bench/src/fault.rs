@@ -238,7 +238,7 @@ impl Nodes for ScriptNodes {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let from = log.metadata()?.len();
-        let child = std::process::Command::new(&exe)
+        let mut child = std::process::Command::new(&exe)
             .args(argv.iter().skip(1))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
@@ -246,16 +246,18 @@ impl Nodes for ScriptNodes {
             .spawn()
             .with_context(|| format!("starting node {id} ({})", exe.display()))?;
         std::fs::write(self.pid_file(id), format!("{}\n", child.id()))?;
-        // The node outlives this program, as one the script started would.
-        drop(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let text = std::fs::read(&log_path).unwrap_or_default();
             let new = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
             if new.contains(" ready: ") {
+                // The node outlives this program, as one the script started would (dropping
+                // the handle neither kills nor waits for it).
                 return Ok(());
             }
-            if self.pid(id).is_err() || Instant::now() > deadline {
+            // Its own process, not the PID file's check: until the exec completes, /proc
+            // still shows this program's command line.
+            if child.try_wait()?.is_some() || Instant::now() > deadline {
                 bail!(
                     "node {id} did not become ready after its restart; see {}",
                     log_path.display()
