@@ -13,6 +13,9 @@
 //! the ramp (`--ramp_time`). A failed operation is counted (with the first failure kept
 //! for the report) and the load goes on; a worker whose operation failed pauses
 //! [`ERROR_PAUSE`] so a dead target is not hammered.
+//!
+//! Around them: [`measure`] (the live report and per-second histograms), [`on_executor`],
+//! [`fill_pages`] (read jobs' prefill) and [`sum_stats`] (nodes' counters before and after).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -22,6 +22,9 @@ use serde::Deserialize;
 
 use crate::drive::{measure, Operation, Plan};
 use crate::report::{PageWork, Shape, TargetStats};
+
+/// How long the page-store counters may take per shard.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 use crate::write::{Rw, WriteArgs};
 
 #[derive(Deserialize)]
@@ -70,7 +73,8 @@ pub fn run_on(
             (0..n.shards.unwrap_or(default_shards)).map(|s| n.shard_addr(hexad_client::ShardId(s)))
         })
         .collect();
-    let before = page_stats(&shard_addrs);
+    // `None` if a shard does not answer (a node stopped or killed by a fault plan).
+    let before = crate::drive::sum_stats(&shard_addrs, STATS_TIMEOUT).ok();
     let loaded = crate::drive::on_executor(move || async move {
         let mut vols = Vec::new();
         for cfg in configs {
@@ -90,7 +94,8 @@ pub fn run_on(
         }
         measure(job, plan).await
     })?;
-    let work = before.zip(page_stats(&shard_addrs)).map(|(b, a)| {
+    let after = crate::drive::sum_stats(&shard_addrs, STATS_TIMEOUT).ok();
+    let work = before.zip(after).map(|(b, a)| {
         let secs = loaded.elapsed_s;
         PageWork {
             records_coalesced_per_s: a.records_coalesced.saturating_sub(b.records_coalesced) as f64
@@ -183,10 +188,4 @@ async fn prefill(job: &Rc<Job>, quiet: bool) -> Result<()> {
         async move { job.commit(&job.vols[v], Job::page(k), k).await }
     })
     .await
-}
-
-/// The page-store counters summed over every shard, or `None` if any shard did not
-/// answer (a node stopped or killed by a fault plan).
-fn page_stats(shards: &[std::net::SocketAddr]) -> Option<hexad_client::wire::NodeStats> {
-    crate::drive::sum_stats(shards, Duration::from_secs(2)).ok()
 }

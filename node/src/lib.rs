@@ -6,18 +6,18 @@
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
 //! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
-//! - [`pagestore`]: page versions in two out-of-place slots per page; `coalescer.rs` builds
-//!   pages from redo for reads and writes versions in the background.
+//! - [`pagestore`]: page versions in two out-of-place slots per page; `pages.rs` serves
+//!   `GetPage`, runs the coalescer, moves floors and applies back-pressure.
 //! - [`shard`]: a shard's segments and the handling of one request.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
 
 pub mod cli;
-mod coalescer;
 pub mod config;
 pub mod disk;
 pub mod hotlog;
 pub mod meta;
+mod pages;
 pub mod pagestore;
 pub mod preflight;
 pub mod segment;

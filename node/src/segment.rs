@@ -163,11 +163,6 @@ impl Segment {
         self.lost.insert(page);
     }
 
-    /// Pages waiting for a peer's copy.
-    pub fn pages_lost(&self) -> usize {
-        self.lost.len()
-    }
-
     /// Pages that may hold records not yet in the page store.
     pub fn pages_pending(&self) -> usize {
         self.dirty.len()

@@ -19,7 +19,6 @@ use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
 use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
-use crate::pagestore::format::Slot;
 use crate::pagestore::PageStore;
 use crate::segment::{RecordMeta, Segment};
 
@@ -43,7 +42,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(message: Message) -> Reply {
+    pub(crate) fn ok(message: Message) -> Reply {
         Reply {
             message,
             close: false,
@@ -67,10 +66,10 @@ pub(crate) type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
 /// A writer's latest `Progress` for one volume. Each field only grows.
 #[derive(Debug, Default)]
 pub(crate) struct VolumeProgress {
-    vdl: Lsn,
+    pub(crate) vdl: Lsn,
     pub(crate) pgmrpl: Lsn,
     /// Per PG: its last record at or below `vdl`.
-    complete: HashMap<hexad_client::PgIndex, Lsn>,
+    pub(crate) complete: HashMap<hexad_client::PgIndex, Lsn>,
 }
 
 pub struct Shard<D: Disk> {
@@ -97,16 +96,10 @@ pub struct Shard<D: Disk> {
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
     /// Appends delayed because the hot log was nearly full.
-    backpressure_waits: Cell<u64>,
+    pub(crate) backpressure_waits: Cell<u64>,
     /// When the last `AppendBatch` arrived (the coalescer works harder when appends stop).
     pub(crate) last_append: Cell<std::time::Instant>,
 }
-
-/// Free hot-log files below which appends are slowed, and how long each waits.
-const PRESSURE_FREE_FILES: u32 = 2;
-const PRESSURE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-/// Longest an append waits for space before it is tried anyway (and may fail `HotLogFull`).
-const PRESSURE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a shard found at startup.
 #[derive(Debug, Clone)]
@@ -176,37 +169,6 @@ impl<D: Disk + 'static> Shard<D> {
 
     pub fn log(&self) -> &Rc<HotLog<D>> {
         &self.log
-    }
-
-    /// Whether the hot log is nearly full (appends are being slowed).
-    pub(crate) fn under_pressure(&self) -> bool {
-        let threshold = PRESSURE_FREE_FILES.min(self.log.file_count().saturating_sub(1));
-        self.pages.is_some() && self.log.files_free() < threshold
-    }
-
-    /// Whether coalescing can free log space: some segment holds records below
-    /// `min(SCL, PGMRPL)`. (Without the writer's `Progress` nothing can be coalesced, and
-    /// waiting would only delay the `HotLogFull` answer.)
-    fn can_free(&self) -> bool {
-        let progress = self.progress.borrow();
-        self.segments.borrow().iter().any(|(key, seg)| {
-            let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
-            seg.scl().min(pgmrpl) > seg.floor()
-        })
-    }
-
-    /// Back-pressure: while the hot log is nearly full and the coalescer can free space,
-    /// an append waits (bounded), so acks slow down instead of the log running out.
-    async fn wait_for_log_space(&self) {
-        if !self.under_pressure() {
-            return;
-        }
-        self.backpressure_waits
-            .set(self.backpressure_waits.get() + 1);
-        let started = std::time::Instant::now();
-        while self.under_pressure() && self.can_free() && started.elapsed() < PRESSURE_MAX_WAIT {
-            glommio::timer::sleep(PRESSURE_WAIT).await;
-        }
     }
 
     /// Handles one decoded request.
@@ -556,7 +518,7 @@ impl<D: Disk + 'static> Shard<D> {
     }
 
     /// A segment's metadata as it will be once every save under way is done.
-    fn meta_entry(&self, key: SegmentKey) -> SegmentMeta {
+    pub(crate) fn meta_entry(&self, key: SegmentKey) -> SegmentMeta {
         let seg_epoch = self
             .segments
             .borrow()
@@ -581,7 +543,10 @@ impl<D: Disk + 'static> Shard<D> {
     }
 
     /// [`Shard::persist`] for several segments at once.
-    async fn persist_all(&self, changes: Vec<(SegmentKey, SegmentMeta)>) -> Result<(), Reply> {
+    pub(crate) async fn persist_all(
+        &self,
+        changes: Vec<(SegmentKey, SegmentMeta)>,
+    ) -> Result<(), Reply> {
         self.meta.borrow_mut().segments.extend(changes);
         let mine = self.meta_changes.get() + 1;
         self.meta_changes.set(mine);
@@ -599,143 +564,6 @@ impl<D: Disk + 'static> Shard<D> {
         })?;
         self.meta_saved.set(upto);
         Ok(())
-    }
-
-    /// Moves each segment's floor up to what its synced page versions cover (durably,
-    /// first), drops the records below it from memory, and releases the hot-log files no
-    /// segment holds a record in any more.
-    pub(crate) async fn advance_floors(&self) -> Result<(), String> {
-        let moves: Vec<(SegmentKey, Lsn)> = {
-            let progress = self.progress.borrow();
-            self.segments
-                .borrow()
-                .iter()
-                .filter_map(|(key, seg)| {
-                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
-                    seg.floor_candidate(pgmrpl).map(|f| (*key, f))
-                })
-                .collect()
-        };
-        if !moves.is_empty() {
-            let changes = moves
-                .iter()
-                .map(|(key, floor)| {
-                    let mut m = self.meta_entry(*key);
-                    m.floor = m.floor.max(*floor);
-                    (*key, m)
-                })
-                .collect();
-            self.persist_all(changes)
-                .await
-                .map_err(|r| format!("{:?}", r.message))?;
-            let mut segs = self.segments.borrow_mut();
-            for (key, floor) in moves {
-                if let Some(seg) = segs.get_mut(&key) {
-                    seg.advance_floor(floor);
-                }
-            }
-        }
-        let held: std::collections::HashSet<u32> = self
-            .segments
-            .borrow()
-            .values()
-            .flat_map(|s| s.live_by_file().keys().copied())
-            .collect();
-        self.log.release_unused(|file| !held.contains(&file));
-        Ok(())
-    }
-
-    /// The page as of `read_lsn`, built from its records in the hot log (the page store
-    /// and the coalescer that fills it are not built yet: every read applies the page's
-    /// whole history). Answers only when the segment's SCL proves it has every record of
-    /// the page up to `read_lsn`: SCL ≥ `complete_lsn`, the PG's last record at or below
-    /// the read point (the reader's word).
-    async fn get_page(
-        &self,
-        key: SegmentKey,
-        page: PageNo,
-        read_lsn: Lsn,
-        complete_lsn: Lsn,
-    ) -> Reply {
-        let (pgmrpl, hint) =
-            self.progress
-                .borrow()
-                .get(&key.volume)
-                .map_or((Lsn::NONE, None), |p| {
-                    let hint = (read_lsn <= p.vdl)
-                        .then(|| p.complete.get(&key.pg).copied())
-                        .flatten();
-                    (p.pgmrpl, hint)
-                });
-        if read_lsn < pgmrpl {
-            return Reply::error(
-                ErrorCode::TooOld,
-                0,
-                format!(
-                    "volume {}: read point {read_lsn} is below the min read point {pgmrpl}",
-                    key.volume
-                ),
-            );
-        }
-        // The writer's word for the PG at its VDL also serves readers that do not know it.
-        let need = hint.map_or(complete_lsn, |h| h.min(complete_lsn));
-        {
-            let segs = self.segments.borrow();
-            let Some(seg) = segs.get(&key) else {
-                return no_such_segment(key);
-            };
-            if seg.scl() < need.min(read_lsn) {
-                return Reply::error(
-                    ErrorCode::NotComplete,
-                    0,
-                    format!(
-                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {need}",
-                        key.volume,
-                        key.pg,
-                        seg.scl()
-                    ),
-                );
-            }
-        }
-        let slots = match self.read_slots(key, page).await {
-            Ok(slots) => slots,
-            Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
-        };
-        if let Some(slots) = &slots {
-            if let Some(why) = slots.slots.iter().find_map(|s| match s {
-                Slot::Corrupt(why) => Some(why.clone()),
-                _ => None,
-            }) {
-                self.corrupt_page_versions
-                    .set(self.corrupt_page_versions.get() + 1);
-                if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
-                    seg.corrupt_version(page);
-                }
-                eprintln!(
-                    "hexad-node: CORRUPT page version: volume {} pg {} page {page}: {why}; refusing reads of it until it is rewritten",
-                    key.volume, key.pg
-                );
-                return Reply::error(
-                    ErrorCode::Corrupt,
-                    0,
-                    format!(
-                        "volume {} pg {} page {page}: a stored version fails its check ({why}); ask another segment",
-                        key.volume, key.pg
-                    ),
-                );
-            }
-        }
-        let (page_lsn, data) = match self.build_page(key, page, read_lsn, slots.as_ref()).await {
-            Ok((lsn, data, _)) => (lsn, data),
-            Err((code, why)) => return Reply::error(code, 0, why),
-        };
-        Reply::ok(Message::Page {
-            volume: key.volume,
-            pg: key.pg,
-            page,
-            page_lsn,
-            data: bytes::Bytes::copy_from_slice(&data),
-        })
     }
 
     async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
@@ -859,7 +687,7 @@ fn below_floor(key: SegmentKey, after: Lsn, floor: Lsn) -> Reply {
     )
 }
 
-fn no_such_segment(key: SegmentKey) -> Reply {
+pub(crate) fn no_such_segment(key: SegmentKey) -> Reply {
     Reply::error(
         ErrorCode::NoSuchSegment,
         0,

@@ -1,7 +1,7 @@
 //! The page store: versions of each segment's pages, written by the coalescer and read by
 //! `GetPage`, in one sparse `O_DIRECT` file per segment (`shard-N/pages/v<volume>-pg<pg>`).
 //! The slot format and the rules that make it crash-safe are in [`format`] and FORMAT.md §4;
-//! what writes versions, and when records may leave the hot log, is in `coalescer.rs`.
+//! what writes versions, and when records may leave the hot log, is in `pages.rs`.
 
 pub mod format;
 

@@ -1,4 +1,7 @@
-//! Building pages from redo, for reads and for the page store.
+//! A shard's pages: `GetPage`, the coalescer that fills the page store, the floors that
+//! let hot-log files go, and the back-pressure that waits for them.
+//!
+//! [`Shard::get_page`] answers a read once the segment proves it complete.
 //!
 //! [`Shard::build_page`] makes a page as of an LSN: the newest stored version at or below
 //! it (or zeros), then every record above that version up to the LSN, from the hot log, in
@@ -14,19 +17,21 @@
 //!
 //! Every [`RELEASE_EVERY`] (more often when the log is nearly full) the shard moves each
 //! segment's floor up to what its synced versions cover, drops those records, and releases
-//! the hot-log files that hold none ([`Shard::advance_floors`]).
+//! the hot-log files that hold none ([`Shard::advance_floors`]). While fewer than
+//! [`PRESSURE_FREE_FILES`] files are free and coalescing can free some, appends wait
+//! ([`Shard::wait_for_log_space`]).
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use hexad_client::wire::ErrorCode;
+use hexad_client::wire::{ErrorCode, Message};
 use hexad_client::{Lsn, PageNo, PAGE_BYTES};
 
 use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
 use crate::pagestore::format::{self, Slot};
 use crate::pagestore::{PageSlots, PageStore};
-use crate::shard::Shard;
+use crate::shard::{no_such_segment, Reply, Shard};
 
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;
@@ -47,7 +52,180 @@ const RELEASE_EVERY_UNDER_PRESSURE: Duration = Duration::from_millis(5);
 /// Sleep after a failed pass before trying again.
 const ERROR_WAIT: Duration = Duration::from_secs(1);
 
+/// Free hot-log files below which appends are slowed, and how long each waits.
+const PRESSURE_FREE_FILES: u32 = 2;
+const PRESSURE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// Longest an append waits for space before it is tried anyway (and may fail `HotLogFull`).
+const PRESSURE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl<D: Disk + 'static> Shard<D> {
+    /// Whether the hot log is nearly full (appends are being slowed).
+    pub(crate) fn under_pressure(&self) -> bool {
+        let threshold = PRESSURE_FREE_FILES.min(self.log().file_count().saturating_sub(1));
+        self.pages.is_some() && self.log().files_free() < threshold
+    }
+
+    /// Whether coalescing can free log space: some segment holds records below
+    /// `min(SCL, PGMRPL)`. (Without the writer's `Progress` nothing can be coalesced, and
+    /// waiting would only delay the `HotLogFull` answer.)
+    fn can_free(&self) -> bool {
+        let progress = self.progress.borrow();
+        self.segments.borrow().iter().any(|(key, seg)| {
+            let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+            seg.scl().min(pgmrpl) > seg.floor()
+        })
+    }
+
+    /// Back-pressure: while the hot log is nearly full and the coalescer can free space,
+    /// an append waits (bounded), so acks slow down instead of the log running out.
+    pub(crate) async fn wait_for_log_space(&self) {
+        if !self.under_pressure() {
+            return;
+        }
+        self.backpressure_waits
+            .set(self.backpressure_waits.get() + 1);
+        let started = std::time::Instant::now();
+        while self.under_pressure() && self.can_free() && started.elapsed() < PRESSURE_MAX_WAIT {
+            glommio::timer::sleep(PRESSURE_WAIT).await;
+        }
+    }
+
+    /// Moves each segment's floor up to what its synced page versions cover (durably,
+    /// first), drops the records below it from memory, and releases the hot-log files no
+    /// segment holds a record in any more.
+    pub(crate) async fn advance_floors(&self) -> Result<(), String> {
+        let moves: Vec<(SegmentKey, Lsn)> = {
+            let progress = self.progress.borrow();
+            self.segments
+                .borrow()
+                .iter()
+                .filter_map(|(key, seg)| {
+                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+                    seg.floor_candidate(pgmrpl).map(|f| (*key, f))
+                })
+                .collect()
+        };
+        if !moves.is_empty() {
+            let changes = moves
+                .iter()
+                .map(|(key, floor)| {
+                    let mut m = self.meta_entry(*key);
+                    m.floor = m.floor.max(*floor);
+                    (*key, m)
+                })
+                .collect();
+            self.persist_all(changes)
+                .await
+                .map_err(|r| format!("{:?}", r.message))?;
+            let mut segs = self.segments.borrow_mut();
+            for (key, floor) in moves {
+                if let Some(seg) = segs.get_mut(&key) {
+                    seg.advance_floor(floor);
+                }
+            }
+        }
+        let held: std::collections::HashSet<u32> = self
+            .segments
+            .borrow()
+            .values()
+            .flat_map(|s| s.live_by_file().keys().copied())
+            .collect();
+        self.log().release_unused(|file| !held.contains(&file));
+        Ok(())
+    }
+
+    /// The page as of `read_lsn` (`GetPage`): its newest stored version at or below
+    /// `read_lsn` and the records above it. Answers only when the segment's SCL proves it
+    /// has every record of the page up to `read_lsn`: SCL ≥ `complete_lsn`, the PG's last
+    /// record at or below the read point (the reader's word).
+    pub(crate) async fn get_page(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        read_lsn: Lsn,
+        complete_lsn: Lsn,
+    ) -> Reply {
+        let (pgmrpl, hint) =
+            self.progress
+                .borrow()
+                .get(&key.volume)
+                .map_or((Lsn::NONE, None), |p| {
+                    let hint = (read_lsn <= p.vdl)
+                        .then(|| p.complete.get(&key.pg).copied())
+                        .flatten();
+                    (p.pgmrpl, hint)
+                });
+        if read_lsn < pgmrpl {
+            return Reply::error(
+                ErrorCode::TooOld,
+                0,
+                format!(
+                    "volume {}: read point {read_lsn} is below the min read point {pgmrpl}",
+                    key.volume
+                ),
+            );
+        }
+        // The writer's word for the PG at its VDL also serves readers that do not know it.
+        let need = hint.map_or(complete_lsn, |h| h.min(complete_lsn));
+        {
+            let segs = self.segments.borrow();
+            let Some(seg) = segs.get(&key) else {
+                return no_such_segment(key);
+            };
+            if seg.scl() < need.min(read_lsn) {
+                return Reply::error(
+                    ErrorCode::NotComplete,
+                    0,
+                    format!(
+                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {need}",
+                        key.volume,
+                        key.pg,
+                        seg.scl()
+                    ),
+                );
+            }
+        }
+        let slots = match self.read_slots(key, page).await {
+            Ok(slots) => slots,
+            Err(e) => return Reply::error(ErrorCode::Io, 0, e.to_string()),
+        };
+        if let Some(slots) = &slots {
+            if let Some(why) = slots.slots.iter().find_map(|s| match s {
+                Slot::Corrupt(why) => Some(why.clone()),
+                _ => None,
+            }) {
+                self.corrupt_page_versions
+                    .set(self.corrupt_page_versions.get() + 1);
+                if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
+                    seg.corrupt_version(page);
+                }
+                eprintln!(
+                    "hexad-node: CORRUPT page version: volume {} pg {} page {page}: {why}; refusing reads of it until it is rewritten",
+                    key.volume, key.pg
+                );
+                return Reply::error(
+                    ErrorCode::Corrupt,
+                    0,
+                    format!(
+                        "volume {} pg {} page {page}: a stored version fails its check ({why}); ask another segment",
+                        key.volume, key.pg
+                    ),
+                );
+            }
+        }
+        let (page_lsn, data) = match self.build_page(key, page, read_lsn, slots.as_ref()).await {
+            Ok((lsn, data, _)) => (lsn, data),
+            Err((code, why)) => return Reply::error(code, 0, why),
+        };
+        Reply::ok(Message::Page {
+            volume: key.volume,
+            pg: key.pg,
+            page,
+            page_lsn,
+            data: bytes::Bytes::copy_from_slice(&data),
+        })
+    }
+
     /// Both slots of `page`, if this shard keeps a page store. A slot the coalescer is
     /// writing right now reads as empty if it is torn.
     pub(crate) async fn read_slots(
