@@ -109,6 +109,7 @@ impl NodeLoad {
             page,
             read_lsn: at,
             complete_lsn: at,
+            page_head: Lsn::NONE,
         };
         match seg.conn.call(msg).await.map_err(anyhow::Error::msg)? {
             Message::Page { .. } => Ok(()),

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use hexad_client::placement::ClusterMap;
-use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
+use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::Op;
 use hexad_client::{Lsn, PageNo, VolumeId, PG_PAGES};
 use serde::Serialize;
@@ -298,7 +298,7 @@ async fn measure(map: ClusterMap, plan: Plan) -> Result<Summary> {
 
     // 3. Reader lag.
     let reader = Rc::new(
-        VolumeReader::open(map, cfg)
+        Volume::attach_reader(map, cfg)
             .await
             .context("attaching a reader")?,
     );

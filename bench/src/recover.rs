@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use hexad_client::placement::ClusterMap;
-use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
+use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::Op;
 use hexad_client::{PageNo, VolumeId, PG_PAGES};
 use serde::Serialize;
@@ -235,7 +235,7 @@ async fn one_case(map: ClusterMap, shards: u16, volume: VolumeId, shape: Shape) 
     let reopen_fetched = again.recovery().records_fetched;
     drop(again);
     let t = Instant::now();
-    let reader = VolumeReader::open(map, config(volume, shards))
+    let reader = Volume::attach_reader(map, config(volume, shards))
         .await
         .context("read-only open")?;
     let read_only_open_ms = ms(t);

@@ -20,6 +20,7 @@ use clap::Args;
 use hexad_client::blocking::Connection;
 use hexad_client::wire::{Message, Op, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
+use hexad_node::hotlog::format::SegmentKey;
 use hexad_node::pagestore::format::{self, SLOT_BYTES};
 use serde::Serialize;
 
@@ -116,7 +117,12 @@ fn one(dir: &Path, bytes: u64, records: u64, quiet: bool) -> Result<Run> {
         );
     }
     let started = Instant::now();
-    let file = shard.join(format!("pages/v{}-pg{}.pages", VOLUME.0, PG.0));
+    let file = shard
+        .join("pages")
+        .join(hexad_node::pagestore::file_name(SegmentKey {
+            volume: VOLUME,
+            pg: PG,
+        }));
     fill(&file, pages)?;
     let fill_s = started.elapsed().as_secs_f64();
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
@@ -163,10 +169,16 @@ fn fill(path: &Path, pages: u64) -> Result<()> {
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
     let hole = vec![0u8; SLOT_BYTES];
+    let mut at = 0;
     for k in 0..pages {
         let page = PageNo(PG.first_page().0 + k);
+        // Slot A offsets rise with the page; slot B's between them stay zeros.
+        while at < format::slot_offset(PG, page, 0) {
+            out.write_all(&hole)?;
+            at += SLOT_BYTES as u64;
+        }
         out.write_all(&format::encode(VOLUME, PG, page, Lsn::NONE, &image(k)))?;
-        out.write_all(&hole)?;
+        at += SLOT_BYTES as u64;
     }
     let file = out
         .into_inner()
@@ -248,6 +260,7 @@ fn check(addr: SocketAddr, pages: u64, records: u64) -> Result<()> {
         page: PageNo(PG.first_page().0 + k),
         read_lsn: Lsn(records),
         complete_lsn: Lsn(records),
+        page_head: Lsn::NONE,
     })? {
         Message::Page { data, .. } if data[..] == image(k)[..] => Ok(()),
         Message::Page { .. } => bail!("page {k} does not hold its stored bytes"),

@@ -59,6 +59,8 @@ newtype!(
 
 /// Bytes in a page.
 pub const PAGE_BYTES: usize = 8192;
+/// Read-only attachments a volume allows besides its writer (DESIGN §6).
+pub const MAX_READERS: usize = 15;
 /// Pages in a protection group: 10 GiB / 8 KiB.
 pub const PG_PAGES: u64 = 10 * 1024 * 1024 * 1024 / PAGE_BYTES as u64;
 /// Protection groups in the largest volume (128 TiB).

@@ -8,6 +8,7 @@
 //! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
 //! - [`pagestore`]: page versions in two out-of-place slots per page; `pages.rs` serves
 //!   `GetPage`, runs the coalescer, moves floors and applies back-pressure.
+//! - [`readers`]: the volume's reader slots (the limit on read-only attachments).
 //! - [`shard`]: a shard's segments and the handling of one request.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
@@ -20,6 +21,7 @@ pub mod meta;
 mod pages;
 pub mod pagestore;
 pub mod preflight;
+pub mod readers;
 pub mod segment;
 pub mod server;
 pub mod shard;

@@ -31,12 +31,15 @@ use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
 use crate::pagestore::format::{self, Slot};
 use crate::pagestore::{PageSlots, PageStore};
+use crate::segment::Segment;
 use crate::shard::{no_such_segment, Reply, Shard};
 
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;
-/// Pages built and written at once.
+/// Pages built, and runs written, at once.
 const PAGES_IN_FLIGHT: usize = 8;
+/// Most slots in one page-store write (384 KiB).
+const MAX_RUN_SLOTS: usize = 32;
 /// While appends arrive and more than half the hot log is free, only pages with at least
 /// this many records waiting are coalesced (a version per record would cost 12 KiB of
 /// writes per record). When appends pause for [`IDLE_AFTER`], or the log is half full,
@@ -135,15 +138,18 @@ impl<D: Disk + 'static> Shard<D> {
     }
 
     /// The page as of `read_lsn` (`GetPage`): its newest stored version at or below
-    /// `read_lsn` and the records above it. Answers only when the segment's SCL proves it
-    /// has every record of the page up to `read_lsn`: SCL ≥ `complete_lsn`, the PG's last
-    /// record at or below the read point (the reader's word).
+    /// `read_lsn` and the records above it. Answers only when the segment proves it has
+    /// every record of the page up to `read_lsn`: its SCL reaches `complete_lsn`, the PG's
+    /// last record at or below the read point (the reader's word, or the writer's from
+    /// `Progress`), or else the page's own backlink chain from `page_head` is complete here
+    /// ([`crate::segment::Segment::page_chain_complete`]).
     pub(crate) async fn get_page(
         &self,
         key: SegmentKey,
         page: PageNo,
         read_lsn: Lsn,
         complete_lsn: Lsn,
+        page_head: Lsn,
     ) -> Reply {
         let (pgmrpl, hint) =
             self.progress
@@ -166,24 +172,18 @@ impl<D: Disk + 'static> Shard<D> {
             );
         }
         // The writer's word for the PG at its VDL also serves readers that do not know it.
-        let need = hint.map_or(complete_lsn, |h| h.min(complete_lsn));
-        {
+        let need = hint
+            .map_or(complete_lsn, |h| h.min(complete_lsn))
+            .min(read_lsn);
+        let scl_proves = {
             let segs = self.segments.borrow();
             let Some(seg) = segs.get(&key) else {
                 return no_such_segment(key);
             };
-            if seg.scl() < need.min(read_lsn) {
-                return Reply::error(
-                    ErrorCode::NotComplete,
-                    0,
-                    format!(
-                        "volume {} pg {}: complete up to LSN {} only; reading at {read_lsn} needs {need}",
-                        key.volume,
-                        key.pg,
-                        seg.scl()
-                    ),
-                );
-            }
+            seg.scl() >= need
+        };
+        if !scl_proves && page_head == Lsn::NONE {
+            return self.not_complete(key, read_lsn, need);
         }
         let slots = match self.read_slots(key, page).await {
             Ok(slots) => slots,
@@ -213,6 +213,21 @@ impl<D: Disk + 'static> Shard<D> {
                 );
             }
         }
+        if !scl_proves {
+            let base = slots
+                .as_ref()
+                .and_then(|s| format::base_for(&s.slots, read_lsn))
+                .map_or(Lsn::NONE, |(_, lsn)| lsn);
+            let chain_proves = self
+                .segments
+                .borrow()
+                .get(&key)
+                .is_some_and(|seg| seg.page_chain_complete(page, page_head, read_lsn, base));
+            if !chain_proves {
+                return self.not_complete(key, read_lsn, need);
+            }
+            self.chain_reads.set(self.chain_reads.get() + 1);
+        }
         let (page_lsn, data) = match self.build_page(key, page, read_lsn, slots.as_ref()).await {
             Ok((lsn, data, _)) => (lsn, data),
             Err((code, why)) => return Reply::error(code, 0, why),
@@ -224,6 +239,22 @@ impl<D: Disk + 'static> Shard<D> {
             page_lsn,
             data: bytes::Bytes::copy_from_slice(&data),
         })
+    }
+
+    fn not_complete(&self, key: SegmentKey, read_lsn: Lsn, need: Lsn) -> Reply {
+        let scl = self
+            .segments
+            .borrow()
+            .get(&key)
+            .map_or(Lsn::NONE, Segment::scl);
+        Reply::error(
+            ErrorCode::NotComplete,
+            0,
+            format!(
+                "volume {} pg {}: complete up to LSN {scl} only; reading at {read_lsn} needs {need}, and the page's own chain does not prove it",
+                key.volume, key.pg,
+            ),
+        )
     }
 
     /// Both slots of `page`, if this shard keeps a page store. A slot the coalescer is
@@ -381,7 +412,7 @@ impl<D: Disk + 'static> Shard<D> {
         };
         let mut written = 0;
         for (key, target, pages) in work {
-            let mut done = Vec::new();
+            let mut built = Vec::new();
             let mut failed = None;
             for chunk in pages.chunks(PAGES_IN_FLIGHT) {
                 let tasks: Vec<_> = chunk
@@ -389,27 +420,30 @@ impl<D: Disk + 'static> Shard<D> {
                     .map(|page| {
                         let (shard, store, page) = (self.clone(), store.clone(), *page);
                         glommio::spawn_local(async move {
-                            shard.coalesce_page(&store, key, page, target).await
+                            shard.build_version(&store, key, page, target).await
                         })
                     })
                     .collect();
                 for t in tasks {
                     match t.await {
-                        Ok(Some(d)) => done.push(d),
+                        Ok(Some(b)) => built.push(b),
                         Ok(None) => {}
                         Err(e) => failed = Some(e),
                     }
                 }
             }
-            let wrote = done.iter().filter(|(_, _, w)| *w).count();
+            let wrote = self.write_versions(store, key, &mut built).await?;
             if wrote > 0 {
                 store.sync(key).await.map_err(|e| e.to_string())?;
                 self.page_versions_written
                     .set(self.page_versions_written.get() + wrote as u64);
+                let applied: usize = built.iter().map(|b| b.applied).sum();
+                self.records_coalesced
+                    .set(self.records_coalesced.get() + applied as u64);
             }
             if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
-                for (page, lsn, _) in done {
-                    seg.stored(page, lsn);
+                for b in &built {
+                    seg.stored(b.page, b.lsn);
                 }
             }
             if let Some(e) = failed {
@@ -420,16 +454,70 @@ impl<D: Disk + 'static> Shard<D> {
         Ok(written)
     }
 
-    /// Builds `page` up to `target` and writes it as a new version if it has news (or a
-    /// corrupt slot to heal). Returns the page, its stored LSN, and whether it was written
-    /// (`None`: nothing to do for now).
-    async fn coalesce_page(
+    /// Writes the new versions among `built`: sorted by offset, slots that sit back to back
+    /// go out as one write (up to [`MAX_RUN_SLOTS`]), [`PAGES_IN_FLIGHT`] writes at a time.
+    /// Returns how many versions were written (not yet synced).
+    async fn write_versions(
+        &self,
+        store: &Rc<PageStore>,
+        key: SegmentKey,
+        built: &mut [Built],
+    ) -> Result<usize, String> {
+        let mut slots: Vec<(u64, PageNo, usize, Vec<u8>)> = built
+            .iter_mut()
+            .filter_map(|b| {
+                let (s, bytes) = b.write.take()?;
+                Some((format::slot_offset(key.pg, b.page, s), b.page, s, bytes))
+            })
+            .collect();
+        slots.sort_by_key(|w| w.0);
+        let count = slots.len();
+        let mut runs: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        for (at, page, s, bytes) in slots {
+            self.writing.borrow_mut().insert((key, page), s);
+            match runs.last_mut() {
+                Some((start, run))
+                    if *start + (run.len() * format::SLOT_BYTES) as u64 == at
+                        && run.len() < MAX_RUN_SLOTS =>
+                {
+                    run.push(bytes);
+                }
+                _ => runs.push((at, vec![bytes])),
+            }
+        }
+        let mut result = Ok(count);
+        let mut runs = runs.into_iter().peekable();
+        while runs.peek().is_some() {
+            let tasks: Vec<_> = runs
+                .by_ref()
+                .take(PAGES_IN_FLIGHT)
+                .map(|(at, run)| {
+                    let store = store.clone();
+                    glommio::spawn_local(async move { store.write_run(key, at, &run).await })
+                })
+                .collect();
+            self.page_writes
+                .set(self.page_writes.get() + tasks.len() as u64);
+            for t in tasks {
+                if let Err(e) = t.await {
+                    result = Err(e.to_string());
+                }
+            }
+        }
+        self.writing.borrow_mut().retain(|(k, _), _| *k != key);
+        result
+    }
+
+    /// Builds `page` up to `target` as a new version if it has news (or a corrupt slot to
+    /// heal), encoded for the slot that does not hold its newest version. `None`: nothing
+    /// to do for now.
+    async fn build_version(
         &self,
         store: &PageStore,
         key: SegmentKey,
         page: PageNo,
         target: Lsn,
-    ) -> Result<Option<(PageNo, Lsn, bool)>, String> {
+    ) -> Result<Option<Built>, String> {
         let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
         if self.cannot_rebuild(key, page, target, &slots) {
             return Ok(None);
@@ -442,18 +530,33 @@ impl<D: Disk + 'static> Shard<D> {
         let healthy = slots.slots.iter().all(|s| !matches!(s, Slot::Corrupt(_)));
         if applied == 0 && healthy {
             // Already stored (e.g. seen again after a restart).
-            return Ok(Some((page, lsn, false)));
+            return Ok(Some(Built {
+                page,
+                lsn,
+                write: None,
+                applied,
+            }));
         }
         if newest.is_some_and(|(_, n)| n > lsn) {
             return Ok(None); // a newer version is stored than this target allows
         }
         let s = format::next_slot(&slots.slots);
-        self.writing.borrow_mut().insert((key, page), s);
-        let wrote = store.write(key, page, s, lsn, &data).await;
-        self.writing.borrow_mut().remove(&(key, page));
-        wrote.map_err(|e| e.to_string())?;
-        self.records_coalesced
-            .set(self.records_coalesced.get() + applied as u64);
-        Ok(Some((page, lsn, true)))
+        let bytes = format::encode(key.volume, key.pg, page, lsn, &data);
+        Ok(Some(Built {
+            page,
+            lsn,
+            write: Some((s, bytes)),
+            applied,
+        }))
     }
+}
+
+/// A page version the coalescer built.
+struct Built {
+    page: PageNo,
+    lsn: Lsn,
+    /// The slot to write and its bytes; `None` when the store already holds it.
+    write: Option<(usize, Vec<u8>)>,
+    /// Records applied on top of the stored version.
+    applied: usize,
 }

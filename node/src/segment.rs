@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use hexad_client::wire::Truncation;
+use hexad_client::wire::{PageLink, Truncation};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
@@ -12,6 +12,7 @@ use crate::hotlog::format::{RecordLoc, SegmentKey};
 pub struct RecordMeta {
     pub lsn: Lsn,
     pub prev_lsn_pg: Lsn,
+    pub page_link: PageLink,
     /// Volume epoch of the writer (or volume open) that sent it.
     pub epoch: VolumeEpoch,
     /// It ends a mini-transaction (volume opens look for these without reading the log).
@@ -109,6 +110,40 @@ impl Segment {
             .range((page, Lsn::NONE)..=(page, upto))
             .map(|(_, lsn)| self.records[lsn])
             .collect()
+    }
+
+    /// Whether the page's own backlink chain proves this segment holds every record of
+    /// `page` up to `read_lsn`, given `head`, the page's last record at or below `read_lsn`
+    /// (the reader's word), and `base`, the page LSN of the stored version a read starts
+    /// from. It does when, walking back from `head` through records held here, the chain
+    /// reaches `base` or below (an exact link to 0 is the page's first record; a link
+    /// that is only a bound proves nothing unless it is at or below `base`), and no record
+    /// of the page above `head` is held (that would make the reader's word stale).
+    pub fn page_chain_complete(&self, page: PageNo, head: Lsn, read_lsn: Lsn, base: Lsn) -> bool {
+        if head > read_lsn {
+            return false;
+        }
+        if head < read_lsn
+            && self
+                .by_page
+                .range((page, Lsn(head.0 + 1))..=(page, read_lsn))
+                .next()
+                .is_some()
+        {
+            return false;
+        }
+        let mut at = head;
+        while at > base {
+            let Some(m) = self.records.get(&at).filter(|m| m.page == page) else {
+                return false;
+            };
+            match m.page_link {
+                PageLink::Exact(prev) => at = prev,
+                PageLink::AtMost(bound) if bound <= base => return true,
+                PageLink::AtMost(_) => return false,
+            }
+        }
+        true
     }
 
     /// Up to `max` pages with at least `min_chain` records in `(stored version, target]`
@@ -368,11 +403,51 @@ mod tests {
         RecordMeta {
             lsn,
             prev_lsn_pg,
+            page_link: PageLink::Exact(Lsn::NONE),
             epoch,
             cpl: false,
             page: PageNo(lsn.0 % 3),
             loc: LOC,
         }
+    }
+
+    #[test]
+    fn a_page_chain_proves_completeness_past_a_hole_in_the_pg() {
+        let p = PageNo(7);
+        let mut s = seg();
+        let rec = |lsn: u64, prev_pg: u64, page: PageNo, link: PageLink| RecordMeta {
+            lsn: Lsn(lsn),
+            prev_lsn_pg: Lsn(prev_pg),
+            page_link: link,
+            epoch: E1,
+            cpl: true,
+            page,
+            loc: LOC,
+        };
+        // Page 7 at 1, 3 and 5; another page's record 4 is missing (SCL stays 3).
+        s.insert(rec(1, 0, p, PageLink::Exact(Lsn(0))));
+        s.insert(rec(2, 1, PageNo(8), PageLink::Exact(Lsn(0))));
+        s.insert(rec(3, 2, p, PageLink::Exact(Lsn(1))));
+        s.insert(rec(5, 4, p, PageLink::Exact(Lsn(3))));
+        assert_eq!(s.scl(), Lsn(3));
+        assert!(s.page_chain_complete(p, Lsn(5), Lsn(6), Lsn::NONE));
+        assert!(s.page_chain_complete(p, Lsn(5), Lsn(5), Lsn(3)));
+        // A stale head (record 5 is above it) and a head above the read point prove nothing.
+        assert!(!s.page_chain_complete(p, Lsn(3), Lsn(6), Lsn::NONE));
+        assert!(!s.page_chain_complete(p, Lsn(5), Lsn(4), Lsn::NONE));
+        // A head this segment lacks, or a link to a record it lacks, proves nothing.
+        assert!(!s.page_chain_complete(p, Lsn(6), Lsn(6), Lsn::NONE));
+        s.insert(rec(9, 8, PageNo(9), PageLink::Exact(Lsn(0))));
+        s.insert(rec(10, 9, PageNo(9), PageLink::Exact(Lsn(6))));
+        assert!(!s.page_chain_complete(PageNo(9), Lsn(10), Lsn(10), Lsn::NONE));
+        // A bound (the writer's first write of the page after an open) proves the chain
+        // only down to a stored version at or above it.
+        s.insert(rec(12, 11, PageNo(10), PageLink::AtMost(Lsn(8))));
+        assert!(!s.page_chain_complete(PageNo(10), Lsn(12), Lsn(12), Lsn(4)));
+        assert!(s.page_chain_complete(PageNo(10), Lsn(12), Lsn(12), Lsn(8)));
+        // The head itself in the stored version; a head at the read point.
+        assert!(s.page_chain_complete(PageNo(11), Lsn(4), Lsn(12), Lsn(4)));
+        assert!(s.page_chain_complete(p, Lsn(5), Lsn(5), Lsn::NONE));
     }
 
     #[test]

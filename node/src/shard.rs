@@ -12,7 +12,7 @@ use hexad_client::wire::{
     ErrorCode, FenceMode, IndexEntry, Message, NodeStats, Record, SegmentView, Truncation,
     PROTOCOL_VERSION,
 };
-use hexad_client::{Lsn, NodeId, PageNo, ShardId, VolumeEpoch, VolumeId};
+use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
@@ -20,6 +20,7 @@ use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
 use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
 use crate::pagestore::PageStore;
+use crate::readers::{ReaderSlots, READER_LEASE};
 use crate::segment::{RecordMeta, Segment};
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -83,6 +84,8 @@ pub struct Shard<D: Disk> {
     meta_saved: Cell<u64>,
     /// What writers reported (`Progress`), per volume; in memory only.
     pub(crate) progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
+    /// Read-only attachments' slots, for volumes whose PG 0 this shard serves.
+    readers: RefCell<ReaderSlots>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
@@ -93,6 +96,10 @@ pub struct Shard<D: Disk> {
     /// The slot the coalescer is writing, per page: a read ignores it if torn.
     pub(crate) writing: RefCell<HashMap<(SegmentKey, PageNo), usize>>,
     pub(crate) page_versions_written: Cell<u64>,
+    /// Page-store writes (a write carries one or more versions).
+    pub(crate) page_writes: Cell<u64>,
+    /// Reads answered because the page's own chain proved them complete (SCL did not).
+    pub(crate) chain_reads: Cell<u64>,
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
     /// Appends delayed because the hot log was nearly full.
@@ -158,7 +165,10 @@ impl<D: Disk + 'static> Shard<D> {
                 .sum(),
             pages: pages.map(Rc::new),
             writing: RefCell::default(),
+            readers: RefCell::default(),
             page_versions_written: Cell::new(0),
+            page_writes: Cell::new(0),
+            chain_reads: Cell::new(0),
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             backpressure_waits: Cell::new(0),
@@ -284,6 +294,7 @@ impl<D: Disk + 'static> Shard<D> {
                 page,
                 read_lsn,
                 complete_lsn,
+                page_head,
             } => {
                 let key = SegmentKey { volume, pg };
                 if let Some(reply) = self.check_owner(key) {
@@ -296,7 +307,8 @@ impl<D: Disk + 'static> Shard<D> {
                         format!("page {page} is in pg {}, not pg {pg}", page.pg()),
                     );
                 }
-                self.get_page(key, page, read_lsn, complete_lsn).await
+                self.get_page(key, page, read_lsn, complete_lsn, page_head)
+                    .await
             }
             Message::FetchIndex {
                 volume,
@@ -352,6 +364,33 @@ impl<D: Disk + 'static> Shard<D> {
                 }
                 p.pgmrpl = p.pgmrpl.max(pgmrpl.min(p.vdl));
                 Reply::ok(Message::ProgressAck { volume })
+            }
+            Message::ClaimReaderSlot {
+                volume,
+                reader,
+                slot,
+                release,
+            } => {
+                if let Some(reply) = self.check_owner(SegmentKey {
+                    volume,
+                    pg: PgIndex(0),
+                }) {
+                    return reply;
+                }
+                let now = std::time::Instant::now();
+                match self
+                    .readers
+                    .borrow_mut()
+                    .claim(volume, reader, slot, release, now)
+                {
+                    Ok(holder) => Reply::ok(Message::ReaderSlot {
+                        volume,
+                        slot,
+                        holder,
+                        lease_ms: READER_LEASE.as_millis() as u32,
+                    }),
+                    Err(why) => Reply::error(ErrorCode::Malformed, 0, why),
+                }
             }
             Message::Fence {
                 volume,
@@ -624,6 +663,8 @@ impl<D: Disk + 'static> Shard<D> {
             corrupt_blocks: self.corrupt_blocks,
             segments: self.segments.borrow().len() as u64,
             page_versions_written: self.page_versions_written.get(),
+            page_writes: self.page_writes.get(),
+            chain_reads: self.chain_reads.get(),
             records_coalesced: self.records_coalesced.get(),
             corrupt_page_versions: self.corrupt_page_versions.get(),
             pages_pending: self
@@ -743,6 +784,7 @@ fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
     seg.insert(RecordMeta {
         lsn: r.lsn,
         prev_lsn_pg: r.prev_lsn_pg,
+        page_link: r.page_link,
         epoch: r.volume_epoch,
         cpl: r.cpl,
         page: r.page,
@@ -761,6 +803,7 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
                 membership_epoch: e.entry.membership_epoch,
                 lsn: e.entry.record.lsn,
                 prev_lsn_pg: e.entry.record.prev_lsn_pg,
+                page_link: e.entry.record.page_link(),
                 cpl: e.entry.record.cpl,
                 page: e.entry.record.page,
                 loc: e.loc,

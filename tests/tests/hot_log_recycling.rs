@@ -153,6 +153,7 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
                     page,
                     read_lsn: vdl,
                     complete_lsn: vdl,
+                    page_head: Lsn::NONE,
                 })
             };
             for page in (0..PAGES).chain([COUNTER.0]) {

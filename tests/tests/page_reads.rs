@@ -23,10 +23,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use hexad_client::volume::{Change, Volume, VolumeConfig, VolumeReader};
+use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::{ErrorCode, Message, Op};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId, PAGE_BYTES, PG_PAGES};
-use hexad_node::pagestore::format::SLOT_BYTES;
+use hexad_node::hotlog::format::SegmentKey;
+use hexad_node::pagestore::file_name;
+use hexad_node::pagestore::format::{slot_offset, SLOT_BYTES};
 use hexad_tests::{fresh_dir, Cluster, NodeOpts};
 
 const PAGES_PER_PG: u64 = 120;
@@ -225,7 +227,9 @@ fn random_reads_match_the_reference_across_node_kills() {
             corrupt_a_stored_version(&cluster, &vol, &reference).await;
             // A read-only attachment learns the writer's VDL from the nodes and reads the
             // same bytes at it.
-            let reader = VolumeReader::open(map, cfg).await.expect("attach a reader");
+            let reader = Volume::attach_reader(map, cfg)
+                .await
+                .expect("attach a reader");
             let vdl = vol.vdl();
             let mut learned = Lsn::NONE;
             for _ in 0..200 {
@@ -300,15 +304,20 @@ async fn corrupt_a_stored_version(cluster: &RefCell<Cluster>, vol: &Volume, refe
         .borrow()
         .data_root
         .join("node1/shard-0/pages")
-        .join(format!("v{}-pg0.pages", VOLUME.0));
+        .join(file_name(SegmentKey {
+            volume: VOLUME,
+            pg: PgIndex(0),
+        }));
     let bytes = std::fs::read(&file).unwrap();
+    let pg0 = |i: usize| PageNo(PgIndex(0).first_page().0 + i as u64);
+    let at = |i: usize, s: usize| slot_offset(PgIndex(0), pg0(i), s) as usize;
     // Pages with both slots holding a version, and each slot's LSN.
-    let lsn_at = |slot: usize| {
-        let h = &bytes[slot * SLOT_BYTES..slot * SLOT_BYTES + 40];
+    let lsn_at = |at: usize| {
+        let h = bytes.get(at..at + 40)?;
         (&h[..4] == b"HXPV").then(|| u64::from_le_bytes(h[32..40].try_into().unwrap()))
     };
-    let mut both: Vec<(usize, u64, u64)> = (0..bytes.len() / SLOT_BYTES / 2)
-        .filter_map(|i| Some((i, lsn_at(2 * i)?, lsn_at(2 * i + 1)?)))
+    let mut both: Vec<(usize, u64, u64)> = (0..bytes.len() / SLOT_BYTES)
+        .filter_map(|i| Some((i, lsn_at(at(i, 0))?, lsn_at(at(i, 1))?)))
         .collect();
     assert!(both.len() >= 2, "two pages with two stored versions each");
     let ask = |page: PageNo| {
@@ -318,15 +327,16 @@ async fn corrupt_a_stored_version(cluster: &RefCell<Cluster>, vol: &Volume, refe
             page,
             read_lsn: vdl,
             complete_lsn: vdl,
+            page_head: Lsn::NONE,
         })
     };
     // The older version of one page, then the newest version of another.
     for newest in [false, true] {
         let (i, a, b) = both.pop().unwrap();
-        let slot = 2 * i + usize::from((b > a) == newest);
-        let page = PageNo(PgIndex(0).first_page().0 + i as u64);
+        let slot = at(i, usize::from((b > a) == newest));
+        let page = pg0(i);
         let mut bytes = std::fs::read(&file).unwrap();
-        bytes[slot * SLOT_BYTES + 4096 + 100] ^= 0xff;
+        bytes[slot + 4096 + 100] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         let before = stats(1).corrupt_page_versions;
         match ask(page).unwrap() {

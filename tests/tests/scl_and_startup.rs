@@ -342,3 +342,118 @@ fn an_older_volume_epoch_is_refused_also_after_a_restart() {
         "the refused records were not stored"
     );
 }
+
+/// A segment with a hole in its PG (SCL short of the read point) still answers a page read
+/// when the reader names the page's last record and the page's own backlink chain from it
+/// is complete there; without that word, with a stale one, or with a chain that ends in a
+/// bound (a writer's first write of the page after an open) it answers `NotComplete`.
+#[test]
+fn a_page_read_past_a_hole_is_answered_when_the_page_chain_is_complete() {
+    use hexad_client::wire::{ErrorCode, Op, PageLink, Record};
+    use hexad_client::{PageNo, PAGE_BYTES};
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "chain");
+    let port = free_ports(1);
+    let config = write_config(&dir, port, &small());
+    let node = NodeProcess::start(&bin(), &config, port);
+    let (p, q, r) = (
+        PageNo(PG.first_page().0 + 7),
+        PageNo(PG.first_page().0 + 8),
+        PageNo(PG.first_page().0 + 9),
+    );
+    let write = |lsn: u64, page: PageNo, link: PageLink, byte: u8| {
+        let mut payload = (8 * lsn as u32).to_le_bytes().to_vec();
+        payload.extend([byte; 8]);
+        Record::linked(
+            Lsn(lsn),
+            Lsn(lsn - 1),
+            link,
+            page,
+            Op::WriteBytes,
+            true,
+            &payload,
+        )
+    };
+    let add = |lsn: u64, page: PageNo, link: PageLink| {
+        let mut payload = 1000u32.to_le_bytes().to_vec();
+        payload.extend(lsn.to_le_bytes());
+        Record::linked(
+            Lsn(lsn),
+            Lsn(lsn - 1),
+            link,
+            page,
+            Op::AddU64,
+            true,
+            &payload,
+        )
+    };
+    // Page p at 1, 3 and 5; q's record 4 never arrives; r's first record after an open.
+    let records = vec![
+        write(1, p, PageLink::Exact(Lsn(0)), 0xa1),
+        write(2, q, PageLink::Exact(Lsn(0)), 0xb2),
+        add(3, p, PageLink::Exact(Lsn(1))),
+        add(5, p, PageLink::Exact(Lsn(3))),
+        write(6, r, PageLink::AtMost(Lsn(2)), 0xc6),
+    ];
+    let mut want = [0u8; PAGE_BYTES];
+    for rec in records.iter().filter(|rec| rec.page == p) {
+        rec.apply_to(&mut want);
+    }
+    let mut conn = node.connect(0);
+    match conn
+        .call(&Message::AppendBatch {
+            volume: VOLUME,
+            pg: PG,
+            volume_epoch: VolumeEpoch(1),
+            membership_epoch: MembershipEpoch(1),
+            records,
+        })
+        .unwrap()
+    {
+        Message::AppendAck { scl, .. } => assert_eq!(scl, Lsn(3), "LSN 4 is missing"),
+        other => panic!("{other:?}"),
+    }
+    let mut get = |page: PageNo, head: u64| {
+        conn.call(&Message::GetPage {
+            volume: VOLUME,
+            pg: PG,
+            page,
+            read_lsn: Lsn(6),
+            complete_lsn: Lsn(6),
+            page_head: Lsn(head),
+        })
+        .unwrap()
+    };
+    match get(p, 5) {
+        Message::Page { page_lsn, data, .. } => {
+            assert_eq!(page_lsn, Lsn(5));
+            assert!(data[..] == want[..], "page p built from its chain");
+        }
+        other => panic!("a complete page chain was not accepted: {other:?}"),
+    }
+    for (page, head, why) in [
+        (p, 0, "no page head"),
+        (p, 3, "a stale page head"),
+        (r, 6, "a chain ending in a bound above the stored version"),
+        (q, 4, "a head this segment does not hold"),
+    ] {
+        match get(page, head) {
+            Message::Error {
+                code: ErrorCode::NotComplete,
+                ..
+            } => {}
+            other => panic!(
+                "{why}: expected NotComplete, got {}",
+                &format!("{other:?}")[..120]
+            ),
+        }
+    }
+    assert_eq!(
+        conn.call(&Message::GetStats)
+            .map(|m| match m {
+                Message::Stats(stats) => stats.chain_reads,
+                other => panic!("{other:?}"),
+            })
+            .unwrap(),
+        1
+    );
+}

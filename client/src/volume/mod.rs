@@ -3,11 +3,12 @@
 //!
 //! Runs inside a glommio executor (the database engine's I/O thread); nothing here blocks.
 //! [`Volume::open`] recovers the volume from storage and fences older writers first (see
-//! [`recovery`]); [`VolumeReader::open`] does the read-only half of that.
+//! [`recovery`]); [`Volume::attach_reader`] does the read-only half of that.
 
 mod peer;
 mod pipelined;
 mod read;
+mod reader;
 pub mod recovery;
 mod rpc;
 
@@ -24,13 +25,14 @@ pub use peer::PeerStats;
 pub use pipelined::Pipelined;
 use read::Asked;
 pub use read::PageRead;
+pub use reader::VolumeReader;
 pub use recovery::{Recovered, RecoveryStep};
 
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::{BackPressure, QuorumConfig, QuorumCore};
 use crate::sync::Notify;
 use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeId, MAX_PGS};
-use crate::wire::{Message, Op, Record};
+use crate::wire::{Message, Op, PageLink, Record};
 
 /// How often a back-pressured append re-checks whether retained records have aged out.
 const RELEASE_TICK: Duration = Duration::from_millis(10);
@@ -96,6 +98,8 @@ pub enum VolumeError {
     Stopped { step: RecoveryStep, vdl: Lsn },
     #[error("reading PG {pg}: {detail}")]
     ReadFailed { pg: PgIndex, detail: String },
+    #[error("no reader slot: {0}")]
+    TooManyReaders(String),
 }
 
 /// One redo record of a mini-transaction, before it has an LSN.
@@ -137,8 +141,7 @@ impl Volume {
     /// to `open_timeout`) while a write quorum is out of reach.
     ///
     /// After an open the writer does not know each page's last LSN, so the first record
-    /// of each page carries `prev_lsn_page = 0` (the page chain restarts; issue #4 adds
-    /// the page heads).
+    /// it writes to a page links back with a bound, [`PageLink::AtMost`] the recovered VDL.
     pub async fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Result<Volume, VolumeError> {
         let recovered = recovery::Opener::new(&cluster, &cfg, true, cfg.stop_after)
             .open()
@@ -165,6 +168,15 @@ impl Volume {
                 vdl_changed: Notify::default(),
             }),
         })
+    }
+
+    /// Attaches a read-only reader to `cfg.volume` (DESIGN §6): up to
+    /// [`crate::MAX_READERS`] besides the writer, in any process. See [`VolumeReader`].
+    pub async fn attach_reader(
+        cluster: ClusterMap,
+        cfg: VolumeConfig,
+    ) -> Result<VolumeReader, VolumeError> {
+        VolumeReader::attach(cluster, cfg).await
     }
 
     /// Reads `page` as of `read_point` (default: the current VDL) from **one** segment: the
@@ -206,12 +218,22 @@ impl Volume {
                 .collect()
         };
         candidates.sort_by_key(|(worse, latency, _)| (*worse, *latency));
+        // The page's last record at or below the read point, when the writer knows it: a
+        // segment short of `complete` may still prove the page complete by its chain.
+        let page_head = inner
+            .page_heads
+            .borrow()
+            .get(&page)
+            .copied()
+            .filter(|h| *h <= read)
+            .unwrap_or(Lsn::NONE);
         let request = Message::GetPage {
             volume: inner.cfg.volume,
             pg,
             page,
             read_lsn: read,
             complete_lsn: complete,
+            page_head,
         };
         let ask = |i: usize| -> Asked {
             let peer: &Rc<Peer> = &candidates[i].2;
@@ -276,15 +298,17 @@ impl Volume {
                 .borrow_mut()
                 .allocate(pg, i == last, record_bytes(c), Instant::now())
                 .expect("room for the whole mini-transaction was checked");
-            let prev_page = inner
-                .page_heads
-                .borrow_mut()
-                .insert(c.page, alloc.lsn)
-                .unwrap_or(Lsn::NONE);
-            let record = Record::new(
+            // A page not written since the open: its last record is at or below the VDL
+            // the open recovered (everything above it was truncated).
+            let link = match inner.page_heads.borrow_mut().insert(c.page, alloc.lsn) {
+                Some(prev) => PageLink::Exact(prev),
+                None if inner.recovered.vdl == Lsn::NONE => PageLink::Exact(Lsn::NONE),
+                None => PageLink::AtMost(inner.recovered.vdl),
+            };
+            let record = Record::linked(
                 alloc.lsn,
                 alloc.prev_lsn_pg,
-                prev_page,
+                link,
                 c.page,
                 c.op,
                 i == last,
@@ -383,187 +407,6 @@ impl Volume {
             .collect();
         out.sort_by_key(|s| (s.node, s.shard));
         out
-    }
-}
-
-/// A read-only attachment to a volume (DESIGN §6): besides the writer, up to 15 readers
-/// may attach (nothing enforces the count yet). Opening needs only a read quorum (3 of 6)
-/// of every PG, so it works with an AZ and one more node down; it never writes or fences.
-/// The reader starts at the VDL the open recovered and learns newer ones from the nodes
-/// ([`VolumeReader::refresh`]), which the writer keeps told. Pages are read from one
-/// segment with a hedge, as the writer does.
-pub struct VolumeReader {
-    cluster: ClusterMap,
-    cfg: VolumeConfig,
-    recovered: Recovered,
-    vdl: Cell<Lsn>,
-    pool: Rc<rpc::RpcPool>,
-}
-
-impl VolumeReader {
-    pub async fn open(cluster: ClusterMap, cfg: VolumeConfig) -> Result<VolumeReader, VolumeError> {
-        let recovered = recovery::Opener::new(&cluster, &cfg, false, None)
-            .open()
-            .await?;
-        let pool = Rc::new(rpc::RpcPool::new(cfg.connect_timeout, cfg.request_timeout));
-        Ok(VolumeReader {
-            vdl: Cell::new(recovered.vdl),
-            cluster,
-            cfg,
-            recovered,
-            pool,
-        })
-    }
-
-    fn addr(&self, node: NodeId, pg: PgIndex) -> std::net::SocketAddr {
-        let entry = self
-            .cluster
-            .node(node)
-            .expect("members come from the cluster map");
-        let shards = entry.shards.unwrap_or(self.cfg.default_shards);
-        entry.shard_addr(segment_shard(self.cfg.volume, pg, shards))
-    }
-
-    /// Asks PG 0's segments for the latest VDL the writer told them, and reads at it from
-    /// now on. Returns it. Never moves backwards.
-    pub async fn refresh(&self) -> Result<Lsn, VolumeError> {
-        let pg = PgIndex(0);
-        let mut tasks = Vec::new();
-        for node in self.cluster.pg_members(self.cfg.volume, pg) {
-            let (pool, addr) = (self.pool.clone(), self.addr(node, pg));
-            let msg = Message::Fence {
-                volume: self.cfg.volume,
-                pg,
-                epoch: crate::VolumeEpoch(0),
-                mode: crate::wire::FenceMode::Look,
-            };
-            tasks.push(glommio::spawn_local(async move {
-                pool.call(node, addr, msg).await
-            }));
-        }
-        let mut answered = 0;
-        let mut errors = Vec::new();
-        for t in tasks {
-            match t.await {
-                Ok(Message::FenceOk { view, .. }) => {
-                    answered += 1;
-                    self.vdl.set(self.vdl.get().max(view.writer_vdl));
-                }
-                Ok(other) => errors.push(format!("{other:?}")),
-                Err(e) => errors.push(e),
-            }
-        }
-        if answered == 0 {
-            return Err(VolumeError::ReadFailed {
-                pg,
-                detail: format!("no segment told the VDL: {}", errors.join("; ")),
-            });
-        }
-        Ok(self.vdl.get())
-    }
-
-    /// Reads `page` as of `read_point` (default: the reader's VDL) from one segment, with
-    /// a hedge; a page of a PG no segment holds reads as zeros.
-    pub async fn read_page(
-        &self,
-        page: PageNo,
-        read_point: Option<Lsn>,
-    ) -> Result<PageRead, VolumeError> {
-        let pg = page.pg();
-        if pg.0 >= MAX_PGS {
-            return Err(VolumeError::PageOutOfRange(page));
-        }
-        let read = read_point.unwrap_or(self.vdl.get());
-        let mut members: Vec<(Duration, NodeId)> = self
-            .cluster
-            .pg_members(self.cfg.volume, pg)
-            .iter()
-            .map(|n| (self.pool.latency(*n).unwrap_or(Duration::from_secs(1)), *n))
-            .collect();
-        members.sort();
-        let request = Message::GetPage {
-            volume: self.cfg.volume,
-            pg,
-            page,
-            read_lsn: read,
-            // The reader does not know the PG's records: the node relaxes this with what
-            // the writer told it.
-            complete_lsn: read,
-        };
-        let ask = |i: usize| -> Asked {
-            let (node, pool, addr, msg) = (
-                members[i].1,
-                self.pool.clone(),
-                self.addr(members[i].1, pg),
-                request.clone(),
-            );
-            (
-                node,
-                Box::pin(async move { pool.call(node, addr, msg).await.ok() }),
-            )
-        };
-        let first = members[0].0.min(self.cfg.request_timeout);
-        read::hedged(members.len(), first, self.cfg.request_timeout, ask)
-            .await
-            .or_else(|failures| {
-                if failures.iter().all(|f| f.contains("NoSuchSegment")) {
-                    return Ok(PageRead {
-                        page_lsn: Lsn::NONE,
-                        data: Bytes::from(vec![0u8; crate::types::PAGE_BYTES]),
-                        node: NodeId(0),
-                        hedged: false,
-                    });
-                }
-                Err(VolumeError::ReadFailed {
-                    pg,
-                    detail: format!("page {page} at {read}: {}", failures.join("; ")),
-                })
-            })
-    }
-
-    pub fn recovery(&self) -> &Recovered {
-        &self.recovered
-    }
-
-    /// The VDL this reader reads at: the open's, or a newer one from [`VolumeReader::refresh`].
-    pub fn vdl(&self) -> Lsn {
-        self.vdl.get()
-    }
-
-    /// The PGs the volume had when the reader attached.
-    pub fn pgs(&self) -> Vec<PgIndex> {
-        self.recovered.pgs.keys().copied().collect()
-    }
-
-    /// The committed records of `pg` in `(after, min(to, VDL)]`, from one segment that is
-    /// complete that far (the next one if it fails).
-    pub async fn records(
-        &self,
-        pg: PgIndex,
-        after: Lsn,
-        to: Lsn,
-    ) -> Result<Vec<Record>, VolumeError> {
-        let to = to.min(self.recovered.vdl);
-        // (`sources` knows the segments' state at open only.)
-        let mut errors = Vec::new();
-        for node in self.recovered.sources(pg, to) {
-            let got = self
-                .pool
-                .fetch_all(node, self.addr(node, pg), self.cfg.volume, pg, after, to)
-                .await;
-            match got {
-                Ok(records) => return Ok(records),
-                Err(e) => errors.push(format!("node {node}: {e}")),
-            }
-        }
-        Err(VolumeError::ReadFailed {
-            pg,
-            detail: if errors.is_empty() {
-                "no segment that answered the open is complete that far".into()
-            } else {
-                errors.join("; ")
-            },
-        })
     }
 }
 

@@ -17,7 +17,7 @@ pub mod transport;
 
 pub use frame::{FrameError, FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
 pub use message::{ErrorCode, FenceMode, IndexEntry, Message, NodeStats, SegmentView, Truncation};
-pub use record::{Op, Record, RecordError, RECORD_HEADER_BYTES};
+pub use record::{Op, PageLink, Record, RecordError, RECORD_HEADER_BYTES};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;

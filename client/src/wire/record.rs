@@ -8,7 +8,9 @@
 //!  +--------+-------------+---------------+--------+-----------+----+-----+---------+--------+---------
 //! ```
 //! `crc32c` covers bytes 0..44 and the payload. Flags: bit 0 = CPL (ends a
-//! mini-transaction); other bits must be zero.
+//! mini-transaction); bit 1 = `prev_lsn_page` is only an upper bound (the writer did not
+//! know the page's previous record, e.g. its first write of the page after a volume open:
+//! that record is at or below this LSN); other bits must be zero.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -19,6 +21,24 @@ pub const RECORD_HEADER_BYTES: usize = 48;
 /// Largest payload of one record: a full page image.
 pub const MAX_RECORD_PAYLOAD_BYTES: usize = PAGE_BYTES;
 const FLAG_CPL: u8 = 1;
+const FLAG_PAGE_BOUND: u8 = 2;
+
+/// A record's backlink to the previous record of its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PageLink {
+    /// The previous record of the page is at this LSN (0: the page has none).
+    Exact(Lsn),
+    /// The previous record of the page is at or below this LSN.
+    AtMost(Lsn),
+}
+
+impl PageLink {
+    pub fn lsn(self) -> Lsn {
+        match self {
+            PageLink::Exact(l) | PageLink::AtMost(l) => l,
+        }
+    }
+}
 
 /// What a record does to its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,10 +100,12 @@ impl Op {
 pub struct Record {
     pub lsn: Lsn,
     pub prev_lsn_pg: Lsn,
+    /// The page backlink's LSN; [`Record::page_link`] says whether it is exact.
     pub prev_lsn_page: Lsn,
     pub page: PageNo,
     pub op: Op,
     pub cpl: bool,
+    prev_page_bound: bool,
     raw: Bytes,
 }
 
@@ -92,7 +114,7 @@ impl std::fmt::Debug for Record {
         f.debug_struct("Record")
             .field("lsn", &self.lsn)
             .field("prev_lsn_pg", &self.prev_lsn_pg)
-            .field("prev_lsn_page", &self.prev_lsn_page)
+            .field("page_link", &self.page_link())
             .field("page", &self.page)
             .field("op", &self.op)
             .field("cpl", &self.cpl)
@@ -123,8 +145,8 @@ pub enum RecordError {
 }
 
 impl Record {
-    /// Builds and encodes a record. Panics if the fields break the record's invariants:
-    /// this is the writer's own data, not input.
+    /// Builds and encodes a record whose page backlink is exact. Panics if the fields break
+    /// the record's invariants: this is the writer's own data, not input.
     pub fn new(
         lsn: Lsn,
         prev_lsn_pg: Lsn,
@@ -134,7 +156,33 @@ impl Record {
         cpl: bool,
         payload: &[u8],
     ) -> Record {
+        Record::linked(
+            lsn,
+            prev_lsn_pg,
+            PageLink::Exact(prev_lsn_page),
+            page,
+            op,
+            cpl,
+            payload,
+        )
+    }
+
+    /// [`Record::new`] with either kind of page backlink.
+    pub fn linked(
+        lsn: Lsn,
+        prev_lsn_pg: Lsn,
+        page_link: PageLink,
+        page: PageNo,
+        op: Op,
+        cpl: bool,
+        payload: &[u8],
+    ) -> Record {
         assert!(payload.len() <= MAX_RECORD_PAYLOAD_BYTES);
+        let prev_lsn_page = page_link.lsn();
+        let mut flags = if cpl { FLAG_CPL } else { 0 };
+        if matches!(page_link, PageLink::AtMost(_)) {
+            flags |= FLAG_PAGE_BOUND;
+        }
         let mut raw = BytesMut::with_capacity(RECORD_HEADER_BYTES + payload.len());
         raw.put_u64_le(lsn.0);
         raw.put_u64_le(prev_lsn_pg.0);
@@ -142,7 +190,7 @@ impl Record {
         raw.put_u64_le(page.0);
         raw.put_u32_le(payload.len() as u32);
         raw.put_u8(op as u8);
-        raw.put_u8(if cpl { FLAG_CPL } else { 0 });
+        raw.put_u8(flags);
         raw.put_bytes(0, 6);
         let mut crc = crc32c::crc32c(&raw[..44]);
         crc = crc32c::crc32c_append(crc, payload);
@@ -192,7 +240,7 @@ impl Record {
                 return Err(RecordError::BadBacklink { lsn, prev });
             }
         }
-        if flags & !FLAG_CPL != 0 {
+        if flags & !(FLAG_CPL | FLAG_PAGE_BOUND) != 0 {
             return Err(DecodeError::new("record", format!("unknown flags {flags:#x}")).into());
         }
         let op = Op::from_u8(op).ok_or(RecordError::UnknownOp { lsn, op })?;
@@ -205,8 +253,18 @@ impl Record {
             page: PageNo(page),
             op,
             cpl: flags & FLAG_CPL != 0,
+            prev_page_bound: flags & FLAG_PAGE_BOUND != 0,
             raw,
         })
+    }
+
+    /// The backlink to the previous record of the page.
+    pub fn page_link(&self) -> PageLink {
+        if self.prev_page_bound {
+            PageLink::AtMost(self.prev_lsn_page)
+        } else {
+            PageLink::Exact(self.prev_lsn_page)
+        }
     }
 
     /// The record's exact encoding, header and payload.
@@ -297,10 +355,15 @@ mod tests {
             ],
         )
             .prop_map(|(lsn, page, cpl, (op, payload))| {
-                Record::new(
+                let link = if lsn % 2 == 0 {
+                    PageLink::Exact
+                } else {
+                    PageLink::AtMost
+                };
+                Record::linked(
                     Lsn(lsn),
                     Lsn(lsn / 2),
-                    Lsn(lsn / 3),
+                    link(Lsn(lsn / 3)),
                     PageNo(page),
                     op,
                     cpl,

@@ -27,7 +27,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use hexad_client::wire::codec::Reader;
-use hexad_client::wire::Record;
+use hexad_client::wire::{PageLink, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
 
 use crate::disk::Disk;
@@ -73,6 +73,7 @@ pub struct DurableRecord {
     pub membership_epoch: MembershipEpoch,
     pub lsn: Lsn,
     pub prev_lsn_pg: Lsn,
+    pub page_link: PageLink,
     /// The record ends a mini-transaction.
     pub cpl: bool,
     pub page: PageNo,
@@ -276,6 +277,7 @@ impl<D: Disk + 'static> HotLog<D> {
                 membership_epoch: q.entry.membership_epoch,
                 lsn: q.entry.record.lsn,
                 prev_lsn_pg: q.entry.record.prev_lsn_pg,
+                page_link: q.entry.record.page_link(),
                 cpl: q.entry.record.cpl,
                 page: q.entry.record.page,
                 loc: RecordLoc {

@@ -1,10 +1,14 @@
 //! The page store's slot format, sans-IO.
 //!
-//! Each segment gets one sparse file. Every page of the PG has two fixed slots, A and B,
-//! side by side; a slot is a 4 KiB header sector followed by the 8 KiB page:
+//! Each segment gets one sparse file. Every page of the PG has two fixed slots, A and B; a
+//! slot is a 4 KiB header sector followed by the 8 KiB page. Pages are grouped in extents
+//! of [`EXTENT_PAGES`]: an extent holds slot A of its pages side by side, then slot B, so
+//! new versions of neighbouring pages that go to the same slot form one contiguous run and
+//! are written with one `O_DIRECT` write:
 //!
 //! ```text
-//!  offset (2·i + s) · 12 KiB, i = page − first page of the PG, s = 0 (A) or 1 (B)
+//!  i = page − first page of the PG, e = i / 16, j = i % 16, s = 0 (A) or 1 (B)
+//!  offset ((2·e + s) · 16 + j) · 12 KiB
 //!  ┌──────── header sector (4 KiB, 48 bytes used) ────────┬──── page (8 KiB) ────┐
 //!  │magic "HXPV"│ver│ - │volume│pg│ - │page│page_lsn│data crc│header crc│ zeros…│ page bytes           │
 //!  │ 0..4       │4..6│6..8│8..16│16..20│20..24│24..32│32..40│40..44│44..48     │                      │
@@ -31,7 +35,10 @@ pub const SLOT_BYTES: usize = HEADER_BYTES + PAGE_BYTES;
 /// Slots per page.
 pub const SLOTS: usize = 2;
 const MAGIC: &[u8; 4] = b"HXPV";
-const VERSION: u16 = 1;
+/// Version 2: extents (version 1 kept both slots of a page side by side).
+const VERSION: u16 = 2;
+/// Pages per extent (see the module comment).
+pub const EXTENT_PAGES: u64 = 16;
 /// Bytes of the header that carry fields (the rest of the sector is zero).
 const HEADER_USED: usize = 48;
 
@@ -53,7 +60,8 @@ pub fn slot_offset(pg: PgIndex, page: PageNo, s: usize) -> u64 {
         "page {page} slot {s} of pg {pg}"
     );
     let index = page.0 - pg.first_page().0;
-    (index * SLOTS as u64 + s as u64) * SLOT_BYTES as u64
+    let (extent, within) = (index / EXTENT_PAGES, index % EXTENT_PAGES);
+    ((extent * SLOTS as u64 + s as u64) * EXTENT_PAGES + within) * SLOT_BYTES as u64
 }
 
 /// The bytes of a slot holding `data` as page `page` of `(volume, pg)` at `page_lsn`.
@@ -179,12 +187,24 @@ mod tests {
     }
 
     #[test]
-    fn slots_of_a_page_sit_side_by_side_and_pages_do_not_overlap() {
+    fn neighbours_share_a_run_per_slot_and_no_slots_overlap() {
+        let slot = SLOT_BYTES as u64;
+        let e = EXTENT_PAGES;
         assert_eq!(slot_offset(PG, page(0), 0), 0);
-        assert_eq!(slot_offset(PG, page(0), 1), SLOT_BYTES as u64);
-        assert_eq!(slot_offset(PG, page(1), 0), 2 * SLOT_BYTES as u64);
-        // Every slot is 4 KiB aligned, for O_DIRECT.
-        assert_eq!(slot_offset(PG, page(12345), 1) % 4096, 0);
+        assert_eq!(slot_offset(PG, page(1), 0), slot);
+        assert_eq!(slot_offset(PG, page(e - 1), 0), (e - 1) * slot);
+        assert_eq!(slot_offset(PG, page(0), 1), e * slot);
+        assert_eq!(slot_offset(PG, page(e), 0), 2 * e * slot);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5 * e {
+            for s in 0..SLOTS {
+                let at = slot_offset(PG, page(i), s);
+                // Every slot is 4 KiB aligned, for O_DIRECT, and has its own place.
+                assert_eq!(at % 4096, 0);
+                assert!(seen.insert(at), "page {i} slot {s} overlaps another");
+            }
+        }
+        assert!(seen.iter().all(|at| *at < 5 * e * 2 * slot));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The page store: versions of each segment's pages, written by the coalescer and read by
-//! `GetPage`, in one sparse `O_DIRECT` file per segment (`shard-N/pages/v<volume>-pg<pg>`).
+//! `GetPage`, in one sparse `O_DIRECT` file per segment
+//! (`shard-N/pages/v<volume>-pg<pg>.v2.pages`).
 //! The slot format and the rules that make it crash-safe are in [`format`] and FORMAT.md §4;
 //! what writes versions, and when records may leave the hot log, is in `pages.rs`.
 
@@ -45,9 +46,20 @@ pub struct PageStore {
 
 impl PageStore {
     /// The store under `dir` (created if missing).
+    /// A file of the version-1 layout (named without `.v2`) is refused: this build reads
+    /// only version 2.
     pub fn open(dir: &Path) -> io::Result<PageStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if is_old_format(&name) {
+                return Err(io::Error::other(format!(
+                    "{}: a page store file of format version 1, which this build does not read (FORMAT.md §4); it predates any release: remove the node's data directory",
+                    dir.join(name).display()
+                )));
+            }
+        }
         Ok(PageStore {
             dir: dir.to_path_buf(),
             files: RefCell::default(),
@@ -55,8 +67,7 @@ impl PageStore {
     }
 
     fn path(&self, key: SegmentKey) -> PathBuf {
-        self.dir
-            .join(format!("v{}-pg{}.pages", key.volume.0, key.pg.0))
+        self.dir.join(file_name(key))
     }
 
     /// The segment's file, opened (and created, durably) on first use.
@@ -82,13 +93,17 @@ impl PageStore {
         Ok(file)
     }
 
-    /// Reads both slots of `page` (a hole or past the end reads as empty).
+    /// Reads both slots of `page`, at once (a hole or past the end reads as empty).
     pub async fn read(&self, key: SegmentKey, page: PageNo) -> io::Result<PageSlots> {
         let file = self.file(key).await?;
-        let at = format::slot_offset(key.pg, page, 0);
-        let got = file.read_at_aligned(at, SLOTS * SLOT_BYTES).await?;
-        let mut bytes = got.to_vec();
-        bytes.resize(SLOTS * SLOT_BYTES, 0);
+        let read = |s| file.read_at_aligned(format::slot_offset(key.pg, page, s), SLOT_BYTES);
+        let (a, b) = futures_lite::future::zip(read(0), read(1)).await;
+        let mut bytes = Vec::with_capacity(SLOTS * SLOT_BYTES);
+        for got in [a?, b?] {
+            let start = bytes.len();
+            bytes.extend_from_slice(&got);
+            bytes.resize(start + SLOT_BYTES, 0);
+        }
         let slots = [0, 1].map(|s| {
             let slot = &bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
             format::decode(key.volume, key.pg, page, slot)
@@ -96,8 +111,25 @@ impl PageStore {
         Ok(PageSlots { slots, bytes })
     }
 
-    /// Writes `data` as the version of `page` at `page_lsn` into slot `s` (not yet durable:
-    /// see [`PageStore::sync`]).
+    /// Writes encoded slots ([`format::encode`]) that sit back to back from offset `at`
+    /// with one write (not yet durable: see [`PageStore::sync`]).
+    pub async fn write_run(&self, key: SegmentKey, at: u64, slots: &[Vec<u8>]) -> io::Result<()> {
+        let file = self.file(key).await?;
+        let len = slots.len() * SLOT_BYTES;
+        let mut buf = file.alloc_dma_buffer(len);
+        for (i, slot) in slots.iter().enumerate() {
+            buf.as_bytes_mut()[i * SLOT_BYTES..(i + 1) * SLOT_BYTES].copy_from_slice(slot);
+        }
+        let n = file.write_at(buf, at).await?;
+        if n != len {
+            return Err(io::Error::other(format!(
+                "short page write at {at}: {n} of {len} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `data` as the version of `page` at `page_lsn` into slot `s` (not yet durable).
     pub async fn write(
         &self,
         key: SegmentKey,
@@ -106,22 +138,27 @@ impl PageStore {
         page_lsn: Lsn,
         data: &[u8; PAGE_BYTES],
     ) -> io::Result<()> {
-        let file = self.file(key).await?;
         let slot = format::encode(key.volume, key.pg, page, page_lsn, data);
-        let mut buf = file.alloc_dma_buffer(SLOT_BYTES);
-        buf.as_bytes_mut().copy_from_slice(&slot);
-        let at = format::slot_offset(key.pg, page, s);
-        let n = file.write_at(buf, at).await?;
-        if n != SLOT_BYTES {
-            return Err(io::Error::other(format!(
-                "short page write: {n} of {SLOT_BYTES} bytes"
-            )));
-        }
-        Ok(())
+        self.write_run(key, format::slot_offset(key.pg, page, s), &[slot])
+            .await
     }
 
     /// Makes every completed write to the segment's file durable.
     pub async fn sync(&self, key: SegmentKey) -> io::Result<()> {
         Ok(self.file(key).await?.fdatasync().await?)
     }
+}
+
+/// The name of a segment's page-store file.
+pub fn file_name(key: SegmentKey) -> String {
+    format!("v{}-pg{}.v2.pages", key.volume.0, key.pg.0)
+}
+
+/// Whether a file in the page-store directory is a version-1 page file.
+fn is_old_format(name: &str) -> bool {
+    let path = Path::new(name);
+    path.extension().is_some_and(|e| e == "pages")
+        && Path::new(path.file_stem().unwrap_or_default())
+            .extension()
+            .is_none_or(|e| e != "v2")
 }

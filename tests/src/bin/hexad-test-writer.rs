@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::placement::ClusterMap;
-use hexad_client::volume::{Change, RecoveryStep, Volume, VolumeConfig, VolumeError, VolumeReader};
+use hexad_client::volume::{Change, RecoveryStep, Volume, VolumeConfig, VolumeError};
 use hexad_client::wire::Op;
 use hexad_client::{Lsn, PageNo, VolumeId};
 use hexad_tests::writer_payload;
@@ -152,7 +152,7 @@ async fn run(args: Args) -> Result<()> {
         cfg.open_timeout = t;
     }
     if args.read {
-        let reader = VolumeReader::open(map, cfg).await?;
+        let reader = Volume::attach_reader(map, cfg).await?;
         say_open(reader.recovery());
         for pg in reader.pgs() {
             for r in reader.records(pg, Lsn::NONE, reader.vdl()).await? {

@@ -597,7 +597,7 @@ impl<'a> Opener<'a> {
             },
             |m| match m {
                 Message::Records { more, records, .. } => Ok((more, records)),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |r| r.lsn,
         )
@@ -622,7 +622,7 @@ impl<'a> Opener<'a> {
             },
             |m| match m {
                 Message::Index { more, entries, .. } => Ok((more, entries)),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |e| e.lsn,
         )
@@ -635,7 +635,7 @@ impl<'a> Opener<'a> {
         &mut self,
         mut ranges: HashMap<Conn, Vec<(PgIndex, Lsn, Lsn)>>,
         request: impl Fn(PgIndex, Lsn, Lsn) -> Message,
-        take: impl Fn(Message) -> Result<(bool, Vec<T>), Message>,
+        take: impl Fn(Message) -> Result<(bool, Vec<T>), Box<Message>>,
         lsn_of: impl Fn(&T) -> Lsn,
     ) -> Result<Vec<(PgIndex, Vec<T>)>, Failure> {
         let mut out: BTreeMap<PgIndex, Vec<T>> = BTreeMap::new();

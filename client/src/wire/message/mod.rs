@@ -27,6 +27,8 @@
 //!     | <-- Page -------------------- |
 //!     | --- Progress ---------------> |   the writer's VDL, PGMRPL and, per PG, the last
 //!     | <-- ProgressAck ------------- |   record at or below that VDL
+//!     | --- ClaimReaderSlot --------> |   a read-only attachment claims, renews or gives
+//!     | <-- ReaderSlot -------------- |   back one of the volume's reader slots
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -173,6 +175,11 @@ pub enum Message {
         page: PageNo,
         read_lsn: Lsn,
         complete_lsn: Lsn,
+        /// The page's last record at or below `read_lsn`, if the reader knows it (0: it
+        /// does not): a segment whose SCL is short of `complete_lsn` may still answer when
+        /// the page's own backlink chain from it is complete there. Absent in frames from
+        /// older clients (read as 0).
+        page_head: Lsn,
     },
     Page {
         volume: VolumeId,
@@ -191,6 +198,23 @@ pub enum Message {
         vdl: Lsn,
         pgmrpl: Lsn,
         pgs: Vec<(PgIndex, Lsn)>,
+    },
+    /// From a read-only attachment (DESIGN §6: up to [`crate::MAX_READERS`] per volume), to
+    /// a node of PG 0: grant slot `slot` to `reader` if it is free, its lease ran out, or
+    /// `reader` already holds it (a renewal); with `release`, give it back. A reader holds a
+    /// slot once 4 of PG 0's 6 segments granted it, so two readers never hold the same one.
+    ClaimReaderSlot {
+        volume: VolumeId,
+        reader: u64,
+        slot: u32,
+        release: bool,
+    },
+    /// Who holds the slot after the request (0: nobody), and how long a grant lasts.
+    ReaderSlot {
+        volume: VolumeId,
+        slot: u32,
+        holder: u64,
+        lease_ms: u32,
     },
     ProgressAck {
         volume: VolumeId,
@@ -250,6 +274,8 @@ mod kind {
     pub const PAGE: u16 = 21;
     pub const PROGRESS: u16 = 22;
     pub const PROGRESS_ACK: u16 = 23;
+    pub const CLAIM_READER_SLOT: u16 = 24;
+    pub const READER_SLOT: u16 = 25;
 }
 
 impl Message {
@@ -278,6 +304,8 @@ impl Message {
             Message::Page { .. } => kind::PAGE,
             Message::Progress { .. } => kind::PROGRESS,
             Message::ProgressAck { .. } => kind::PROGRESS_ACK,
+            Message::ClaimReaderSlot { .. } => kind::CLAIM_READER_SLOT,
+            Message::ReaderSlot { .. } => kind::READER_SLOT,
         }
     }
 
@@ -417,6 +445,29 @@ impl Message {
             Message::ListSegments { volume } | Message::ProgressAck { volume } => {
                 b.put_u64_le(volume.0);
             }
+            Message::ClaimReaderSlot {
+                volume,
+                reader,
+                slot,
+                release,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u64_le(*reader);
+                b.put_u32_le(*slot);
+                b.put_u8(u8::from(*release));
+                b.put_bytes(0, 3);
+            }
+            Message::ReaderSlot {
+                volume,
+                slot,
+                holder,
+                lease_ms,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u64_le(*holder);
+                b.put_u32_le(*slot);
+                b.put_u32_le(*lease_ms);
+            }
             Message::SegmentList {
                 volume,
                 max_epoch,
@@ -502,6 +553,7 @@ impl Message {
                 page,
                 read_lsn,
                 complete_lsn,
+                page_head,
             } => {
                 b.put_u64_le(volume.0);
                 b.put_u32_le(pg.0);
@@ -509,6 +561,7 @@ impl Message {
                 b.put_u64_le(page.0);
                 b.put_u64_le(read_lsn.0);
                 b.put_u64_le(complete_lsn.0);
+                b.put_u64_le(page_head.0);
             }
             Message::Page {
                 volume,
@@ -795,6 +848,7 @@ impl Message {
                     page: PageNo(r.u64()?),
                     read_lsn: Lsn(r.u64()?),
                     complete_lsn: Lsn(r.u64()?),
+                    page_head: Lsn(if r.remaining() == 0 { 0 } else { r.u64()? }),
                 }
             }
             kind::PAGE => {
@@ -838,6 +892,29 @@ impl Message {
             kind::PROGRESS_ACK => Message::ProgressAck {
                 volume: VolumeId(r.u64()?),
             },
+            kind::CLAIM_READER_SLOT => {
+                let volume = VolumeId(r.u64()?);
+                let reader = r.u64()?;
+                let slot = r.u32()?;
+                let release = decode_bool(&mut r, "release flag")?;
+                r.zeros(3)?;
+                Message::ClaimReaderSlot {
+                    volume,
+                    reader,
+                    slot,
+                    release,
+                }
+            }
+            kind::READER_SLOT => {
+                let volume = VolumeId(r.u64()?);
+                let holder = r.u64()?;
+                Message::ReaderSlot {
+                    volume,
+                    holder,
+                    slot: r.u32()?,
+                    lease_ms: r.u32()?,
+                }
+            }
             kind::TRUNCATE_ACK => {
                 let volume = VolumeId(r.u64()?);
                 let pg = PgIndex(r.u32()?);
@@ -850,10 +927,10 @@ impl Message {
             }
             kind::STATS => {
                 let mut a = [0u64; NodeStats::FIELDS];
-                let fields = if r.remaining() >= NodeStats::FIELDS * 8 {
-                    NodeStats::FIELDS
-                } else {
-                    NodeStats::FIELDS_V1
+                let fields = match r.remaining() / 8 {
+                    NodeStats::FIELDS_V1 => NodeStats::FIELDS_V1,
+                    NodeStats::FIELDS_V2 => NodeStats::FIELDS_V2,
+                    _ => NodeStats::FIELDS,
                 };
                 for v in &mut a[..fields] {
                     *v = r.u64()?;

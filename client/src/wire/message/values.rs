@@ -200,12 +200,19 @@ pub struct NodeStats {
     /// Hot-log files free for the writer to move into, of how many (gauges).
     pub hot_log_files_free: u64,
     pub hot_log_files: u64,
+    /// Page-store writes: versions that sit back to back go out in one.
+    pub page_writes: u64,
+    /// Page reads a segment answered because the page's own backlink chain proved them
+    /// complete while its SCL did not.
+    pub chain_reads: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 15;
-    /// Fields a node sent before the page store (a shorter reply is still accepted).
+    pub(super) const FIELDS: usize = 17;
+    /// Fields a node sent before the page store, and before `page_writes` (shorter
+    /// replies are still accepted; the missing fields read as 0).
     pub(super) const FIELDS_V1: usize = 8;
+    pub(super) const FIELDS_V2: usize = 15;
 
     pub(super) fn to_array(self) -> [u64; Self::FIELDS] {
         [
@@ -224,6 +231,8 @@ impl NodeStats {
             self.backpressure_waits,
             self.hot_log_files_free,
             self.hot_log_files,
+            self.page_writes,
+            self.chain_reads,
         ]
     }
 
@@ -244,6 +253,8 @@ impl NodeStats {
             backpressure_waits: a[12],
             hot_log_files_free: a[13],
             hot_log_files: a[14],
+            page_writes: a[15],
+            chain_reads: a[16],
         }
     }
 }
