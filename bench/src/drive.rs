@@ -292,21 +292,7 @@ pub fn sum_stats(
         let Message::Stats(s) = c.call(&Message::GetStats)? else {
             anyhow::bail!("GetStats from {addr}: not a Stats reply");
         };
-        t.records_appended += s.records_appended;
-        t.bytes_appended += s.bytes_appended;
-        t.batches_acked += s.batches_acked;
-        t.log_blocks_written += s.log_blocks_written;
-        t.log_bytes_written += s.log_bytes_written;
-        t.log_syncs += s.log_syncs;
-        t.corrupt_blocks += s.corrupt_blocks;
-        t.segments += s.segments;
-        t.page_versions_written += s.page_versions_written;
-        t.records_coalesced += s.records_coalesced;
-        t.corrupt_page_versions += s.corrupt_page_versions;
-        t.pages_pending += s.pages_pending;
-        t.backpressure_waits += s.backpressure_waits;
-        t.hot_log_files_free += s.hot_log_files_free;
-        t.hot_log_files += s.hot_log_files;
+        t = t.plus(s);
     }
     Ok(t)
 }

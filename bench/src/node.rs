@@ -7,11 +7,16 @@
 //! `GetPage` at the segment's complete LSN, as the node last acknowledged it. Read jobs
 //! write every page once first. Besides the latency, the summary shows the node's group
 //! commit: log syncs per second and records per sync, from the node's stats.
+//!
+//! Like a writer, each job tells its segment its progress (`Progress`: VDL, min read point
+//! and complete point all at the segment's acknowledged SCL) at most every
+//! [`PROGRESS_EVERY`], so the node coalesces pages and recycles its hot log under a load
+//! that runs longer than the log is large.
 
 use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -22,10 +27,11 @@ use hexad_client::wire::{Message, Op, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, PgIndex, VolumeEpoch, VolumeId, PAGE_BYTES};
 
 use crate::drive::{measure, Operation, Plan};
-use crate::report::{NodeLog, Shape, TargetStats};
+use crate::report::{NodeLog, PageWork, Shape, TargetStats};
 use crate::write::{Rw, WriteArgs};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_millis(10);
 const PG: PgIndex = PgIndex(0);
 /// Operation kinds (`drive::Operation::run`).
 const WRITE: usize = 0;
@@ -33,8 +39,10 @@ const READ: usize = 1;
 
 /// One job's segment and its connection.
 struct Segment {
-    conn: Pipelined,
+    conn: Rc<Pipelined>,
     volume: VolumeId,
+    /// When `Progress` was last sent.
+    told: Cell<Instant>,
     /// Next LSN to send.
     next: Cell<u64>,
     /// The segment's complete LSN from the node's latest ack.
@@ -91,6 +99,19 @@ impl NodeLoad {
         match seg.conn.call(msg).await.map_err(anyhow::Error::msg)? {
             Message::AppendAck { scl, .. } => {
                 seg.complete.set(seg.complete.get().max(scl.0));
+                if seg.told.get().elapsed() >= PROGRESS_EVERY {
+                    seg.told.set(Instant::now());
+                    let at = Lsn(seg.complete.get());
+                    let progress = Message::Progress {
+                        volume: seg.volume,
+                        vdl: at,
+                        pgmrpl: at,
+                        pgs: vec![(PG, at)],
+                    };
+                    // Not awaited: the write's latency is its append's alone.
+                    let conn = seg.conn.clone();
+                    glommio::spawn_local(async move { conn.call(progress).await }).detach();
+                }
                 Ok(())
             }
             Message::Error { code, message, .. } => {
@@ -216,7 +237,8 @@ pub fn run(
         bytes_per_op: plan.bytes_per_op,
         kinds: ["append", "read"],
     };
-    crate::report::finish(args, &shape, loaded, TargetStats::Node(node_log), slo)
+    let pages = PageWork::between(&before, &after, secs);
+    crate::report::finish(args, &shape, loaded, TargetStats::Node(node_log, pages), slo)
 }
 
 /// Connects to the segment's shard and continues its chain after whatever an earlier run
@@ -236,8 +258,9 @@ async fn open_segment(addr: SocketAddr, volume: VolumeId) -> Result<Segment> {
         _ => (1, 0),
     };
     Ok(Segment {
-        conn,
+        conn: Rc::new(conn),
         volume,
+        told: Cell::new(Instant::now()),
         next: Cell::new(next),
         complete: Cell::new(complete),
     })

@@ -95,18 +95,9 @@ pub fn run_on(
         measure(job, plan).await
     })?;
     let after = crate::drive::sum_stats(&shard_addrs, STATS_TIMEOUT).ok();
-    let work = before.zip(after).map(|(b, a)| {
-        let secs = loaded.elapsed_s;
-        PageWork {
-            records_coalesced_per_s: a.records_coalesced.saturating_sub(b.records_coalesced) as f64
-                / secs,
-            page_versions_per_s: a
-                .page_versions_written
-                .saturating_sub(b.page_versions_written) as f64
-                / secs,
-            backpressure_waits: a.backpressure_waits.saturating_sub(b.backpressure_waits),
-        }
-    });
+    let work = before
+        .zip(after)
+        .map(|(b, a)| PageWork::between(&b, &a, loaded.elapsed_s));
     let shape = Shape {
         path: "quorum",
         rw,

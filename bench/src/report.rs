@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
+use hexad_client::wire::NodeStats;
 use serde::Serialize;
 
 use crate::drive::Loaded;
@@ -29,8 +30,8 @@ pub enum TargetStats {
     /// Commits through the quorum client, with the nodes' page-store work when every node
     /// answered `GetStats` before and after.
     Quorum(Option<PageWork>),
-    /// The node's own log figures.
-    Node(NodeLog),
+    /// The node's own log figures, and its coalescer's.
+    Node(NodeLog, PageWork),
     /// The raw engine's file and syncs.
     File(crate::raw::FileStats),
 }
@@ -40,7 +41,24 @@ pub enum TargetStats {
 pub struct PageWork {
     pub records_coalesced_per_s: f64,
     pub page_versions_per_s: f64,
+    /// Page-store writes (neighbouring versions share one).
+    pub page_writes_per_s: f64,
     pub backpressure_waits: u64,
+}
+
+impl PageWork {
+    /// The work between two `GetStats` sums taken `secs` apart.
+    pub fn between(before: &NodeStats, after: &NodeStats, secs: f64) -> PageWork {
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        PageWork {
+            records_coalesced_per_s: rate(after.records_coalesced, before.records_coalesced),
+            page_versions_per_s: rate(after.page_versions_written, before.page_versions_written),
+            page_writes_per_s: rate(after.page_writes, before.page_writes),
+            backpressure_waits: after
+                .backpressure_waits
+                .saturating_sub(before.backpressure_waits),
+        }
+    }
 }
 
 /// The node's own log figures over a node-target run.
@@ -163,7 +181,7 @@ pub fn finish(
     let secs = loaded.elapsed_s;
     let (node_log, file, node_pages) = match stats {
         TargetStats::Quorum(p) => (None, None, p),
-        TargetStats::Node(n) => (Some(n), None, None),
+        TargetStats::Node(n, p) => (Some(n), None, Some(p)),
         TargetStats::File(f) => (None, Some(f), None),
     };
     let hist = loaded.latency_us;
@@ -278,8 +296,8 @@ fn print_text(s: &Summary, shape: &Shape) {
     }
     if let Some(p) = &s.node_pages {
         println!(
-            "  nodes' page stores: {:.0} records/s coalesced into {:.0} page versions/s; {} appends slowed by back-pressure",
-            p.records_coalesced_per_s, p.page_versions_per_s, p.backpressure_waits
+            "  page stores: {:.0} records/s coalesced into {:.0} page versions/s in {:.0} writes/s; {} appends slowed by back-pressure",
+            p.records_coalesced_per_s, p.page_versions_per_s, p.page_writes_per_s, p.backpressure_waits
         );
     }
     if let Some(f) = &s.file {

@@ -357,12 +357,14 @@ impl Segment {
         self.scl
     }
 
+    /// The highest LSN received, also when it has left memory below the floor.
     pub fn highest_lsn(&self) -> Lsn {
         self.records
             .keys()
             .next_back()
             .copied()
             .unwrap_or(Lsn::NONE)
+            .max(self.floor)
     }
 
     pub fn record_count(&self) -> u64 {
@@ -448,6 +450,17 @@ mod tests {
         // The head itself in the stored version; a head at the read point.
         assert!(s.page_chain_complete(PageNo(11), Lsn(4), Lsn(12), Lsn(4)));
         assert!(s.page_chain_complete(p, Lsn(5), Lsn(5), Lsn::NONE));
+    }
+
+    #[test]
+    fn the_highest_lsn_counts_records_folded_below_the_floor() {
+        let mut s = seg();
+        s.insert(meta(Lsn(1), Lsn(0), E1));
+        s.insert(meta(Lsn(2), Lsn(1), E1));
+        s.advance_floor(Lsn(2));
+        assert_eq!(s.record_count(), 0);
+        assert_eq!(s.highest_lsn(), Lsn(2));
+        assert!(!s.insert(meta(Lsn(2), Lsn(1), E1)), "a resend below the floor");
     }
 
     #[test]

@@ -214,6 +214,13 @@ impl NodeStats {
     pub(super) const FIELDS_V1: usize = 8;
     pub(super) const FIELDS_V2: usize = 15;
 
+    /// Field-by-field sum (gauges too: the total over several shards).
+    #[must_use]
+    pub fn plus(self, other: NodeStats) -> NodeStats {
+        let (a, b) = (self.to_array(), other.to_array());
+        NodeStats::from_array(std::array::from_fn(|i| a[i].wrapping_add(b[i])))
+    }
+
     pub(super) fn to_array(self) -> [u64; Self::FIELDS] {
         [
             self.records_appended,
