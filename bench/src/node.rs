@@ -238,7 +238,13 @@ pub fn run(
         kinds: ["append", "read"],
     };
     let pages = PageWork::between(&before, &after, secs);
-    crate::report::finish(args, &shape, loaded, TargetStats::Node(node_log, pages), slo)
+    crate::report::finish(
+        args,
+        &shape,
+        loaded,
+        TargetStats::Node(node_log, pages),
+        slo,
+    )
 }
 
 /// Connects to the segment's shard and continues its chain after whatever an earlier run

@@ -254,6 +254,13 @@ async fn run_shard(
     glommio::spawn_local_into(shard_state.clone().run_coalescer(), background)
         .map_err(|e| format!("shard {shard}: cannot start the coalescer: {e}"))?
         .detach();
+    if !cfg.peers.is_empty() {
+        let cluster = hexad_client::placement::ClusterMap::new(cfg.peers.clone())
+            .map_err(|e| format!("shard {shard}: the cluster's nodes: {e}"))?;
+        glommio::spawn_local_into(shard_state.clone().run_gossip(cluster), background)
+            .map_err(|e| format!("shard {shard}: cannot start gossip: {e}"))?
+            .detach();
+    }
     let _ = ready.send(Ok(format!(
         "shard {shard}: recovered {} records in {} segments from {} log blocks in {} ms; listening on {addr}",
         report.records,

@@ -125,6 +125,11 @@ pub struct NodeConfig {
     pub hot_log: HotLogSection,
     #[serde(default)]
     pub group_commit: GroupCommitSection,
+    /// Every node of the cluster, when the node runs from a cluster file: its segments
+    /// gossip with their PG's other members. Empty for a node run from its own config
+    /// (no peers known, no gossip).
+    #[serde(skip)]
+    pub peers: Vec<NodeEntry>,
 }
 
 /// Settings every node of a cluster file shares unless its entry overrides them.
@@ -299,6 +304,14 @@ impl ClusterConfig {
             pin_shards: self.defaults.pin_shards.unwrap_or(false),
             hot_log: self.defaults.hot_log.clone(),
             group_commit: self.defaults.group_commit.clone(),
+            peers: self
+                .nodes
+                .iter()
+                .map(|n| NodeEntry {
+                    shards: n.shards.or(self.defaults.shards),
+                    ..n.clone()
+                })
+                .collect(),
         };
         cfg.validate()
             .map_err(|d| invalid(format!("node {id}: {d}")))?;

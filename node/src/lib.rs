@@ -9,13 +9,15 @@
 //! - [`pagestore`]: page versions in two out-of-place slots per page; `pages.rs` serves
 //!   `GetPage`, runs the coalescer, moves floors and applies back-pressure.
 //! - [`readers`]: the volume's reader slots (the limit on read-only attachments).
-//! - [`shard`]: a shard's segments and the handling of one request.
+//! - [`shard`]: a shard's segments and the handling of one request; `gossip.rs` fills a
+//!   segment's holes from its PG's other members.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
 //! - [`cli`]: the `hexad-node` command.
 
 pub mod cli;
 pub mod config;
 pub mod disk;
+mod gossip;
 pub mod hotlog;
 pub mod meta;
 mod pages;

@@ -104,6 +104,11 @@ impl Segment {
         true
     }
 
+    /// Whether the record at `lsn` is held (in memory, above the floor).
+    pub fn holds(&self, lsn: Lsn) -> bool {
+        self.records.contains_key(&lsn)
+    }
+
     /// The records of `page` with LSN ≤ `upto`, in LSN order.
     pub fn page_records(&self, page: PageNo, upto: Lsn) -> Vec<RecordMeta> {
         self.by_page
@@ -460,7 +465,10 @@ mod tests {
         s.advance_floor(Lsn(2));
         assert_eq!(s.record_count(), 0);
         assert_eq!(s.highest_lsn(), Lsn(2));
-        assert!(!s.insert(meta(Lsn(2), Lsn(1), E1)), "a resend below the floor");
+        assert!(
+            !s.insert(meta(Lsn(2), Lsn(1), E1)),
+            "a resend below the floor"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(crate) struct VolumeProgress {
 }
 
 pub struct Shard<D: Disk> {
-    id: ShardIdentity,
+    pub(crate) id: ShardIdentity,
     log: Rc<HotLog<D>>,
     pub(crate) segments: Segments,
     /// Durable epochs and truncation ranges; saved before any reply that depends on them.
@@ -100,6 +100,9 @@ pub struct Shard<D: Disk> {
     pub(crate) page_writes: Cell<u64>,
     /// Reads answered because the page's own chain proved them complete (SCL did not).
     pub(crate) chain_reads: Cell<u64>,
+    /// Records and bytes gossip pulled from peers.
+    pub(crate) gossip_records_pulled: Cell<u64>,
+    pub(crate) gossip_bytes_pulled: Cell<u64>,
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
     /// Appends delayed because the hot log was nearly full.
@@ -169,6 +172,8 @@ impl<D: Disk + 'static> Shard<D> {
             page_versions_written: Cell::new(0),
             page_writes: Cell::new(0),
             chain_reads: Cell::new(0),
+            gossip_records_pulled: Cell::new(0),
+            gossip_bytes_pulled: Cell::new(0),
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             backpressure_waits: Cell::new(0),
@@ -364,6 +369,30 @@ impl<D: Disk + 'static> Shard<D> {
                 }
                 p.pgmrpl = p.pgmrpl.max(pgmrpl.min(p.vdl));
                 Reply::ok(Message::ProgressAck { volume })
+            }
+            Message::PullRecords {
+                volume,
+                pg,
+                membership_epoch,
+                after_lsn,
+                to_lsn,
+                max_bytes,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                let mine = self.segments.borrow().get(&key).map(|s| s.membership_epoch);
+                if let Some(mine) = mine.filter(|m| *m > membership_epoch) {
+                    return Reply::error(
+                        ErrorCode::StaleEpoch,
+                        0,
+                        format!(
+                            "volume {volume} pg {pg}: gossip from membership epoch {membership_epoch}, this segment is at {mine}"
+                        ),
+                    );
+                }
+                self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::ClaimReaderSlot {
                 volume,
@@ -665,6 +694,8 @@ impl<D: Disk + 'static> Shard<D> {
             page_versions_written: self.page_versions_written.get(),
             page_writes: self.page_writes.get(),
             chain_reads: self.chain_reads.get(),
+            gossip_records_pulled: self.gossip_records_pulled.get(),
+            gossip_bytes_pulled: self.gossip_bytes_pulled.get(),
             records_coalesced: self.records_coalesced.get(),
             corrupt_page_versions: self.corrupt_page_versions.get(),
             pages_pending: self

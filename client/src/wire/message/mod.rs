@@ -29,6 +29,8 @@
 //!     | <-- ProgressAck ------------- |   record at or below that VDL
 //!     | --- ClaimReaderSlot --------> |   a read-only attachment claims, renews or gives
 //!     | <-- ReaderSlot -------------- |   back one of the volume's reader slots
+//!     | --- PullRecords ------------> |   node to node (gossip): FetchRecords with the
+//!     | <-- Records ----------------- |   puller's membership epoch
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -209,6 +211,17 @@ pub enum Message {
         slot: u32,
         release: bool,
     },
+    /// Gossip between the segments of a PG: `FetchRecords` carrying the puller's membership
+    /// epoch for the segment; a segment that knows a newer one refuses (`StaleEpoch`).
+    /// Answered with `Records`.
+    PullRecords {
+        volume: VolumeId,
+        pg: PgIndex,
+        membership_epoch: MembershipEpoch,
+        after_lsn: Lsn,
+        to_lsn: Lsn,
+        max_bytes: u32,
+    },
     /// Who holds the slot after the request (0: nobody), and how long a grant lasts.
     ReaderSlot {
         volume: VolumeId,
@@ -276,6 +289,7 @@ mod kind {
     pub const PROGRESS_ACK: u16 = 23;
     pub const CLAIM_READER_SLOT: u16 = 24;
     pub const READER_SLOT: u16 = 25;
+    pub const PULL_RECORDS: u16 = 26;
 }
 
 impl Message {
@@ -306,6 +320,7 @@ impl Message {
             Message::ProgressAck { .. } => kind::PROGRESS_ACK,
             Message::ClaimReaderSlot { .. } => kind::CLAIM_READER_SLOT,
             Message::ReaderSlot { .. } => kind::READER_SLOT,
+            Message::PullRecords { .. } => kind::PULL_RECORDS,
         }
     }
 
@@ -456,6 +471,21 @@ impl Message {
                 b.put_u32_le(*slot);
                 b.put_u8(u8::from(*release));
                 b.put_bytes(0, 3);
+            }
+            Message::PullRecords {
+                volume,
+                pg,
+                membership_epoch,
+                after_lsn,
+                to_lsn,
+                max_bytes,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(*max_bytes);
+                b.put_u64_le(membership_epoch.0);
+                b.put_u64_le(after_lsn.0);
+                b.put_u64_le(to_lsn.0);
             }
             Message::ReaderSlot {
                 volume,
@@ -905,6 +935,19 @@ impl Message {
                     release,
                 }
             }
+            kind::PULL_RECORDS => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                let max_bytes = r.u32()?;
+                Message::PullRecords {
+                    volume,
+                    pg,
+                    max_bytes,
+                    membership_epoch: MembershipEpoch(r.u64()?),
+                    after_lsn: Lsn(r.u64()?),
+                    to_lsn: Lsn(r.u64()?),
+                }
+            }
             kind::READER_SLOT => {
                 let volume = VolumeId(r.u64()?);
                 let holder = r.u64()?;
@@ -930,6 +973,7 @@ impl Message {
                 let fields = match r.remaining() / 8 {
                     NodeStats::FIELDS_V1 => NodeStats::FIELDS_V1,
                     NodeStats::FIELDS_V2 => NodeStats::FIELDS_V2,
+                    NodeStats::FIELDS_V3 => NodeStats::FIELDS_V3,
                     _ => NodeStats::FIELDS,
                 };
                 for v in &mut a[..fields] {

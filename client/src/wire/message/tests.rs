@@ -254,6 +254,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 release,
             }
         }),
+        (any::<[u64; 4]>(), any::<[u32; 2]>()).prop_map(|(a, b)| Message::PullRecords {
+            volume: VolumeId(a[0]),
+            pg: PgIndex(b[0]),
+            membership_epoch: MembershipEpoch(a[1]),
+            after_lsn: Lsn(a[2]),
+            to_lsn: Lsn(a[3]),
+            max_bytes: b[1],
+        }),
         (any::<[u64; 2]>(), any::<[u32; 2]>()).prop_map(|(a, b)| Message::ReaderSlot {
             volume: VolumeId(a[0]),
             holder: a[1],
@@ -267,7 +275,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 scl: Lsn(s),
             }
         }),
-        any::<[u64; 17]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
+        any::<[u64; 19]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
         (0usize..15, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
             code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
             detail,
@@ -286,7 +294,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bodies_never_panic(kind in 0u16..28, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+    fn arbitrary_bodies_never_panic(kind in 0u16..29, body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = Message::decode(kind, Bytes::from(body));
     }
 
@@ -298,7 +306,7 @@ proptest! {
         // GetPage without its page head what an older client sends: valid.
         let left = body.len().saturating_sub(cut);
         let older = match msg {
-            Message::Stats(_) => left == 64 || left == 120,
+            Message::Stats(_) => left == 64 || left == 120 || left == 136,
             Message::GetPage { .. } => left == 32,
             _ => false,
         };

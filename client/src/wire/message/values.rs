@@ -205,14 +205,18 @@ pub struct NodeStats {
     /// Page reads a segment answered because the page's own backlink chain proved them
     /// complete while its SCL did not.
     pub chain_reads: u64,
+    /// Records (and their bytes) this node's gossip pulled from peers into its segments.
+    pub gossip_records_pulled: u64,
+    pub gossip_bytes_pulled: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 17;
+    pub(super) const FIELDS: usize = 19;
     /// Fields a node sent before the page store, and before `page_writes` (shorter
     /// replies are still accepted; the missing fields read as 0).
     pub(super) const FIELDS_V1: usize = 8;
     pub(super) const FIELDS_V2: usize = 15;
+    pub(super) const FIELDS_V3: usize = 17;
 
     /// Field-by-field sum (gauges too: the total over several shards).
     #[must_use]
@@ -240,6 +244,8 @@ impl NodeStats {
             self.hot_log_files,
             self.page_writes,
             self.chain_reads,
+            self.gossip_records_pulled,
+            self.gossip_bytes_pulled,
         ]
     }
 
@@ -262,6 +268,8 @@ impl NodeStats {
             hot_log_files: a[14],
             page_writes: a[15],
             chain_reads: a[16],
+            gossip_records_pulled: a[17],
+            gossip_bytes_pulled: a[18],
         }
     }
 }
