@@ -31,7 +31,7 @@ use hexad_client::{Lsn, MembershipEpoch, NodeId, VolumeEpoch};
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::segment::Segment;
-use crate::shard::Shard;
+use crate::shard::{Reply, Shard};
 
 /// How often each segment compares its SCL with its peers'.
 pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);
@@ -49,6 +49,30 @@ struct PeerState {
 }
 
 impl<D: Disk + 'static> Shard<D> {
+    /// The serving side (`PullRecords`): `FetchRecords`, unless this segment knows a newer
+    /// membership epoch than the puller's.
+    pub(crate) async fn pull_records(
+        &self,
+        key: SegmentKey,
+        membership_epoch: MembershipEpoch,
+        after: Lsn,
+        to: Lsn,
+        max_bytes: u32,
+    ) -> Reply {
+        let mine = self.segments.borrow().get(&key).map(|s| s.membership_epoch);
+        if let Some(mine) = mine.filter(|m| *m > membership_epoch) {
+            return Reply::error(
+                ErrorCode::StaleEpoch,
+                0,
+                format!(
+                    "volume {} pg {}: gossip from membership epoch {membership_epoch}, this segment is at {mine}",
+                    key.volume, key.pg
+                ),
+            );
+        }
+        self.fetch(key, after, to, max_bytes).await
+    }
+
     /// Gossips forever (spawn it into a low-priority task queue).
     pub async fn run_gossip(self: Rc<Self>, cluster: ClusterMap) {
         let mut conns: HashMap<SocketAddr, Rc<Pipelined>> = HashMap::new();

@@ -5,7 +5,8 @@
 //! - [`disk`]: the positional `Disk` trait; glommio (`O_DIRECT`, `io_uring`) and simulated disks.
 //! - [`hotlog`]: the per-shard redo log: block format, group commit, recovery scan.
 //! - [`segment`]: one PG replica's records, SCL and epochs.
-//! - [`meta`]: the per-shard file of segment epochs and truncation ranges.
+//! - [`meta`]: the per-shard file of segment epochs and truncation ranges; `fencing.rs`
+//!   answers `Fence` and `Truncate` with it.
 //! - [`pagestore`]: page versions in two out-of-place slots per page; `pages.rs` serves
 //!   `GetPage`, runs the coalescer, moves floors and applies back-pressure.
 //! - [`readers`]: the volume's reader slots (the limit on read-only attachments).
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod disk;
+mod fencing;
 mod gossip;
 pub mod hotlog;
 pub mod meta;

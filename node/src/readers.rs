@@ -12,7 +12,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use hexad_client::wire::{ErrorCode, Message};
 use hexad_client::{VolumeId, MAX_READERS};
+
+use crate::disk::Disk;
+use crate::shard::{Reply, Shard};
 
 /// How long a grant lasts without a renewal.
 pub const READER_LEASE: Duration = Duration::from_secs(30);
@@ -56,6 +60,32 @@ impl ReaderSlots {
             _ => Some((reader, now + READER_LEASE)),
         };
         Ok(held.map_or(0, |(r, _)| r))
+    }
+}
+
+impl<D: Disk + 'static> Shard<D> {
+    /// `ClaimReaderSlot`, on the shard that serves the volume's PG 0.
+    pub(crate) fn claim_reader_slot(
+        &self,
+        volume: VolumeId,
+        reader: u64,
+        slot: u32,
+        release: bool,
+    ) -> Reply {
+        let now = Instant::now();
+        match self
+            .readers
+            .borrow_mut()
+            .claim(volume, reader, slot, release, now)
+        {
+            Ok(holder) => Reply::ok(Message::ReaderSlot {
+                volume,
+                slot,
+                holder,
+                lease_ms: READER_LEASE.as_millis() as u32,
+            }),
+            Err(why) => Reply::error(ErrorCode::Malformed, 0, why),
+        }
     }
 }
 

@@ -8,19 +8,16 @@ use std::rc::Rc;
 use hexad_client::placement::segment_shard;
 use hexad_client::wire::message::MessageError;
 use hexad_client::wire::message::MAX_INDEX_ENTRIES;
-use hexad_client::wire::{
-    ErrorCode, FenceMode, IndexEntry, Message, NodeStats, Record, SegmentView, Truncation,
-    PROTOCOL_VERSION,
-};
+use hexad_client::wire::{ErrorCode, IndexEntry, Message, NodeStats, Record, PROTOCOL_VERSION};
 use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
-use crate::meta::{MetaStore, SegmentMeta, MAX_TRUNCATIONS};
+use crate::meta::{MetaStore, SegmentMeta};
 use crate::pagestore::PageStore;
-use crate::readers::{ReaderSlots, READER_LEASE};
+use crate::readers::ReaderSlots;
 use crate::segment::{RecordMeta, Segment};
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -85,7 +82,7 @@ pub struct Shard<D: Disk> {
     /// What writers reported (`Progress`), per volume; in memory only.
     pub(crate) progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
     /// Read-only attachments' slots, for volumes whose PG 0 this shard serves.
-    readers: RefCell<ReaderSlots>,
+    pub(crate) readers: RefCell<ReaderSlots>,
     records_appended: Cell<u64>,
     bytes_appended: Cell<u64>,
     batches_acked: Cell<u64>,
@@ -382,17 +379,8 @@ impl<D: Disk + 'static> Shard<D> {
                 if let Some(reply) = self.check_owner(key) {
                     return reply;
                 }
-                let mine = self.segments.borrow().get(&key).map(|s| s.membership_epoch);
-                if let Some(mine) = mine.filter(|m| *m > membership_epoch) {
-                    return Reply::error(
-                        ErrorCode::StaleEpoch,
-                        0,
-                        format!(
-                            "volume {volume} pg {pg}: gossip from membership epoch {membership_epoch}, this segment is at {mine}"
-                        ),
-                    );
-                }
-                self.fetch(key, after_lsn, to_lsn, max_bytes).await
+                self.pull_records(key, membership_epoch, after_lsn, to_lsn, max_bytes)
+                    .await
             }
             Message::ClaimReaderSlot {
                 volume,
@@ -406,20 +394,7 @@ impl<D: Disk + 'static> Shard<D> {
                 }) {
                     return reply;
                 }
-                let now = std::time::Instant::now();
-                match self
-                    .readers
-                    .borrow_mut()
-                    .claim(volume, reader, slot, release, now)
-                {
-                    Ok(holder) => Reply::ok(Message::ReaderSlot {
-                        volume,
-                        slot,
-                        holder,
-                        lease_ms: READER_LEASE.as_millis() as u32,
-                    }),
-                    Err(why) => Reply::error(ErrorCode::Malformed, 0, why),
-                }
+                self.claim_reader_slot(volume, reader, slot, release)
             }
             Message::Fence {
                 volume,
@@ -470,7 +445,7 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
-    fn writer_vdl(&self, volume: VolumeId) -> Lsn {
+    pub(crate) fn writer_vdl(&self, volume: VolumeId) -> Lsn {
         self.progress
             .borrow()
             .get(&volume)
@@ -490,98 +465,6 @@ impl<D: Disk + 'static> Shard<D> {
                 .max()
                 .unwrap_or_default(),
             pgs,
-        })
-    }
-
-    async fn fence(&self, key: SegmentKey, epoch: VolumeEpoch, mode: FenceMode) -> Reply {
-        if mode == FenceMode::Look {
-            let mut view = self
-                .segments
-                .borrow()
-                .get(&key)
-                .map(view_of)
-                .unwrap_or_default();
-            view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
-            return Reply::ok(Message::FenceOk {
-                volume: key.volume,
-                pg: key.pg,
-                view,
-            });
-        }
-        // Compare with the epoch being made durable too, so that two opens racing for the
-        // same epoch cannot both win here.
-        let mut meta = self.meta_entry(key);
-        let held = meta.volume_epoch;
-        let refused = match mode {
-            FenceMode::Exclusive => held >= epoch,
-            _ => held > epoch,
-        };
-        if refused {
-            return stale_epoch(key, epoch, held);
-        }
-        if held < epoch {
-            meta.volume_epoch = epoch;
-            if let Err(reply) = self.persist(key, meta).await {
-                return reply;
-            }
-        }
-        // Durable: now the segment refuses older writers.
-        let mut segs = self.segments.borrow_mut();
-        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
-        let mut view = view_of(seg);
-        view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
-        Reply::ok(Message::FenceOk {
-            volume: key.volume,
-            pg: key.pg,
-            view,
-        })
-    }
-
-    async fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
-        let mut meta = self.meta_entry(key);
-        if t.epoch < meta.volume_epoch {
-            return stale_epoch(key, t.epoch, meta.volume_epoch);
-        }
-        let held_count = meta.truncations.len();
-        match meta.truncations.iter_mut().find(|h| h.epoch == t.epoch) {
-            Some(held) if !held.same_range(&t) => {
-                return Reply::error(
-                    ErrorCode::Internal,
-                    0,
-                    format!(
-                    "volume {} pg {}: epoch {} already truncated ({}, {}] here; refusing ({}, {}]",
-                    key.volume, key.pg, t.epoch, held.start, held.end, t.start, t.end
-                ),
-                )
-            }
-            Some(held) => held.sealed |= t.sealed,
-            None if held_count >= MAX_TRUNCATIONS => {
-                return Reply::error(
-                    ErrorCode::Internal,
-                    0,
-                    format!(
-                        "volume {} pg {}: {MAX_TRUNCATIONS} truncation ranges held already",
-                        key.volume, key.pg
-                    ),
-                )
-            }
-            None => meta.truncations.push(t),
-        }
-        meta.volume_epoch = t.epoch;
-        if let Err(reply) = self.persist(key, meta).await {
-            return reply;
-        }
-        // Durable: drop what the range annuls, and take the new epoch's records from now on.
-        let mut segs = self.segments.borrow_mut();
-        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        if let Err(e) = seg.add_truncation(t) {
-            return Reply::error(ErrorCode::Internal, 0, e);
-        }
-        Reply::ok(Message::TruncateAck {
-            volume: key.volume,
-            pg: key.pg,
-            scl: seg.scl(),
         })
     }
 
@@ -606,7 +489,7 @@ impl<D: Disk + 'static> Shard<D> {
     /// Makes `meta` durable for `key` before a reply depends on it. Saves coalesce: the
     /// request yields once, so every metadata change already queued on this shard rides
     /// the same file write and fsync (a volume open sends one per PG).
-    async fn persist(&self, key: SegmentKey, meta: SegmentMeta) -> Result<(), Reply> {
+    pub(crate) async fn persist(&self, key: SegmentKey, meta: SegmentMeta) -> Result<(), Reply> {
         self.persist_all(vec![(key, meta)]).await
     }
 
@@ -634,7 +517,13 @@ impl<D: Disk + 'static> Shard<D> {
         Ok(())
     }
 
-    async fn fetch(&self, key: SegmentKey, after: Lsn, to: Lsn, max_bytes: u32) -> Reply {
+    pub(crate) async fn fetch(
+        &self,
+        key: SegmentKey,
+        after: Lsn,
+        to: Lsn,
+        max_bytes: u32,
+    ) -> Reply {
         let budget = (max_bytes as usize).clamp(1, MAX_FETCH_REPLY_BYTES);
         let wanted: Vec<_> = match self.segments.borrow().get(&key) {
             Some(seg) if after < seg.floor() => return below_floor(key, after, seg.floor()),
@@ -716,7 +605,7 @@ pub fn decode_error_reply(e: &MessageError) -> Reply {
     Reply::error(e.code(), 0, e.to_string())
 }
 
-fn stale_epoch(key: SegmentKey, asked: VolumeEpoch, held: VolumeEpoch) -> Reply {
+pub(crate) fn stale_epoch(key: SegmentKey, asked: VolumeEpoch, held: VolumeEpoch) -> Reply {
     Reply::error(
         ErrorCode::StaleEpoch,
         saturate(held),
@@ -729,22 +618,6 @@ fn stale_epoch(key: SegmentKey, asked: VolumeEpoch, held: VolumeEpoch) -> Reply 
 
 fn saturate(epoch: VolumeEpoch) -> u32 {
     u32::try_from(epoch.0).unwrap_or(u32::MAX)
-}
-
-fn view_of(seg: &Segment) -> SegmentView {
-    let (latest, sealed) = seg.latest_truncations();
-    SegmentView {
-        exists: true,
-        volume_epoch: seg.volume_epoch,
-        scl: seg.scl(),
-        highest_lsn: seg.highest_lsn(),
-        latest: latest.unwrap_or_default(),
-        latest_sealed: sealed.unwrap_or_default(),
-        // Records at or below the floor left memory (and maybe the log) once their pages
-        // were stored up to the writer's PGMRPL, itself at or below a VDL the writer
-        // reported: a volume open must start its walk there.
-        writer_vdl: seg.floor(),
-    }
 }
 
 /// Records at or below a segment's floor live only in its page versions.

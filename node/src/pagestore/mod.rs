@@ -129,20 +129,6 @@ impl PageStore {
         Ok(())
     }
 
-    /// Writes `data` as the version of `page` at `page_lsn` into slot `s` (not yet durable).
-    pub async fn write(
-        &self,
-        key: SegmentKey,
-        page: PageNo,
-        s: usize,
-        page_lsn: Lsn,
-        data: &[u8; PAGE_BYTES],
-    ) -> io::Result<()> {
-        let slot = format::encode(key.volume, key.pg, page, page_lsn, data);
-        self.write_run(key, format::slot_offset(key.pg, page, s), &[slot])
-            .await
-    }
-
     /// Makes every completed write to the segment's file durable.
     pub async fn sync(&self, key: SegmentKey) -> io::Result<()> {
         Ok(self.file(key).await?.fdatasync().await?)

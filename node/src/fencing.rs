@@ -1,0 +1,128 @@
+//! The volume-open requests a shard answers (DESIGN §7, FORMAT.md §3): `Fence` (look at,
+//! raise, or exclusively raise a segment's volume epoch) and `Truncate` (persist a
+//! truncation range and drop what it annuls). Both are made durable in `segments.meta`
+//! before they are answered or take effect.
+
+use hexad_client::wire::{ErrorCode, FenceMode, Message, SegmentView, Truncation};
+use hexad_client::VolumeEpoch;
+
+use crate::disk::Disk;
+use crate::hotlog::format::SegmentKey;
+use crate::meta::MAX_TRUNCATIONS;
+use crate::segment::Segment;
+use crate::shard::{stale_epoch, Reply, Shard};
+
+impl<D: Disk + 'static> Shard<D> {
+    pub(crate) async fn fence(
+        &self,
+        key: SegmentKey,
+        epoch: VolumeEpoch,
+        mode: FenceMode,
+    ) -> Reply {
+        if mode == FenceMode::Look {
+            let mut view = self
+                .segments
+                .borrow()
+                .get(&key)
+                .map(view_of)
+                .unwrap_or_default();
+            view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
+            return Reply::ok(Message::FenceOk {
+                volume: key.volume,
+                pg: key.pg,
+                view,
+            });
+        }
+        // Compare with the epoch being made durable too, so that two opens racing for the
+        // same epoch cannot both win here.
+        let mut meta = self.meta_entry(key);
+        let held = meta.volume_epoch;
+        let refused = match mode {
+            FenceMode::Exclusive => held >= epoch,
+            _ => held > epoch,
+        };
+        if refused {
+            return stale_epoch(key, epoch, held);
+        }
+        if held < epoch {
+            meta.volume_epoch = epoch;
+            if let Err(reply) = self.persist(key, meta).await {
+                return reply;
+            }
+        }
+        // Durable: now the segment refuses older writers.
+        let mut segs = self.segments.borrow_mut();
+        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
+        seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
+        let mut view = view_of(seg);
+        view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
+        Reply::ok(Message::FenceOk {
+            volume: key.volume,
+            pg: key.pg,
+            view,
+        })
+    }
+
+    pub(crate) async fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
+        let mut meta = self.meta_entry(key);
+        if t.epoch < meta.volume_epoch {
+            return stale_epoch(key, t.epoch, meta.volume_epoch);
+        }
+        let held_count = meta.truncations.len();
+        match meta.truncations.iter_mut().find(|h| h.epoch == t.epoch) {
+            Some(held) if !held.same_range(&t) => {
+                return Reply::error(
+                    ErrorCode::Internal,
+                    0,
+                    format!(
+                    "volume {} pg {}: epoch {} already truncated ({}, {}] here; refusing ({}, {}]",
+                    key.volume, key.pg, t.epoch, held.start, held.end, t.start, t.end
+                ),
+                )
+            }
+            Some(held) => held.sealed |= t.sealed,
+            None if held_count >= MAX_TRUNCATIONS => {
+                return Reply::error(
+                    ErrorCode::Internal,
+                    0,
+                    format!(
+                        "volume {} pg {}: {MAX_TRUNCATIONS} truncation ranges held already",
+                        key.volume, key.pg
+                    ),
+                )
+            }
+            None => meta.truncations.push(t),
+        }
+        meta.volume_epoch = t.epoch;
+        if let Err(reply) = self.persist(key, meta).await {
+            return reply;
+        }
+        // Durable: drop what the range annuls, and take the new epoch's records from now on.
+        let mut segs = self.segments.borrow_mut();
+        let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
+        if let Err(e) = seg.add_truncation(t) {
+            return Reply::error(ErrorCode::Internal, 0, e);
+        }
+        Reply::ok(Message::TruncateAck {
+            volume: key.volume,
+            pg: key.pg,
+            scl: seg.scl(),
+        })
+    }
+}
+
+fn view_of(seg: &Segment) -> SegmentView {
+    let (latest, sealed) = seg.latest_truncations();
+    SegmentView {
+        exists: true,
+        volume_epoch: seg.volume_epoch,
+        scl: seg.scl(),
+        highest_lsn: seg.highest_lsn(),
+        latest: latest.unwrap_or_default(),
+        latest_sealed: sealed.unwrap_or_default(),
+        // Records at or below the floor left memory (and maybe the log) once their pages
+        // were stored up to the writer's PGMRPL, itself at or below a VDL the writer
+        // reported: a volume open must start its walk there.
+        writer_vdl: seg.floor(),
+    }
+}
