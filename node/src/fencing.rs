@@ -4,7 +4,7 @@
 //! before they are answered or take effect.
 
 use hexad_client::wire::{ErrorCode, FenceMode, Message, SegmentView, Truncation};
-use hexad_client::VolumeEpoch;
+use hexad_client::{VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
@@ -36,7 +36,10 @@ impl<D: Disk + 'static> Shard<D> {
         // Compare with the epoch being made durable too, so that two opens racing for the
         // same epoch cannot both win here.
         let mut meta = self.meta_entry(key);
-        let held = meta.volume_epoch;
+        let held = meta.volume_epoch.max(self.volume_fence(key.volume));
+        if mode == FenceMode::Volume {
+            return self.fence_volume(key, epoch, held).await;
+        }
         let refused = match mode {
             FenceMode::Exclusive => held >= epoch,
             _ => held > epoch,
@@ -44,7 +47,7 @@ impl<D: Disk + 'static> Shard<D> {
         if refused {
             return stale_epoch(key, epoch, held);
         }
-        if held < epoch {
+        if meta.volume_epoch < epoch {
             meta.volume_epoch = epoch;
             if let Err(reply) = self.persist(key, meta).await {
                 return reply;
@@ -63,10 +66,50 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
+    /// The epoch below which no segment of `volume` on this shard takes a request.
+    pub(crate) fn volume_fence(&self, volume: VolumeId) -> VolumeEpoch {
+        self.meta
+            .borrow()
+            .volumes
+            .get(&volume)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// `Fence` mode `Volume`: raise the volume-wide epoch (durably, then in effect).
+    async fn fence_volume(&self, key: SegmentKey, epoch: VolumeEpoch, held: VolumeEpoch) -> Reply {
+        if held > epoch {
+            return stale_epoch(key, epoch, held);
+        }
+        if self.volume_fence(key.volume) < epoch {
+            if let Err(reply) = self
+                .persist_with(|m| {
+                    let e = m.volumes.entry(key.volume).or_default();
+                    *e = (*e).max(epoch);
+                })
+                .await
+            {
+                return reply;
+            }
+        }
+        let view = self
+            .segments
+            .borrow()
+            .get(&key)
+            .map(view_of)
+            .unwrap_or_default();
+        Reply::ok(Message::FenceOk {
+            volume: key.volume,
+            pg: key.pg,
+            view,
+        })
+    }
+
     pub(crate) async fn truncate(&self, key: SegmentKey, t: Truncation) -> Reply {
         let mut meta = self.meta_entry(key);
-        if t.epoch < meta.volume_epoch {
-            return stale_epoch(key, t.epoch, meta.volume_epoch);
+        let held = meta.volume_epoch.max(self.volume_fence(key.volume));
+        if t.epoch < held {
+            return stale_epoch(key, t.epoch, held);
         }
         let held_count = meta.truncations.len();
         match meta.truncations.iter_mut().find(|h| h.epoch == t.epoch) {

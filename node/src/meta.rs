@@ -20,8 +20,9 @@ use hexad_client::{Lsn, PgIndex, VolumeEpoch, VolumeId};
 use crate::hotlog::format::SegmentKey;
 
 const MAGIC: &[u8; 4] = b"HXSM";
-/// Version 2 added each segment's coalesced floor; version 1 files still load (floor 0).
-const VERSION: u16 = 2;
+/// Version 2 added each segment's coalesced floor, version 3 the volume-wide epochs;
+/// older files still load (floor 0, no volume epochs).
+const VERSION: u16 = 3;
 const FILE: &str = "segments.meta";
 const TMP: &str = "segments.meta.tmp";
 /// Most truncation ranges kept per segment: one per volume open that reached it.
@@ -41,6 +42,9 @@ pub struct SegmentMeta {
 pub struct MetaStore {
     dir: Option<PathBuf>,
     pub segments: BTreeMap<SegmentKey, SegmentMeta>,
+    /// Per volume, the epoch every segment of it on this shard refuses to go below, held
+    /// or created later (`Fence` mode `Volume`).
+    pub volumes: BTreeMap<VolumeId, VolumeEpoch>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +71,18 @@ impl MetaStore {
             source,
         };
         let _ = std::fs::remove_file(dir.join(TMP));
-        let segments = match std::fs::read(&path) {
+        let (segments, volumes) = match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes).map_err(|detail| MetaError::Corrupt {
                 path: path.display().to_string(),
                 detail,
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(io(e)),
         };
         Ok(MetaStore {
             dir: Some(dir.to_path_buf()),
             segments,
+            volumes,
         })
     }
 
@@ -91,7 +96,7 @@ impl MetaStore {
             let p = p.display().to_string();
             move |source| MetaError::Io { path: p, source }
         };
-        let bytes = encode(&self.segments);
+        let bytes = encode(&self.segments, &self.volumes);
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
@@ -104,7 +109,10 @@ impl MetaStore {
     }
 }
 
-fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>) -> Bytes {
+/// Volume epochs of a shard, as kept in the file.
+type Volumes = BTreeMap<VolumeId, VolumeEpoch>;
+
+fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>, volumes: &Volumes) -> Bytes {
     let mut b = BytesMut::new();
     b.put_slice(MAGIC);
     b.put_u16_le(VERSION);
@@ -121,12 +129,17 @@ fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>) -> Bytes {
             t.encode(&mut b);
         }
     }
+    b.put_u32_le(volumes.len() as u32);
+    for (volume, epoch) in volumes {
+        b.put_u64_le(volume.0);
+        b.put_u64_le(epoch.0);
+    }
     let crc = crc32c::crc32c(&b);
     b.put_u32_le(crc);
     b.freeze()
 }
 
-fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
+fn decode(bytes: &[u8]) -> Result<(BTreeMap<SegmentKey, SegmentMeta>, Volumes), String> {
     let Some(body_len) = bytes.len().checked_sub(4) else {
         return Err(format!("{} bytes is too short", bytes.len()));
     };
@@ -178,8 +191,15 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<SegmentKey, SegmentMeta>, String> {
             },
         );
     }
+    let mut volumes = Volumes::new();
+    if version >= 3 {
+        for _ in 0..r.u32().map_err(|x| e(&x))? {
+            let volume = VolumeId(r.u64().map_err(|x| e(&x))?);
+            volumes.insert(volume, VolumeEpoch(r.u64().map_err(|x| e(&x))?));
+        }
+    }
     r.finish().map_err(|x| e(&x))?;
-    Ok(out)
+    Ok((out, volumes))
 }
 
 #[cfg(test)]
@@ -214,10 +234,12 @@ mod tests {
         let mut store = MetaStore::load(&dir).unwrap();
         assert!(store.segments.is_empty());
         store.segments = sample();
+        store.volumes.insert(VolumeId(7), VolumeEpoch(5));
         store.save().unwrap();
         std::fs::write(dir.join(TMP), b"half-written").unwrap();
         let again = MetaStore::load(&dir).unwrap();
         assert_eq!(again.segments, sample());
+        assert_eq!(again.volumes, store.volumes);
         assert!(!dir.join(TMP).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -246,18 +268,19 @@ mod tests {
         }
         let crc = crc32c::crc32c(&b);
         b.put_u32_le(crc);
-        assert_eq!(decode(&b).unwrap(), v1);
+        assert_eq!(decode(&b).unwrap(), (v1, Volumes::new()));
     }
 
     #[test]
     fn any_flipped_byte_is_detected() {
-        let bytes = encode(&sample());
+        let volumes = Volumes::from([(VolumeId(7), VolumeEpoch(5))]);
+        let bytes = encode(&sample(), &volumes);
         for i in 0..bytes.len() {
             let mut bad = bytes.to_vec();
             bad[i] ^= 0x40;
             assert!(decode(&bad).is_err(), "flip at byte {i} went unnoticed");
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
-        assert_eq!(decode(&bytes).unwrap(), sample());
+        assert_eq!(decode(&bytes).unwrap(), (sample(), volumes));
     }
 }

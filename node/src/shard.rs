@@ -75,7 +75,7 @@ pub struct Shard<D: Disk> {
     log: Rc<HotLog<D>>,
     pub(crate) segments: Segments,
     /// Durable epochs and truncation ranges; saved before any reply that depends on them.
-    meta: RefCell<MetaStore>,
+    pub(crate) meta: RefCell<MetaStore>,
     /// Metadata changes made in memory, and how many of them are durable.
     meta_changes: Cell<u64>,
     meta_saved: Cell<u64>,
@@ -211,6 +211,10 @@ impl<D: Disk + 'static> Shard<D> {
                 if let Some(reply) = check_batch(key, &records) {
                     return reply;
                 }
+                let fenced = self.volume_fence(volume);
+                if volume_epoch < fenced {
+                    return stale_epoch(key, volume_epoch, fenced);
+                }
                 if let Some(seg) = self.segments.borrow().get(&key) {
                     if volume_epoch < seg.volume_epoch {
                         return stale_epoch(key, volume_epoch, seg.volume_epoch);
@@ -244,8 +248,9 @@ impl<D: Disk + 'static> Shard<D> {
                         // A volume open may have fenced this segment while the batch was
                         // being written: the records stay (a truncation range annuls them),
                         // but the old writer must not count this node toward its quorum.
-                        let now = self.segments.borrow().get(&key).map(|s| s.volume_epoch);
-                        if let Some(now) = now.filter(|e| *e > volume_epoch) {
+                        let seg_epoch = self.segments.borrow().get(&key).map_or(VolumeEpoch(0), |s| s.volume_epoch);
+                        let now = seg_epoch.max(self.volume_fence(volume));
+                        if now > volume_epoch {
                             return stale_epoch(key, volume_epoch, now);
                         }
                         self.records_appended.set(self.records_appended.get() + count);
@@ -463,7 +468,8 @@ impl<D: Disk + 'static> Shard<D> {
                 .iter()
                 .map(|s| s.volume_epoch)
                 .max()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .max(self.volume_fence(volume)),
             pgs,
         })
     }
@@ -498,7 +504,15 @@ impl<D: Disk + 'static> Shard<D> {
         &self,
         changes: Vec<(SegmentKey, SegmentMeta)>,
     ) -> Result<(), Reply> {
-        self.meta.borrow_mut().segments.extend(changes);
+        self.persist_with(|m| m.segments.extend(changes)).await
+    }
+
+    /// Applies `change` to the metadata and makes it durable, as [`Shard::persist`].
+    pub(crate) async fn persist_with(
+        &self,
+        change: impl FnOnce(&mut MetaStore),
+    ) -> Result<(), Reply> {
+        change(&mut self.meta.borrow_mut());
         let mine = self.meta_changes.get() + 1;
         self.meta_changes.set(mine);
         futures_lite::future::yield_now().await;

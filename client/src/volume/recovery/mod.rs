@@ -323,7 +323,7 @@ impl<'a> Opener<'a> {
         let epoch = VolumeEpoch(max_epoch.max(self.seen_epoch).0 + 1);
         let views = if self.write {
             pgs.insert(PgIndex(0));
-            self.fence(&pgs, epoch).await?
+            self.fence(&mut pgs, epoch).await?
         } else {
             self.look(&pgs).await?
         };
@@ -451,10 +451,12 @@ impl<'a> Opener<'a> {
         Ok((pgs, max_epoch))
     }
 
-    /// Takes the new epoch: compare-and-set on PG 0, then raise it on every other PG.
+    /// Takes the new epoch: compare-and-set on PG 0, then raise it for the whole volume on
+    /// every shard, list the PGs again (a fenced writer may have started one since the
+    /// first list), and raise it on every PG but 0.
     async fn fence(
         &mut self,
-        pgs: &BTreeSet<PgIndex>,
+        pgs: &mut BTreeSet<PgIndex>,
         epoch: VolumeEpoch,
     ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
         let pg0 = BTreeSet::from([PgIndex(0)]);
@@ -475,6 +477,8 @@ impl<'a> Opener<'a> {
             };
             return Err(Failure::Retry(why));
         }
+        self.fence_volume(epoch).await?;
+        pgs.extend(self.list().await?.0);
         let rest: BTreeSet<PgIndex> = pgs.iter().copied().filter(|p| p.0 != 0).collect();
         let mut views = self.fence_pgs(&rest, epoch, FenceMode::Raise).await?;
         if self.seen_epoch > epoch {
@@ -486,6 +490,73 @@ impl<'a> Opener<'a> {
         views.extend(views0);
         self.need(&views, READ_QUORUM)?;
         Ok(views)
+    }
+
+    /// Raises `epoch` for the whole volume on every shard (`Fence` mode `Volume`). Without
+    /// it, a writer fenced only on the PGs an open listed could still get a write quorum on
+    /// a PG it starts afterwards. Needs every shard of enough nodes that no PG keeps a write
+    /// quorum of unfenced members.
+    async fn fence_volume(&mut self, epoch: VolumeEpoch) -> Result<(), Failure> {
+        let volume = self.cfg.volume;
+        let work = self
+            .conns
+            .keys()
+            .map(|c| {
+                let fence = Message::Fence {
+                    volume,
+                    pg: PgIndex(0),
+                    epoch,
+                    mode: FenceMode::Volume,
+                };
+                (*c, vec![fence])
+            })
+            .collect();
+        let mut done: BTreeMap<NodeId, u16> = BTreeMap::new();
+        for (conn, replies) in self.exchange(work).await {
+            match replies.into_iter().next() {
+                Some(Message::FenceOk { .. }) => *done.entry(conn.0).or_default() += 1,
+                Some(Message::Error {
+                    code: ErrorCode::StaleEpoch,
+                    detail,
+                    ..
+                }) => {
+                    self.seen_epoch = self.seen_epoch.max(VolumeEpoch(u64::from(detail)));
+                }
+                other => {
+                    self.down.insert(conn, format!("Fence volume: {other:?}"));
+                }
+            }
+        }
+        if self.seen_epoch > epoch {
+            return Err(Failure::Retry(format!(
+                "another open holds epoch {} (ours was {epoch}); taking a higher one",
+                self.seen_epoch
+            )));
+        }
+        let unfenced: BTreeSet<NodeId> = self
+            .cluster
+            .nodes()
+            .map(|n| NodeId(n.id))
+            .filter(|n| done.get(n).copied().unwrap_or(0) < self.shards(*n))
+            .collect();
+        if unfenced.len() < WRITE_QUORUM {
+            return Ok(());
+        }
+        let last = if self.cluster.nodes().count() > PG_MEMBERS {
+            MAX_PGS
+        } else {
+            1
+        };
+        for pg in (0..last).map(PgIndex) {
+            let members = self.cluster.pg_members(volume, pg);
+            if members.iter().filter(|m| unfenced.contains(m)).count() >= WRITE_QUORUM {
+                return Err(Failure::Retry(format!(
+                    "the volume-wide epoch {epoch} did not reach every shard of enough nodes: PG {pg} has a write quorum among nodes not fenced ({})",
+                    self.unanswered(pg, &done.keys().copied().collect())
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn look(

@@ -785,6 +785,7 @@ impl Message {
                     0 => FenceMode::Look,
                     1 => FenceMode::Raise,
                     2 => FenceMode::Exclusive,
+                    3 => FenceMode::Volume,
                     other => {
                         return Err(
                             DecodeError::new("Fence", format!("unknown mode {other}")).into()

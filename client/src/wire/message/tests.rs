@@ -137,12 +137,17 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 max_epoch: VolumeEpoch(e),
                 pgs: pgs.into_iter().map(PgIndex).collect(),
             }),
-        (any::<u64>(), any::<u32>(), any::<u64>(), 0u8..3).prop_map(|(v, pg, e, m)| {
+        (any::<u64>(), any::<u32>(), any::<u64>(), 0u8..4).prop_map(|(v, pg, e, m)| {
             Message::Fence {
                 volume: VolumeId(v),
                 pg: PgIndex(pg),
                 epoch: VolumeEpoch(e),
-                mode: [FenceMode::Look, FenceMode::Raise, FenceMode::Exclusive][usize::from(m)],
+                mode: [
+                    FenceMode::Look,
+                    FenceMode::Raise,
+                    FenceMode::Exclusive,
+                    FenceMode::Volume,
+                ][usize::from(m)],
             }
         }),
         (

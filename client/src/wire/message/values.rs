@@ -150,6 +150,11 @@ pub enum FenceMode {
     /// Raise the epoch only if the segment's is lower (compare-and-set): two opens that chose
     /// the same epoch cannot both win a write quorum of PG 0.
     Exclusive = 2,
+    /// Raise the epoch of the whole volume on this shard (like `Raise`): every segment of it
+    /// the shard holds or creates later refuses older epochs. An open sends it to every
+    /// shard once it has won PG 0, so a fenced writer cannot start a PG the open has not
+    /// seen. The request's `pg` is only echoed.
+    Volume = 3,
 }
 
 /// A segment's state as `FenceOk` reports it.
