@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use hexad_client::wire::{PageLink, Truncation};
+use hexad_client::wire::{PageLink, RebuildPhase, Truncation};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
@@ -58,6 +58,13 @@ pub struct Segment {
     floor: Lsn,
     /// Records held, per hot-log file (a file is reusable when no segment holds any).
     live_by_file: HashMap<u32, u64>,
+    /// Where a rebuild stands; reads are refused unless `None`.
+    pub rebuild: RebuildPhase,
+    /// What gossip and rebuilds brought in since the node started (`SegmentStats`).
+    pub gossip_records: u64,
+    pub gossip_bytes: u64,
+    pub rebuild_pages: u64,
+    pub rebuild_bytes: u64,
 }
 
 impl Segment {
@@ -78,6 +85,11 @@ impl Segment {
             lost: BTreeSet::new(),
             floor: Lsn::NONE,
             live_by_file: HashMap::new(),
+            rebuild: RebuildPhase::None,
+            gossip_records: 0,
+            gossip_bytes: 0,
+            rebuild_pages: 0,
+            rebuild_bytes: 0,
         }
     }
 
@@ -267,6 +279,61 @@ impl Segment {
             self.forget(lsn);
         }
         self.floor = self.floor.max(floor);
+    }
+
+    /// Takes a page baseline copied from a peer (a segment rebuild): every record at or
+    /// below `floor` is now in synced page versions, as if coalesced here. Drops the records
+    /// held below it and starts the SCL there at least.
+    pub fn adopt_baseline(&mut self, floor: Lsn) {
+        let gone: Vec<Lsn> = self.records.range(..=floor).map(|(l, _)| *l).collect();
+        for lsn in gone {
+            self.forget(lsn);
+        }
+        self.floor = self.floor.max(floor);
+        if self.scl < self.floor {
+            self.scl = self.floor;
+            self.successors.retain(|_, lsn| *lsn > floor);
+            self.advance_scl();
+        }
+    }
+
+    /// The gaps in the PG's backlink chain above the SCL, up to `upto`, as ranges
+    /// `(after, to]` that hold no record here: below each held record whose predecessor is
+    /// missing, from the nearest held record (or the SCL) up to that predecessor, and above
+    /// the highest held record up to `upto`. Backlinks are exact within a PG, so these are
+    /// exactly the records to pull.
+    pub fn missing_ranges(&self, upto: Lsn) -> Vec<(Lsn, Lsn)> {
+        let mut ranges = Vec::new();
+        for (lsn, m) in self.records.range(Lsn(self.scl.0 + 1)..) {
+            if *lsn > upto {
+                break;
+            }
+            let prev = m.prev_lsn_pg;
+            if prev > self.scl && !self.records.contains_key(&prev) {
+                let below = self
+                    .records
+                    .range(..prev)
+                    .next_back()
+                    .map_or(self.scl, |(l, _)| *l)
+                    .max(self.scl);
+                ranges.push((below, prev));
+            }
+        }
+        let top = self.highest_lsn().max(self.scl);
+        if top < upto {
+            ranges.push((top, upto));
+        }
+        ranges
+    }
+
+    /// Known gaps in the chain above the SCL (records held there whose predecessor is not).
+    pub fn holes(&self) -> u32 {
+        let holes = self
+            .records
+            .range(Lsn(self.scl.0 + 1)..)
+            .filter(|(_, m)| m.prev_lsn_pg > self.scl && !self.records.contains_key(&m.prev_lsn_pg))
+            .count();
+        u32::try_from(holes).unwrap_or(u32::MAX)
     }
 
     /// Records held per hot-log file.
@@ -511,6 +578,49 @@ mod tests {
         assert_eq!(s.add_truncation(Truncation { sealed: true, ..t }), Ok(0));
         assert_eq!(s.latest_truncations().1.map(|t| t.start), Some(Lsn(4)));
         assert!(s.add_truncation(Truncation { start: Lsn(3), ..t }).is_err());
+    }
+
+    #[test]
+    fn missing_ranges_are_the_gaps_of_the_backlink_chain() {
+        let mut s = seg();
+        let e = VolumeEpoch(1);
+        // The PG's chain: 1 → 4 → 9 → 12 → 20 (other LSNs belong to other PGs).
+        for (lsn, prev) in [(1, 0), (12, 9), (20, 12)] {
+            s.insert(meta(Lsn(lsn), Lsn(prev), e));
+        }
+        assert_eq!(s.scl(), Lsn(1));
+        assert_eq!(s.holes(), 1);
+        assert_eq!(
+            s.missing_ranges(Lsn(30)),
+            vec![(Lsn(1), Lsn(9)), (Lsn(20), Lsn(30))]
+        );
+        s.insert(meta(Lsn(9), Lsn(4), e));
+        assert_eq!(s.holes(), 1);
+        assert_eq!(
+            s.missing_ranges(Lsn(20)),
+            vec![(Lsn(1), Lsn(4))],
+            "nothing above the highest record when the peer has no more"
+        );
+        s.insert(meta(Lsn(4), Lsn(1), e));
+        assert_eq!((s.scl(), s.holes()), (Lsn(20), 0));
+        assert!(s.missing_ranges(Lsn(20)).is_empty());
+    }
+
+    #[test]
+    fn a_baseline_moves_floor_and_scl_and_keeps_the_chain_above_it() {
+        let mut s = seg();
+        let e = VolumeEpoch(1);
+        // Records 3 and 50 → 60 arrived; everything up to 40 comes as pages.
+        for (lsn, prev) in [(3, 2), (50, 40), (60, 50)] {
+            s.insert(meta(Lsn(lsn), Lsn(prev), e));
+        }
+        assert_eq!(s.scl(), Lsn::NONE);
+        s.adopt_baseline(Lsn(40));
+        assert_eq!(
+            (s.floor(), s.scl(), s.record_count()),
+            (Lsn(40), Lsn(60), 2)
+        );
+        assert!(!s.holds(Lsn(3)));
     }
 
     #[test]

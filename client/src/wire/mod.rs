@@ -16,7 +16,10 @@ pub mod record;
 pub mod transport;
 
 pub use frame::{FrameError, FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
-pub use message::{ErrorCode, FenceMode, IndexEntry, Message, NodeStats, SegmentView, Truncation};
+pub use message::{
+    BaselinePage, ErrorCode, FenceMode, IndexEntry, Message, NodeStats, RebuildPhase, SegmentStat,
+    SegmentView, Truncation, BASELINE_DONE, MAX_BASELINE_PAGES,
+};
 pub use record::{Op, PageLink, Record, RecordError, RECORD_HEADER_BYTES};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.

@@ -39,6 +39,14 @@ const MAGIC: &[u8; 4] = b"HXPV";
 const VERSION: u16 = 2;
 /// Pages per extent (see the module comment).
 pub const EXTENT_PAGES: u64 = 16;
+/// Bytes of one extent: slot A of its pages, then slot B.
+pub const EXTENT_BYTES: usize = SLOTS * EXTENT_PAGES as usize * SLOT_BYTES;
+
+/// Where slot `s` of the `j`-th page of an extent starts within the extent.
+pub fn slot_in_extent(j: u64, s: usize) -> usize {
+    (s * EXTENT_PAGES as usize + j as usize) * SLOT_BYTES
+}
+
 /// Bytes of the header that carry fields (the rest of the sector is zero).
 const HEADER_USED: usize = 48;
 

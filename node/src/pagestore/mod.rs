@@ -111,6 +111,57 @@ impl PageStore {
         Ok(PageSlots { slots, bytes })
     }
 
+    /// Reads up to `count` extents ([`format::EXTENT_BYTES`] each) of the segment's file,
+    /// the first at or after extent `from` and skipping holes (`SEEK_DATA`), all at once.
+    /// Returns each extent's index and bytes (zero past the end of the file), and the
+    /// extent to continue from: `None` once no data follows.
+    pub async fn read_extents(
+        &self,
+        key: SegmentKey,
+        from: u64,
+        count: usize,
+    ) -> io::Result<(Vec<(u64, Vec<u8>)>, Option<u64>)> {
+        use std::os::fd::AsRawFd;
+        let file = self.file(key).await?;
+        let extent_bytes = format::EXTENT_BYTES as u64;
+        let mut found = Vec::new();
+        let mut next = Some(from);
+        while let Some(at) = next.filter(|_| found.len() < count) {
+            let Ok(offset) = i64::try_from(at.saturating_mul(extent_bytes)) else {
+                next = None;
+                break;
+            };
+            match nix::unistd::lseek(file.as_raw_fd(), offset, nix::unistd::Whence::SeekData) {
+                Ok(data) => {
+                    let extent = u64::try_from(data).expect("an offset") / extent_bytes;
+                    found.push(extent);
+                    next = Some(extent + 1);
+                }
+                Err(nix::errno::Errno::ENXIO) => next = None,
+                Err(e) => return Err(io::Error::other(format!("SEEK_DATA: {e}"))),
+            }
+        }
+        let tasks: Vec<_> = found
+            .iter()
+            .map(|&extent| {
+                let file = file.clone();
+                glommio::spawn_local(async move {
+                    let got = file
+                        .read_at_aligned(extent * extent_bytes, format::EXTENT_BYTES)
+                        .await?;
+                    let mut bytes = got.to_vec();
+                    bytes.resize(format::EXTENT_BYTES, 0);
+                    Ok::<_, io::Error>((extent, bytes))
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await?);
+        }
+        Ok((out, next))
+    }
+
     /// Writes encoded slots ([`format::encode`]) that sit back to back from offset `at`
     /// with one write (not yet durable: see [`PageStore::sync`]).
     pub async fn write_run(&self, key: SegmentKey, at: u64, slots: &[Vec<u8>]) -> io::Result<()> {

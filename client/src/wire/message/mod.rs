@@ -31,6 +31,10 @@
 //!     | <-- ReaderSlot -------------- |   back one of the volume's reader slots
 //!     | --- PullRecords ------------> |   node to node (gossip): FetchRecords with the
 //!     | <-- Records ----------------- |   puller's membership epoch
+//!     | --- GetBaseline ------------> |   node to node (segment rebuild): a chunk of
+//!     | <-- Baseline ---------------- |   the page baseline, CRC per page
+//!     | --- GetSegmentStats --------> |   every segment the shard holds, with SCL,
+//!     | <-- SegmentStats ------------ |   holes, gossip and rebuild progress
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -53,8 +57,10 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 /// Most shards a node may announce.
 pub const MAX_SHARDS: usize = 1024;
 
+mod repair;
 mod values;
 
+pub use repair::{BaselinePage, RebuildPhase, SegmentStat, BASELINE_DONE, MAX_BASELINE_PAGES};
 pub use values::{ErrorCode, FenceMode, IndexEntry, NodeStats, SegmentView, Truncation};
 
 /// Every message of the protocol.
@@ -232,6 +238,38 @@ pub enum Message {
     ProgressAck {
         volume: VolumeId,
     },
+    /// Segment rebuild (DESIGN §8), node to node: a chunk of the segment's page baseline,
+    /// the newest valid version of each stored page in the page-file extents from
+    /// `from_extent` on, about `max_bytes` of pages. `pin` 0 starts a rebuild: the server
+    /// keeps its floor from moving (so the records above it stay pullable) and answers it as
+    /// `Baseline.floor`; later chunks send it back, which renews the pin. `max_bytes` 0
+    /// releases the pin. Carries the puller's membership epoch, as `PullRecords`.
+    GetBaseline {
+        volume: VolumeId,
+        pg: PgIndex,
+        membership_epoch: MembershipEpoch,
+        pin: Lsn,
+        from_extent: u64,
+        max_bytes: u32,
+    },
+    /// A baseline chunk: every record at or below `floor` is in these versions (over the
+    /// whole stream); `next_extent` is where to continue ([`repair::BASELINE_DONE`] at the
+    /// end). The first chunk also carries the segment's truncation ranges.
+    Baseline {
+        volume: VolumeId,
+        pg: PgIndex,
+        floor: Lsn,
+        volume_epoch: VolumeEpoch,
+        next_extent: u64,
+        truncations: Vec<Truncation>,
+        pages: Vec<BaselinePage>,
+    },
+    /// Every segment the shard holds, with its state (operators; a node looking for the
+    /// segments it should hold).
+    GetSegmentStats,
+    SegmentStats {
+        segments: Vec<SegmentStat>,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -290,6 +328,10 @@ mod kind {
     pub const CLAIM_READER_SLOT: u16 = 24;
     pub const READER_SLOT: u16 = 25;
     pub const PULL_RECORDS: u16 = 26;
+    pub const GET_BASELINE: u16 = 27;
+    pub const BASELINE: u16 = 28;
+    pub const GET_SEGMENT_STATS: u16 = 29;
+    pub const SEGMENT_STATS: u16 = 30;
 }
 
 impl Message {
@@ -321,6 +363,10 @@ impl Message {
             Message::ClaimReaderSlot { .. } => kind::CLAIM_READER_SLOT,
             Message::ReaderSlot { .. } => kind::READER_SLOT,
             Message::PullRecords { .. } => kind::PULL_RECORDS,
+            Message::GetBaseline { .. } => kind::GET_BASELINE,
+            Message::Baseline { .. } => kind::BASELINE,
+            Message::GetSegmentStats => kind::GET_SEGMENT_STATS,
+            Message::SegmentStats { .. } => kind::SEGMENT_STATS,
         }
     }
 
@@ -349,12 +395,20 @@ impl Message {
             Message::Index { entries, .. } => 24 + 17 * entries.len(),
             Message::Page { .. } => 32 + PAGE_BYTES,
             Message::Progress { pgs, .. } => 32 + 16 * pgs.len(),
+            Message::Baseline {
+                pages, truncations, ..
+            } => 48 + 32 * truncations.len() + (24 + PAGE_BYTES) * pages.len(),
+            Message::SegmentStats { segments } => 8 + 104 * segments.len(),
             _ => 96,
         }
     }
 
     fn encode_body(&self, b: &mut BytesMut) {
         match self {
+            m @ (Message::GetBaseline { .. }
+            | Message::Baseline { .. }
+            | Message::GetSegmentStats
+            | Message::SegmentStats { .. }) => repair::encode(m, b),
             Message::Hello { protocol_version } => {
                 b.put_u16_le(*protocol_version);
                 b.put_bytes(0, 6);
@@ -656,6 +710,9 @@ impl Message {
     pub fn decode(kind: u16, body: Bytes) -> Result<Message, MessageError> {
         let mut r = Reader::new(body, "message body");
         let msg = match kind {
+            kind::GET_BASELINE | kind::BASELINE | kind::GET_SEGMENT_STATS | kind::SEGMENT_STATS => {
+                repair::decode(kind, &mut r)?
+            }
             kind::HELLO => {
                 let protocol_version = r.u16()?;
                 r.zeros(6)?;

@@ -267,6 +267,74 @@ fn arb_message() -> impl Strategy<Value = Message> {
             to_lsn: Lsn(a[3]),
             max_bytes: b[1],
         }),
+        (any::<[u64; 4]>(), any::<[u32; 2]>()).prop_map(|(a, b)| Message::GetBaseline {
+            volume: VolumeId(a[0]),
+            pg: PgIndex(b[0]),
+            membership_epoch: MembershipEpoch(a[1]),
+            pin: Lsn(a[2]),
+            from_extent: a[3],
+            max_bytes: b[1],
+        }),
+        (
+            any::<[u64; 4]>(),
+            any::<u32>(),
+            proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u8>()), 0..3),
+            proptest::collection::vec(any::<[u64; 3]>(), 0..3),
+        )
+            .prop_map(|(a, pg, pages, ranges)| Message::Baseline {
+                volume: VolumeId(a[0]),
+                pg: PgIndex(pg),
+                floor: Lsn(a[1]),
+                volume_epoch: VolumeEpoch(a[2]),
+                next_extent: a[3],
+                truncations: ranges
+                    .into_iter()
+                    .map(|r| Truncation {
+                        epoch: VolumeEpoch(r[0]),
+                        start: Lsn(r[1].min(r[2])),
+                        end: Lsn(r[1].max(r[2])),
+                        sealed: r[0] % 2 == 0,
+                    })
+                    .collect(),
+                pages: pages
+                    .into_iter()
+                    .map(|(page, lsn, fill)| {
+                        BaselinePage::new(
+                            PageNo(page),
+                            Lsn(lsn),
+                            Bytes::from(vec![fill; PAGE_BYTES]),
+                        )
+                    })
+                    .collect(),
+            }),
+        Just(Message::GetSegmentStats),
+        proptest::collection::vec((any::<[u64; 12]>(), any::<[u32; 2]>(), 0u8..3), 0..4).prop_map(
+            |v| Message::SegmentStats {
+                segments: v
+                    .into_iter()
+                    .map(|(a, b, phase)| SegmentStat {
+                        volume: VolumeId(a[0]),
+                        pg: PgIndex(b[0]),
+                        holes: b[1],
+                        scl: Lsn(a[1]),
+                        floor: Lsn(a[2]),
+                        highest_lsn: Lsn(a[3]),
+                        records: a[4],
+                        volume_epoch: VolumeEpoch(a[5]),
+                        membership_epoch: MembershipEpoch(a[6]),
+                        gossip_records: a[7],
+                        gossip_bytes: a[8],
+                        rebuild_pages: a[9],
+                        rebuild_bytes: a[10],
+                        rebuild: [
+                            RebuildPhase::None,
+                            RebuildPhase::Copying,
+                            RebuildPhase::CatchingUp
+                        ][usize::from(phase)],
+                    })
+                    .collect(),
+            }
+        ),
         (any::<[u64; 2]>(), any::<[u32; 2]>()).prop_map(|(a, b)| Message::ReaderSlot {
             volume: VolumeId(a[0]),
             holder: a[1],
