@@ -251,6 +251,13 @@ async fn run_shard(
         glommio::Latency::NotImportant,
         "coalesce",
     );
+    if let Some(path) = std::env::var_os("HEXAD_FAULT_CORRUPT_REPAIR") {
+        eprintln!(
+            "hexad-node: shard {shard}: FAULT INJECTION (tests): once {} exists, as many repair replies as it says leave with one byte flipped",
+            std::path::Path::new(&path).display()
+        );
+        *shard_state.fault_arm_file.borrow_mut() = Some(path.into());
+    }
     glommio::spawn_local_into(shard_state.clone().run_coalescer(), background)
         .map_err(|e| format!("shard {shard}: cannot start the coalescer: {e}"))?
         .detach();

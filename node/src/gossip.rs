@@ -4,32 +4,36 @@
 //! Every [`GOSSIP_EVERY`], in the low-priority task queue, each segment (up to
 //! [`SEGMENTS_PER_ROUND`] a round, in turn) asks its 5 peers for their state
 //! (`GetSegmentState`). If one has a higher SCL and a membership epoch at least its own,
-//! it pulls the records above its own SCL up to that peer's (`PullRecords`, carrying its
-//! membership epoch, which the peer checks), [`PULL_BYTES`] per request, keeps those it
-//! does not hold, and appends them to its hot log; the SCL then moves as for a writer's
-//! batch. A segment learns of a hole only as "my SCL is below a peer's": the records it
-//! holds above its SCL stay, and the pull fills the chain between them.
+//! it pulls from that peer exactly the records its backlink chain lacks up to the peer's
+//! SCL ([`Segment::missing_ranges`]: below each held record whose predecessor is missing,
+//! and above the highest), with `PullRecords` (carrying its membership epoch, which the
+//! peer checks), [`PULL_BYTES`] per request; it appends them to its hot log and the SCL
+//! moves as for a writer's batch. A reply whose records fail their CRC is asked for again.
+//!
+//! When a range lies below the peer's floor (`TooOld`: those records are only in its page
+//! versions), the segment is rebuilt from that peer's page baseline (`rebuild.rs`) and the
+//! pull goes on above it. Every [`DISCOVER_EVERY`] the shard also asks its peers which
+//! segments they hold, and starts, empty, those it should hold and does not (a wiped or new
+//! node); the same rounds then fill them.
 //!
 //! Pulled records go into the log with volume epoch 0. Records of a truncation range are
 //! only ever of epochs older than the range's (each open's writer allocates above its own
 //! range), so the lowest epoch is annulled by exactly the ranges that annul the record's
 //! true epoch, and never by others.
-//!
-//! Not built yet (issue #6): a pull below a peer's floor (`TooOld`) needs a page baseline
-//! (segment rebuild); it is logged and retried later.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hexad_client::placement::{segment_shard, ClusterMap};
 use hexad_client::volume::Pipelined;
-use hexad_client::wire::{ErrorCode, Message, Record};
-use hexad_client::{Lsn, MembershipEpoch, NodeId, VolumeEpoch};
+use hexad_client::wire::{ErrorCode, Message, RebuildPhase, Record};
+use hexad_client::{Lsn, MembershipEpoch, NodeId, ShardId, VolumeEpoch};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
+use crate::rebuild::{DISCOVER_EVERY, PIN_RENEW};
 use crate::segment::Segment;
 use crate::shard::{Reply, Shard};
 
@@ -39,6 +43,8 @@ pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);
 const SEGMENTS_PER_ROUND: usize = 32;
 /// Bytes of records one pull asks for.
 const PULL_BYTES: u32 = 1 << 20;
+/// Tries per pull whose records fail their CRC.
+const PULL_TRIES: u32 = 5;
 /// Connect and request timeout towards a peer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -59,26 +65,26 @@ impl<D: Disk + 'static> Shard<D> {
         to: Lsn,
         max_bytes: u32,
     ) -> Reply {
-        let mine = self.segments.borrow().get(&key).map(|s| s.membership_epoch);
-        if let Some(mine) = mine.filter(|m| *m > membership_epoch) {
-            return Reply::error(
-                ErrorCode::StaleEpoch,
-                0,
-                format!(
-                    "volume {} pg {}: gossip from membership epoch {membership_epoch}, this segment is at {mine}",
-                    key.volume, key.pg
-                ),
-            );
+        if let Some(reply) = self.check_membership(key, membership_epoch) {
+            return reply;
         }
-        self.fetch(key, after, to, max_bytes).await
+        let mut reply = self.fetch(key, after, to, max_bytes).await;
+        reply.corrupt = matches!(&reply.message, Message::Records { records, .. } if !records.is_empty())
+            && self.take_fault();
+        reply
     }
 
     /// Gossips forever (spawn it into a low-priority task queue).
     pub async fn run_gossip(self: Rc<Self>, cluster: ClusterMap) {
         let mut conns: HashMap<SocketAddr, Rc<Pipelined>> = HashMap::new();
         let mut turn = 0usize;
+        let mut discovered: Option<Instant> = None;
         loop {
             glommio::timer::sleep(GOSSIP_EVERY).await;
+            if discovered.is_none_or(|at| at.elapsed() >= DISCOVER_EVERY) {
+                discovered = Some(Instant::now());
+                self.discover(&cluster, &mut conns).await;
+            }
             let keys: Vec<SegmentKey> = self.segments.borrow().keys().copied().collect();
             if keys.is_empty() {
                 continue;
@@ -113,6 +119,7 @@ impl<D: Disk + 'static> Shard<D> {
         };
         let me = self.id.node_id;
         let mut best: Option<PeerState> = None;
+        let mut answered = 0;
         for node in cluster.pg_members(key.volume, key.pg) {
             if node == me {
                 continue;
@@ -135,10 +142,11 @@ impl<D: Disk + 'static> Shard<D> {
                     scl: theirs,
                     membership_epoch,
                     ..
-                }) if membership_epoch >= epoch
-                    && theirs > best.as_ref().map_or(scl, |b| b.scl) =>
-                {
-                    best = Some(PeerState { addr, scl: theirs });
+                }) if membership_epoch >= epoch => {
+                    answered += 1;
+                    if theirs > best.as_ref().map_or(scl, |b| b.scl) {
+                        best = Some(PeerState { addr, scl: theirs });
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -147,80 +155,200 @@ impl<D: Disk + 'static> Shard<D> {
             }
         }
         let Some(peer) = best else {
+            if answered > 0 {
+                self.caught_up(key);
+            }
             return Ok(());
         };
-        self.pull(conns, key, epoch, &peer).await
+        let c = conn(conns, peer.addr).await?;
+        let mut pinned = None;
+        let pulled = self.pull(&c, key, epoch, &peer, &mut pinned).await;
+        if let Some((pin, _)) = pinned {
+            self.keep_pin(key, &c, pin, false).await;
+        }
+        if pulled.is_ok() {
+            self.caught_up(key);
+        }
+        pulled
     }
 
-    /// Pulls `(own SCL, peer SCL]` from `peer`, a megabyte at a time, until the SCL
-    /// reaches the peer's or stops moving.
+    /// A segment that rebuilt its baseline and then reached its peers' SCL serves reads.
+    fn caught_up(&self, key: SegmentKey) {
+        if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
+            if seg.rebuild == RebuildPhase::CatchingUp {
+                seg.rebuild = RebuildPhase::None;
+                eprintln!(
+                    "hexad-node: volume {} pg {}: rebuild complete at SCL {}; serving reads",
+                    key.volume,
+                    key.pg,
+                    seg.scl()
+                );
+            }
+        }
+    }
+
+    /// Starts, empty, every segment a peer holds that this shard should hold too (a wiped
+    /// or new node); gossip then fills it.
+    async fn discover(&self, cluster: &ClusterMap, conns: &mut HashMap<SocketAddr, Rc<Pipelined>>) {
+        let me = self.id.node_id;
+        let shards = self.id.shard_ports.len() as u16;
+        let addrs: Vec<SocketAddr> = cluster
+            .nodes()
+            .filter(|n| NodeId(n.id) != me)
+            .flat_map(|n| (0..n.shards.unwrap_or(1)).map(|s| n.shard_addr(ShardId(s))))
+            .collect();
+        for addr in addrs {
+            let reply = match conn(conns, addr).await {
+                Ok(c) => c.call(Message::GetSegmentStats).await,
+                Err(e) => Err(e),
+            };
+            let Ok(Message::SegmentStats { segments }) = reply else {
+                conns.remove(&addr);
+                continue;
+            };
+            let mut segs = self.segments.borrow_mut();
+            for s in segments {
+                let key = SegmentKey {
+                    volume: s.volume,
+                    pg: s.pg,
+                };
+                if segs.contains_key(&key)
+                    || segment_shard(s.volume, s.pg, shards) != self.id.shard
+                    || !cluster.pg_members(s.volume, s.pg).contains(&me)
+                {
+                    continue;
+                }
+                eprintln!(
+                    "hexad-node: volume {} pg {}: held by {addr} and a member here, but missing; starting it empty for gossip to fill",
+                    s.volume, s.pg
+                );
+                // It joins at the PG's membership epoch as its peers know it.
+                let mut seg = Segment::new(key);
+                seg.observe_epochs(VolumeEpoch(0), s.membership_epoch);
+                segs.insert(key, seg);
+            }
+        }
+    }
+
+    /// Pulls the ranges the segment's chain lacks up to the peer's SCL, until none is
+    /// left. A range below the peer's floor rebuilds the segment from the peer's baseline
+    /// first (`pinned` then holds the peer's pinned floor and when it was last renewed).
     async fn pull(
         &self,
-        conns: &mut HashMap<SocketAddr, Rc<Pipelined>>,
+        c: &Rc<Pipelined>,
         key: SegmentKey,
         epoch: MembershipEpoch,
         peer: &PeerState,
+        pinned: &mut Option<(Lsn, Instant)>,
     ) -> Result<(), String> {
-        let c = conn(conns, peer.addr).await?;
         loop {
-            let after = self
-                .segments
-                .borrow()
-                .get(&key)
-                .map_or(Lsn::NONE, Segment::scl);
-            if after >= peer.scl {
+            let (scl, ranges) = match self.segments.borrow().get(&key) {
+                Some(seg) => (seg.scl(), seg.missing_ranges(peer.scl)),
+                None => return Ok(()),
+            };
+            if scl >= peer.scl || ranges.is_empty() {
                 return Ok(());
             }
-            let reply = c
-                .call(Message::PullRecords {
-                    volume: key.volume,
-                    pg: key.pg,
-                    membership_epoch: epoch,
-                    after_lsn: after,
-                    to_lsn: peer.scl,
-                    max_bytes: PULL_BYTES,
-                })
-                .await;
-            let records = match reply {
-                Ok(Message::Records { records, .. }) => records,
-                Ok(Message::Error {
-                    code: ErrorCode::TooOld,
-                    message,
-                    ..
-                }) => {
-                    return Err(format!(
-                        "{}: the records after LSN {after} are below its floor; this segment needs a page baseline from a peer (segment rebuild, not built yet): {message}",
-                        peer.addr
-                    ))
+            if let Some((pin, renewed)) = pinned {
+                if renewed.elapsed() >= PIN_RENEW {
+                    self.keep_pin(key, c, *pin, true).await;
+                    *renewed = Instant::now();
                 }
-                Ok(other) => return Err(format!("{}: {other:?}", peer.addr)),
-                Err(e) => {
-                    conns.remove(&peer.addr);
-                    return Err(format!("{}: {e}", peer.addr));
+            }
+            let mut gained = 0;
+            for (after, to) in ranges {
+                match self.pull_range(c, key, epoch, peer.addr, after, to).await? {
+                    Some(n) => gained += n,
+                    None if pinned.is_some() => {
+                        return Err(format!(
+                            "{}: the records after LSN {after} are below its floor even after a rebuild from it",
+                            peer.addr
+                        ))
+                    }
+                    None => {
+                        let floor = self.rebuild_from(key, peer.addr, c).await?;
+                        *pinned = Some((floor, Instant::now()));
+                        gained += 1;
+                        break;
+                    }
                 }
-            };
-            self.append_pulled(key, records).await?;
+            }
             let now = self
                 .segments
                 .borrow()
                 .get(&key)
                 .map_or(Lsn::NONE, Segment::scl);
-            if now <= after {
+            if gained == 0 && now <= scl {
                 return Err(format!(
-                    "pulled from {} after LSN {after} and the SCL did not move (the peer's chain has a hole of its own there?)",
+                    "pulled from {} above LSN {scl} and got nothing new (the peer's chain has a hole of its own there?)",
                     peer.addr
                 ));
             }
         }
     }
 
+    /// Pulls the records in `(after, to]` from the peer, a megabyte at a time, and appends
+    /// those not held. Returns how many were new, or `None` if they are below the peer's
+    /// floor. A reply whose records fail their CRC is asked for again.
+    async fn pull_range(
+        &self,
+        c: &Pipelined,
+        key: SegmentKey,
+        epoch: MembershipEpoch,
+        peer: SocketAddr,
+        mut after: Lsn,
+        to: Lsn,
+    ) -> Result<Option<u64>, String> {
+        let (mut fresh, mut tries) = (0, 0);
+        loop {
+            let reply = c
+                .call(Message::PullRecords {
+                    volume: key.volume,
+                    pg: key.pg,
+                    membership_epoch: epoch,
+                    after_lsn: after,
+                    to_lsn: to,
+                    max_bytes: PULL_BYTES,
+                })
+                .await;
+            let (records, more) = match reply {
+                Ok(Message::Records { records, more, .. }) => (records, more),
+                Ok(Message::Error {
+                    code: ErrorCode::TooOld,
+                    ..
+                }) => return Ok(None),
+                Ok(other) => return Err(format!("{peer}: {other:?}")),
+                // The reply arrived but its records failed their CRC: ask again.
+                Err(e) if e.contains("CRC") && tries < PULL_TRIES => {
+                    tries += 1;
+                    self.repair_chunks_rejected
+                        .set(self.repair_chunks_rejected.get() + 1);
+                    eprintln!(
+                        "hexad-node: gossip for volume {} pg {}: records from {peer} after LSN {after} rejected (try {tries} of {PULL_TRIES}): {e}",
+                        key.volume, key.pg
+                    );
+                    continue;
+                }
+                Err(e) => return Err(format!("{peer}: {e}")),
+            };
+            let Some(last) = records.last().map(|r| r.lsn) else {
+                return Ok(Some(fresh));
+            };
+            fresh += self.append_pulled(key, records).await?;
+            if !more || last >= to {
+                return Ok(Some(fresh));
+            }
+            after = last;
+        }
+    }
+
     /// Appends the pulled records this segment does not hold yet to the hot log (epoch 0,
     /// see the module comment); they join the segment once durable.
-    async fn append_pulled(&self, key: SegmentKey, records: Vec<Record>) -> Result<(), String> {
+    async fn append_pulled(&self, key: SegmentKey, records: Vec<Record>) -> Result<u64, String> {
         let (fresh, membership_epoch): (Vec<Record>, MembershipEpoch) = {
             let segs = self.segments.borrow();
             let Some(seg) = segs.get(&key) else {
-                return Ok(());
+                return Ok(0);
             };
             let fresh = records
                 .into_iter()
@@ -229,7 +357,7 @@ impl<D: Disk + 'static> Shard<D> {
             (fresh, seg.membership_epoch)
         };
         if fresh.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.wait_for_log_space().await;
         let count = fresh.len() as u64;
@@ -251,7 +379,11 @@ impl<D: Disk + 'static> Shard<D> {
             .set(self.gossip_records_pulled.get() + count);
         self.gossip_bytes_pulled
             .set(self.gossip_bytes_pulled.get() + bytes);
-        Ok(())
+        if let Some(seg) = self.segments.borrow_mut().get_mut(&key) {
+            seg.gossip_records += count;
+            seg.gossip_bytes += bytes;
+        }
+        Ok(count)
     }
 }
 

@@ -26,6 +26,7 @@ mod pages;
 pub mod pagestore;
 pub mod preflight;
 pub mod readers;
+mod rebuild;
 pub mod segment;
 pub mod server;
 pub mod shard;

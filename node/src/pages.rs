@@ -24,7 +24,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use hexad_client::wire::{ErrorCode, Message};
+use hexad_client::wire::{ErrorCode, Message, RebuildPhase};
 use hexad_client::{Lsn, PageNo, PAGE_BYTES};
 
 use crate::disk::Disk;
@@ -37,7 +37,7 @@ use crate::shard::{no_such_segment, Reply, Shard};
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;
 /// Pages built, and runs written, at once.
-const PAGES_IN_FLIGHT: usize = 8;
+pub(crate) const PAGES_IN_FLIGHT: usize = 8;
 /// Most slots in one page-store write (384 KiB).
 const MAX_RUN_SLOTS: usize = 32;
 /// While appends arrive and more than half the hot log is free, only pages with at least
@@ -75,7 +75,8 @@ impl<D: Disk + 'static> Shard<D> {
         let progress = self.progress.borrow();
         self.segments.borrow().iter().any(|(key, seg)| {
             let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
-            seg.scl().min(pgmrpl) > seg.floor()
+            let pin = self.floor_pin(*key).unwrap_or(Lsn(u64::MAX));
+            seg.scl().min(pgmrpl).min(pin) > seg.floor()
         })
     }
 
@@ -102,9 +103,12 @@ impl<D: Disk + 'static> Shard<D> {
             self.segments
                 .borrow()
                 .iter()
+                .filter(|(_, seg)| seg.rebuild != RebuildPhase::Copying)
                 .filter_map(|(key, seg)| {
                     let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
-                    seg.floor_candidate(pgmrpl).map(|f| (*key, f))
+                    // A peer copying this segment's baseline needs the records above it.
+                    let pin = self.floor_pin(*key).unwrap_or(Lsn(u64::MAX));
+                    seg.floor_candidate(pgmrpl.min(pin)).map(|f| (*key, f))
                 })
                 .collect()
         };
@@ -180,6 +184,16 @@ impl<D: Disk + 'static> Shard<D> {
             let Some(seg) = segs.get(&key) else {
                 return no_such_segment(key);
             };
+            if seg.rebuild != RebuildPhase::None {
+                return Reply::error(
+                    ErrorCode::NotComplete,
+                    0,
+                    format!(
+                        "volume {} pg {}: being rebuilt from a peer ({:?}); ask another segment",
+                        key.volume, key.pg, seg.rebuild
+                    ),
+                );
+            }
             seg.scl() >= need
         };
         if !scl_proves && page_head == Lsn::NONE {
@@ -402,6 +416,7 @@ impl<D: Disk + 'static> Shard<D> {
             let progress = self.progress.borrow();
             let mut segs = self.segments.borrow_mut();
             segs.iter_mut()
+                .filter(|(_, seg)| seg.rebuild != RebuildPhase::Copying)
                 .filter_map(|(key, seg)| {
                     let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
                     let target = seg.scl().min(pgmrpl);
@@ -457,7 +472,7 @@ impl<D: Disk + 'static> Shard<D> {
     /// Writes the new versions among `built`: sorted by offset, slots that sit back to back
     /// go out as one write (up to [`MAX_RUN_SLOTS`]), [`PAGES_IN_FLIGHT`] writes at a time.
     /// Returns how many versions were written (not yet synced).
-    async fn write_versions(
+    pub(crate) async fn write_versions(
         &self,
         store: &Rc<PageStore>,
         key: SegmentKey,
@@ -551,12 +566,12 @@ impl<D: Disk + 'static> Shard<D> {
     }
 }
 
-/// A page version the coalescer built.
-struct Built {
-    page: PageNo,
-    lsn: Lsn,
+/// A page version the coalescer built (or a rebuild copied).
+pub(crate) struct Built {
+    pub(crate) page: PageNo,
+    pub(crate) lsn: Lsn,
     /// The slot to write and its bytes; `None` when the store already holds it.
-    write: Option<(usize, Vec<u8>)>,
+    pub(crate) write: Option<(usize, Vec<u8>)>,
     /// Records applied on top of the stored version.
-    applied: usize,
+    pub(crate) applied: usize,
 }

@@ -19,7 +19,9 @@ use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpListener;
 use hexad_client::wire::frame::{frame_len_hint, take_frame};
-use hexad_client::wire::{ErrorCode, Message, MAX_FRAME_BODY_BYTES};
+use hexad_client::wire::{
+    ErrorCode, FrameHeader, Message, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES,
+};
 
 use crate::disk::Disk;
 use crate::shard::{decode_error_reply, Reply, Shard};
@@ -48,9 +50,20 @@ struct Outbox {
 
 impl Outbox {
     fn push(&self, request_id: u64, reply: &Reply) {
-        reply
-            .message
-            .encode_frame(request_id, &mut self.buf.borrow_mut());
+        if reply.corrupt {
+            let frame = reply.message.to_frame(request_id);
+            let mut body = frame[FRAME_HEADER_BYTES..].to_vec();
+            if let Some(last) = body.last_mut() {
+                *last ^= 0x01;
+            }
+            let mut buf = self.buf.borrow_mut();
+            FrameHeader::write(&mut buf, reply.message.kind(), request_id, &body);
+            buf.extend_from_slice(&body);
+        } else {
+            reply
+                .message
+                .encode_frame(request_id, &mut self.buf.borrow_mut());
+        }
         if reply.close {
             self.closing.set(true);
         }

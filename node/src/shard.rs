@@ -37,6 +37,9 @@ pub struct ShardIdentity {
 pub struct Reply {
     pub message: Message,
     pub close: bool,
+    /// Fault injection (tests): flip the last byte of the body before framing, so that only
+    /// the end-to-end CRC inside the message (a record's, a baseline page's) can catch it.
+    pub corrupt: bool,
 }
 
 impl Reply {
@@ -44,6 +47,7 @@ impl Reply {
         Reply {
             message,
             close: false,
+            corrupt: false,
         }
     }
 
@@ -55,6 +59,7 @@ impl Reply {
                 message,
             },
             close: code.closes_connection(),
+            corrupt: false,
         }
     }
 }
@@ -100,6 +105,17 @@ pub struct Shard<D: Disk> {
     /// Records and bytes gossip pulled from peers.
     pub(crate) gossip_records_pulled: Cell<u64>,
     pub(crate) gossip_bytes_pulled: Cell<u64>,
+    /// Segment rebuilds: page versions and bytes copied, and repair replies that failed
+    /// their CRC here.
+    pub(crate) rebuild_pages_copied: Cell<u64>,
+    pub(crate) rebuild_bytes_copied: Cell<u64>,
+    pub(crate) repair_chunks_rejected: Cell<u64>,
+    /// Floors held in place for peers copying a baseline (see `rebuild.rs`).
+    pub(crate) floor_pins: RefCell<HashMap<SegmentKey, crate::rebuild::FloorPin>>,
+    /// Fault injection for tests (`HEXAD_FAULT_CORRUPT_REPAIR`, see `rebuild.rs`): once
+    /// this file exists, corrupt as many repair replies as it says.
+    pub fault_arm_file: RefCell<Option<std::path::PathBuf>>,
+    pub(crate) fault_corrupt_repair: Cell<u32>,
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
     /// Appends delayed because the hot log was nearly full.
@@ -171,6 +187,12 @@ impl<D: Disk + 'static> Shard<D> {
             chain_reads: Cell::new(0),
             gossip_records_pulled: Cell::new(0),
             gossip_bytes_pulled: Cell::new(0),
+            rebuild_pages_copied: Cell::new(0),
+            rebuild_bytes_copied: Cell::new(0),
+            repair_chunks_rejected: Cell::new(0),
+            floor_pins: RefCell::default(),
+            fault_arm_file: RefCell::default(),
+            fault_corrupt_repair: Cell::new(0),
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             backpressure_waits: Cell::new(0),
@@ -387,6 +409,24 @@ impl<D: Disk + 'static> Shard<D> {
                 self.pull_records(key, membership_epoch, after_lsn, to_lsn, max_bytes)
                     .await
             }
+            Message::GetBaseline {
+                volume,
+                pg,
+                membership_epoch,
+                pin,
+                from_extent,
+                max_bytes,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if let Some(reply) = self.check_owner(key) {
+                    return reply;
+                }
+                self.serve_baseline(key, membership_epoch, pin, from_extent, max_bytes)
+                    .await
+            }
+            Message::GetSegmentStats => Reply::ok(Message::SegmentStats {
+                segments: self.segment_stats(),
+            }),
             Message::ClaimReaderSlot {
                 volume,
                 reader,
@@ -599,6 +639,9 @@ impl<D: Disk + 'static> Shard<D> {
             chain_reads: self.chain_reads.get(),
             gossip_records_pulled: self.gossip_records_pulled.get(),
             gossip_bytes_pulled: self.gossip_bytes_pulled.get(),
+            rebuild_pages_copied: self.rebuild_pages_copied.get(),
+            rebuild_bytes_copied: self.rebuild_bytes_copied.get(),
+            repair_chunks_rejected: self.repair_chunks_rejected.get(),
             records_coalesced: self.records_coalesced.get(),
             corrupt_page_versions: self.corrupt_page_versions.get(),
             pages_pending: self
@@ -635,7 +678,7 @@ fn saturate(epoch: VolumeEpoch) -> u32 {
 }
 
 /// Records at or below a segment's floor live only in its page versions.
-fn below_floor(key: SegmentKey, after: Lsn, floor: Lsn) -> Reply {
+pub(crate) fn below_floor(key: SegmentKey, after: Lsn, floor: Lsn) -> Reply {
     Reply::error(
         ErrorCode::TooOld,
         0,

@@ -75,6 +75,9 @@ pub struct NodeOpts {
     pub file_count: u32,
     pub sync: &'static str,
     pub max_writes_in_flight: usize,
+    /// Extra environment for every node of a [`Cluster`] (e.g. fault injection); `{id}` in
+    /// a value becomes the node's id.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for NodeOpts {
@@ -85,6 +88,7 @@ impl Default for NodeOpts {
             file_count: 8,
             sync: "fdatasync",
             max_writes_in_flight: 2,
+            env: Vec::new(),
         }
     }
 }
@@ -129,8 +133,19 @@ impl NodeProcess {
 
     /// Starts `bin ARGS` and waits (bounded) for its "ready" line.
     pub fn start_with(bin: &Path, args: &[&std::ffi::OsStr], port: u16) -> NodeProcess {
+        NodeProcess::start_with_env(bin, args, &[], port)
+    }
+
+    /// [`NodeProcess::start_with`] with extra environment variables.
+    pub fn start_with_env(
+        bin: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(String, String)],
+        port: u16,
+    ) -> NodeProcess {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -262,6 +277,8 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     bin: PathBuf,
     pub nodes: Vec<Option<NodeProcess>>,
+    /// Extra environment for each node's next start (by node id).
+    pub env: std::collections::HashMap<u32, Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -286,6 +303,15 @@ impl Cluster {
             ports,
             bin: bin.to_owned(),
             nodes: Vec::new(),
+            env: (1..=azs * per_az)
+                .map(|id| {
+                    let vars = opts
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string())));
+                    (id, vars.collect())
+                })
+                .collect(),
         };
         for id in 1..=azs * per_az {
             let node = c.spawn(id);
@@ -304,7 +330,13 @@ impl Cluster {
             "--data-root".as_ref(),
             self.data_root.as_os_str(),
         ];
-        NodeProcess::start_with(&self.bin, &args, self.ports[id as usize - 1])
+        let env = self.env.get(&id).map_or(&[][..], Vec::as_slice);
+        NodeProcess::start_with_env(&self.bin, &args, env, self.ports[id as usize - 1])
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u32) -> PathBuf {
+        self.data_root.join(format!("node{id}"))
     }
 
     /// SIGKILLs node `id` (1-based).

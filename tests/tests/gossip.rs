@@ -1,7 +1,9 @@
 //! Gossip on a real 6-node cluster: after 200 commits node 6 is killed while the writer
 //! commits 10,500 more; the writer then goes away (its executor ends, so nothing is resent)
 //! and node 6 restarts. It must reach the same SCL as its peers through gossip alone and
-//! hold the same record bytes.
+//! hold the same record bytes. Before it restarts, each peer is armed
+//! (`HEXAD_FAULT_CORRUPT_REPAIR`) to send its first reply of pulled records with one byte
+//! flipped after the records' CRCs were computed: node 6 must reject it and ask again.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -77,6 +79,10 @@ fn a_stopped_node_catches_up_through_gossip_alone() {
     let opts = NodeOpts {
         file_bytes: 8 << 20,
         file_count: 8,
+        env: vec![(
+            "HEXAD_FAULT_CORRUPT_REPAIR".into(),
+            dir.join("fault-{id}").display().to_string(),
+        )],
         ..NodeOpts::default()
     };
     let cluster = RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts));
@@ -119,6 +125,9 @@ fn a_stopped_node_catches_up_through_gossip_alone() {
             // The executor ends here: the writer and its connections are gone, so node 6
             // gets nothing more from it.
         });
+    for id in 1..=5 {
+        std::fs::write(dir.join(format!("fault-{id}")), "1").unwrap();
+    }
     cluster.borrow_mut().restart(6);
     let cluster = cluster.into_inner();
     let started = Instant::now();
@@ -144,6 +153,10 @@ fn a_stopped_node_catches_up_through_gossip_alone() {
     assert!(
         pulled.gossip_records_pulled > 0,
         "node 6 got everything without gossip: the test did not stop it in time"
+    );
+    assert!(
+        pulled.repair_chunks_rejected >= 1,
+        "node 6 detected the corrupted reply of pulled records"
     );
     let (mine, theirs) = (
         records(&cluster, 6, peers_best),

@@ -1032,6 +1032,7 @@ impl Message {
                     NodeStats::FIELDS_V1 => NodeStats::FIELDS_V1,
                     NodeStats::FIELDS_V2 => NodeStats::FIELDS_V2,
                     NodeStats::FIELDS_V3 => NodeStats::FIELDS_V3,
+                    NodeStats::FIELDS_V4 => NodeStats::FIELDS_V4,
                     _ => NodeStats::FIELDS,
                 };
                 for v in &mut a[..fields] {

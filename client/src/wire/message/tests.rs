@@ -348,7 +348,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 scl: Lsn(s),
             }
         }),
-        any::<[u64; 19]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
+        any::<[u64; 22]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
         (0usize..15, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
             code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
             detail,

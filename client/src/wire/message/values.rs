@@ -213,15 +213,22 @@ pub struct NodeStats {
     /// Records (and their bytes) this node's gossip pulled from peers into its segments.
     pub gossip_records_pulled: u64,
     pub gossip_bytes_pulled: u64,
+    /// Page versions (and their page bytes) segment rebuilds copied from peers.
+    pub rebuild_pages_copied: u64,
+    pub rebuild_bytes_copied: u64,
+    /// Repair replies (gossip records, baseline chunks) that failed their CRC here and were
+    /// asked for again.
+    pub repair_chunks_rejected: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 19;
+    pub(super) const FIELDS: usize = 22;
     /// Fields a node sent before the page store, and before `page_writes` (shorter
     /// replies are still accepted; the missing fields read as 0).
     pub(super) const FIELDS_V1: usize = 8;
     pub(super) const FIELDS_V2: usize = 15;
     pub(super) const FIELDS_V3: usize = 17;
+    pub(super) const FIELDS_V4: usize = 19;
 
     /// Field-by-field sum (gauges too: the total over several shards).
     #[must_use]
@@ -251,6 +258,9 @@ impl NodeStats {
             self.chain_reads,
             self.gossip_records_pulled,
             self.gossip_bytes_pulled,
+            self.rebuild_pages_copied,
+            self.rebuild_bytes_copied,
+            self.repair_chunks_rejected,
         ]
     }
 
@@ -275,6 +285,9 @@ impl NodeStats {
             chain_reads: a[16],
             gossip_records_pulled: a[17],
             gossip_bytes_pulled: a[18],
+            rebuild_pages_copied: a[19],
+            rebuild_bytes_copied: a[20],
+            repair_chunks_rejected: a[21],
         }
     }
 }
