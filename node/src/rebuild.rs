@@ -401,7 +401,7 @@ impl<D: Disk + 'static> Shard<D> {
                 continue;
             }
             tries = 0;
-            let c = copied.get_or_insert_with(|| Copied {
+            let c = copied.get_or_insert(Copied {
                 floor,
                 volume_epoch,
                 truncations,
