@@ -42,6 +42,17 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts the nodes under `root/hexad-local-<pid>`; `root` must be on a real disk.
     pub fn start(root: &Path) -> Result<LocalCluster> {
+        let cluster = LocalCluster::prepare(root)?;
+        for id in 1..=NODES {
+            let child = cluster.spawn(id)?;
+            cluster.nodes.lock().expect("not poisoned")[id as usize - 1] = Some(child);
+        }
+        Ok(cluster)
+    }
+
+    /// Writes the cluster file and makes the data directory without starting a node (start
+    /// them with [`LocalCluster::handle`]'s `restart`).
+    pub fn prepare(root: &Path) -> Result<LocalCluster> {
         let dir = root.join(format!("hexad-local-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -72,21 +83,17 @@ impl LocalCluster {
         let file = dir.join("cluster.toml");
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         let map = ClusterMap::new(entries)?;
-        let cluster = LocalCluster {
+        Ok(LocalCluster {
             dir,
             map,
             file,
-            nodes: Arc::default(),
-        };
-        for id in 1..=NODES {
-            let child = cluster.spawn(id)?;
-            cluster
-                .nodes
-                .lock()
-                .expect("not poisoned")
-                .push(Some(child));
-        }
-        Ok(cluster)
+            nodes: Arc::new(Mutex::new((1..=NODES).map(|_| None).collect())),
+        })
+    }
+
+    /// Node `id`'s data directory.
+    pub fn node_dir(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("node{id}"))
     }
 
     /// Starts node `id` and waits for its ready line.

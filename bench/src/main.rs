@@ -15,6 +15,7 @@ mod pages;
 mod plot;
 mod quorum;
 mod raw;
+mod rebuild;
 mod recover;
 mod report;
 mod restart;
@@ -58,6 +59,9 @@ enum Command {
     Pages(pages::PagesArgs),
     /// Node restart time by page-store size (only the hot log is scanned).
     Restart(restart::RestartArgs),
+    /// Segment rebuild throughput from a peer's page baseline, and foreground commit
+    /// latency before and during it.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,9 +86,10 @@ fn main() -> ExitCode {
         (Some(Command::Recover(args)), _) => recover::run(&args),
         (Some(Command::Pages(args)), _) => pages::run(&args),
         (Some(Command::Restart(args)), _) => restart::run(&args),
+        (Some(Command::Rebuild(args)), _) => rebuild::run(&args),
         (None, Some(file)) => jobfile::run(&file),
         (None, None) => Err(anyhow::anyhow!(
-            "give a command (quickstart, write, recover, pages, restart) or a job file; --help lists them"
+            "give a command (quickstart, write, recover, pages, restart, rebuild) or a job file; --help lists them"
         )),
     };
     match result {

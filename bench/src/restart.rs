@@ -24,8 +24,9 @@ use hexad_node::hotlog::format::SegmentKey;
 use hexad_node::pagestore::format::{self, SLOT_BYTES};
 use serde::Serialize;
 
-const VOLUME: VolumeId = VolumeId(1);
-const PG: PgIndex = PgIndex(0);
+/// The volume and PG whose page store `fill` writes.
+pub(crate) const VOLUME: VolumeId = VolumeId(1);
+pub(crate) const PG: PgIndex = PgIndex(0);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_mins(5);
 /// Smallest page store measured: more pages than the appended records touch.
@@ -163,7 +164,7 @@ fn image(k: u64) -> [u8; PAGE_BYTES] {
 }
 
 /// Writes slot A of pages 0..pages (slot B stays a hole) and syncs.
-fn fill(path: &Path, pages: u64) -> Result<()> {
+pub(crate) fn fill(path: &Path, pages: u64) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(
         4 << 20,
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
