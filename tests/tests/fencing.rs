@@ -79,3 +79,33 @@ fn a_later_open_fences_the_older_writer_on_a_pg_it_never_saw() {
         });
     drop(cluster);
 }
+
+/// A volume opened while one node is down commits with the other five.
+#[test]
+fn a_volume_opened_with_a_node_down_commits_with_the_other_five() {
+    let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "open-node-down");
+    let mut cluster = Cluster::start(&bin(), &dir, 3, 2, &NodeOpts::default());
+    cluster.kill(6);
+    let map = cluster.map(2);
+    let mut cfg = VolumeConfig::new(VolumeId(82));
+    cfg.request_timeout = Duration::from_secs(2);
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let vol = Volume::open(map, cfg).await.expect("open with 5 of 6");
+            let started = std::time::Instant::now();
+            let lsn = vol
+                .append(&[change(FRESH_PG_PAGE, b"five")])
+                .await
+                .expect("append");
+            glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(vol.wait_durable(lsn).await)
+            })
+            .await
+            .expect("committed within 10 s with node 6 down")
+            .expect("committed");
+            eprintln!("committed with node 6 down in {:?}", started.elapsed());
+        });
+    drop(cluster);
+}
