@@ -207,6 +207,9 @@ impl<D: Disk + 'static> Shard<D> {
 
     /// Handles one decoded request.
     pub async fn handle(&self, msg: Message) -> Reply {
+        if let Some(reply) = request_segment(&msg).and_then(|key| self.check_owner(key)) {
+            return reply;
+        }
         match msg {
             Message::Hello { protocol_version } if protocol_version == PROTOCOL_VERSION => Reply::ok(Message::HelloOk {
                 protocol_version: PROTOCOL_VERSION,
@@ -227,9 +230,6 @@ impl<D: Disk + 'static> Shard<D> {
                 records,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 if let Some(reply) = check_batch(key, &records) {
                     return reply;
                 }
@@ -287,9 +287,6 @@ impl<D: Disk + 'static> Shard<D> {
             }
             Message::GetSegmentState { volume, pg } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 match self.segments.borrow().get(&key) {
                     Some(seg) => Reply::ok(Message::SegmentState {
                         volume,
@@ -311,9 +308,6 @@ impl<D: Disk + 'static> Shard<D> {
                 max_bytes,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::GetStats => Reply::ok(Message::Stats(self.stats())),
@@ -326,9 +320,6 @@ impl<D: Disk + 'static> Shard<D> {
                 page_head,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 if !pg.contains(page) {
                     return Reply::error(
                         ErrorCode::RecordOutsidePg,
@@ -347,9 +338,6 @@ impl<D: Disk + 'static> Shard<D> {
                 max_entries,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 let limit = (max_entries as usize).clamp(1, MAX_INDEX_ENTRIES);
                 let segs = self.segments.borrow();
                 let Some(seg) = segs.get(&key) else {
@@ -403,9 +391,6 @@ impl<D: Disk + 'static> Shard<D> {
                 max_bytes,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 self.pull_records(key, membership_epoch, after_lsn, to_lsn, max_bytes)
                     .await
             }
@@ -418,9 +403,6 @@ impl<D: Disk + 'static> Shard<D> {
                 max_bytes,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 self.serve_baseline(key, membership_epoch, pin, from_extent, max_bytes)
                     .await
             }
@@ -433,12 +415,6 @@ impl<D: Disk + 'static> Shard<D> {
                 slot,
                 release,
             } => {
-                if let Some(reply) = self.check_owner(SegmentKey {
-                    volume,
-                    pg: PgIndex(0),
-                }) {
-                    return reply;
-                }
                 self.claim_reader_slot(volume, reader, slot, release)
             }
             Message::Fence {
@@ -448,9 +424,6 @@ impl<D: Disk + 'static> Shard<D> {
                 mode,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 self.fence(key, epoch, mode).await
             }
             Message::Truncate {
@@ -459,9 +432,6 @@ impl<D: Disk + 'static> Shard<D> {
                 truncation,
             } => {
                 let key = SegmentKey { volume, pg };
-                if let Some(reply) = self.check_owner(key) {
-                    return reply;
-                }
                 self.truncate(key, truncation).await
             }
             other => Reply::error(
@@ -654,6 +624,27 @@ impl<D: Disk + 'static> Shard<D> {
             hot_log_files_free: u64::from(self.log.files_free()),
             hot_log_files: u64::from(self.log.file_count()),
         }
+    }
+}
+
+/// The segment a request is about (a reader slot's is PG 0's), whose owning shard must
+/// answer it.
+fn request_segment(msg: &Message) -> Option<SegmentKey> {
+    match *msg {
+        Message::AppendBatch { volume, pg, .. }
+        | Message::GetSegmentState { volume, pg }
+        | Message::FetchRecords { volume, pg, .. }
+        | Message::GetPage { volume, pg, .. }
+        | Message::FetchIndex { volume, pg, .. }
+        | Message::PullRecords { volume, pg, .. }
+        | Message::GetBaseline { volume, pg, .. }
+        | Message::Fence { volume, pg, .. }
+        | Message::Truncate { volume, pg, .. } => Some(SegmentKey { volume, pg }),
+        Message::ClaimReaderSlot { volume, .. } => Some(SegmentKey {
+            volume,
+            pg: PgIndex(0),
+        }),
+        _ => None,
     }
 }
 

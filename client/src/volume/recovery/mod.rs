@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod fence;
 mod state;
 
 use super::peer::append_batches;
@@ -39,7 +40,7 @@ use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::WRITE_QUORUM;
 use crate::types::{Lsn, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
 use crate::wire::message::MAX_INDEX_ENTRIES;
-use crate::wire::{ErrorCode, FenceMode, IndexEntry, Message, Record, SegmentView, Truncation};
+use crate::wire::{IndexEntry, Message, Record, SegmentView, Truncation};
 use state::{compute, OpenState};
 
 /// Segments of a PG that must answer before its state is known.
@@ -449,185 +450,6 @@ impl<'a> Opener<'a> {
             }
         }
         Ok((pgs, max_epoch))
-    }
-
-    /// Takes the new epoch: compare-and-set on PG 0, then raise it for the whole volume on
-    /// every shard, list the PGs again (a fenced writer may have started one since the
-    /// first list), and raise it on every PG but 0.
-    async fn fence(
-        &mut self,
-        pgs: &mut BTreeSet<PgIndex>,
-        epoch: VolumeEpoch,
-    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
-        let pg0 = BTreeSet::from([PgIndex(0)]);
-        let views0 = self.fence_pgs(&pg0, epoch, FenceMode::Exclusive).await?;
-        let won = views0.get(&PgIndex(0)).map_or(0, Vec::len);
-        if won < WRITE_QUORUM {
-            let answered = views0.values().flatten().map(|(n, _)| *n).collect();
-            let why = if self.seen_epoch >= epoch {
-                format!(
-                    "another open holds epoch {} (ours was {epoch}); taking a higher one",
-                    self.seen_epoch
-                )
-            } else {
-                format!(
-                    "PG 0: the new epoch {epoch} reached {won} segments, a write quorum is {WRITE_QUORUM}; no answer from {}",
-                    self.unanswered(PgIndex(0), &answered)
-                )
-            };
-            return Err(Failure::Retry(why));
-        }
-        self.fence_volume(epoch).await?;
-        pgs.extend(self.list().await?.0);
-        let rest: BTreeSet<PgIndex> = pgs.iter().copied().filter(|p| p.0 != 0).collect();
-        let mut views = self.fence_pgs(&rest, epoch, FenceMode::Raise).await?;
-        if self.seen_epoch > epoch {
-            return Err(Failure::Fatal(VolumeError::Fenced(format!(
-                "another open took epoch {} while this one was opening with {epoch}",
-                self.seen_epoch
-            ))));
-        }
-        views.extend(views0);
-        self.need(&views, READ_QUORUM)?;
-        Ok(views)
-    }
-
-    /// Raises `epoch` for the whole volume on every shard (`Fence` mode `Volume`). Without
-    /// it, a writer fenced only on the PGs an open listed could still get a write quorum on
-    /// a PG it starts afterwards. Needs every shard of enough nodes that no PG keeps a write
-    /// quorum of unfenced members.
-    async fn fence_volume(&mut self, epoch: VolumeEpoch) -> Result<(), Failure> {
-        let volume = self.cfg.volume;
-        let work = self
-            .conns
-            .keys()
-            .map(|c| {
-                let fence = Message::Fence {
-                    volume,
-                    pg: PgIndex(0),
-                    epoch,
-                    mode: FenceMode::Volume,
-                };
-                (*c, vec![fence])
-            })
-            .collect();
-        let mut done: BTreeMap<NodeId, u16> = BTreeMap::new();
-        for (conn, replies) in self.exchange(work).await {
-            match replies.into_iter().next() {
-                Some(Message::FenceOk { .. }) => *done.entry(conn.0).or_default() += 1,
-                Some(Message::Error {
-                    code: ErrorCode::StaleEpoch,
-                    detail,
-                    ..
-                }) => {
-                    self.seen_epoch = self.seen_epoch.max(VolumeEpoch(u64::from(detail)));
-                }
-                other => {
-                    self.down.insert(conn, format!("Fence volume: {other:?}"));
-                }
-            }
-        }
-        if self.seen_epoch > epoch {
-            return Err(Failure::Retry(format!(
-                "another open holds epoch {} (ours was {epoch}); taking a higher one",
-                self.seen_epoch
-            )));
-        }
-        let unfenced: BTreeSet<NodeId> = self
-            .cluster
-            .nodes()
-            .map(|n| NodeId(n.id))
-            .filter(|n| done.get(n).copied().unwrap_or(0) < self.shards(*n))
-            .collect();
-        if unfenced.len() < WRITE_QUORUM {
-            return Ok(());
-        }
-        let last = if self.cluster.nodes().count() > PG_MEMBERS {
-            MAX_PGS
-        } else {
-            1
-        };
-        for pg in (0..last).map(PgIndex) {
-            let members = self.cluster.pg_members(volume, pg);
-            if members.iter().filter(|m| unfenced.contains(m)).count() >= WRITE_QUORUM {
-                return Err(Failure::Retry(format!(
-                    "the volume-wide epoch {epoch} did not reach every shard of enough nodes: PG {pg} has a write quorum among nodes not fenced ({})",
-                    self.unanswered(pg, &done.keys().copied().collect())
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn look(
-        &mut self,
-        pgs: &BTreeSet<PgIndex>,
-    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
-        let views = self.fence_pgs(pgs, VolumeEpoch(0), FenceMode::Look).await?;
-        self.need(&views, READ_QUORUM)?;
-        Ok(views)
-    }
-
-    fn need(
-        &self,
-        views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>,
-        quorum: usize,
-    ) -> Result<(), Failure> {
-        for (pg, v) in views {
-            if v.len() < quorum {
-                let answered = v.iter().map(|(n, _)| *n).collect();
-                return Err(Failure::Retry(format!(
-                    "PG {pg}: {} of its segments answered, {quorum} are needed; no answer from {}",
-                    v.len(),
-                    self.unanswered(*pg, &answered)
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn fence_pgs(
-        &mut self,
-        pgs: &BTreeSet<PgIndex>,
-        epoch: VolumeEpoch,
-        mode: FenceMode,
-    ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
-        let volume = self.cfg.volume;
-        let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
-        for pg in pgs {
-            for m in self.cluster.pg_members(volume, *pg) {
-                work.entry(self.conn_of(m, *pg))
-                    .or_default()
-                    .push(Message::Fence {
-                        volume,
-                        pg: *pg,
-                        epoch,
-                        mode,
-                    });
-            }
-        }
-        let mut views: BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>> =
-            pgs.iter().map(|p| (*p, Vec::new())).collect();
-        for (conn, replies) in self.exchange(work).await {
-            for reply in replies {
-                match reply {
-                    Message::FenceOk { pg, view, .. } => {
-                        views.entry(pg).or_default().push((conn.0, view));
-                    }
-                    Message::Error {
-                        code: ErrorCode::StaleEpoch,
-                        detail,
-                        ..
-                    } => {
-                        self.seen_epoch = self.seen_epoch.max(VolumeEpoch(u64::from(detail)));
-                    }
-                    other => {
-                        self.down.insert(conn, format!("Fence: {other:?}"));
-                    }
-                }
-            }
-        }
-        Ok(views)
     }
 
     /// Fetches, for each PG, the index of its records in `(base, pgcl]` from the segment

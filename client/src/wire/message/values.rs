@@ -3,7 +3,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{decode_bool, MessageError};
+use super::decode::decode_bool;
+use super::MessageError;
 use crate::types::{Lsn, VolumeEpoch};
 use crate::wire::codec::{DecodeError, Reader};
 
