@@ -238,6 +238,7 @@ fn prepare_segment(dir: &std::path::Path, pages: u64) -> Result<()> {
             volume_epoch: VolumeEpoch(1),
             truncations: Vec::new(),
             floor: FLOOR,
+            ..SegmentMeta::default()
         },
     );
     meta.save()?;

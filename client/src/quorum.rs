@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::placement::PG_MEMBERS;
+use crate::membership::MemberSets;
 use crate::types::{Lsn, NodeId, PgIndex};
 
 /// Segments that must hold a record before it counts as durable.
@@ -60,8 +60,9 @@ pub struct Allocation {
 
 #[derive(Debug, Clone)]
 struct PgTrack {
-    members: [NodeId; PG_MEMBERS],
-    scl: [Lsn; PG_MEMBERS],
+    sets: MemberSets,
+    /// Every member of either set with the SCL it last reported.
+    scl: Vec<(NodeId, Lsn)>,
     pgcl: Lsn,
     last_lsn: Lsn,
     /// Allocated LSNs of this PG above its PGCL.
@@ -109,18 +110,47 @@ impl QuorumCore {
 
     /// Registers a PG with its members and the last LSN it already holds (its PG backlink
     /// head; `Lsn::NONE` for a new PG).
-    pub fn add_pg(&mut self, pg: PgIndex, members: [NodeId; PG_MEMBERS], last_lsn: Lsn) {
+    pub fn add_pg(&mut self, pg: PgIndex, sets: MemberSets, last_lsn: Lsn) {
         let prev = self.pgs.insert(
             pg,
             PgTrack {
-                members,
-                scl: [last_lsn; PG_MEMBERS],
+                sets,
+                scl: sets.nodes().into_iter().map(|n| (n, last_lsn)).collect(),
                 pgcl: last_lsn,
                 last_lsn,
                 pending: BTreeSet::new(),
             },
         );
         assert!(prev.is_none(), "PG {pg} added twice");
+    }
+
+    /// A newer membership of `pg` (a replacement step). Members it keeps keep their SCL; a
+    /// newcomer starts at 0 until it reports. PGCL never moves back: what is committed
+    /// stays committed (the replacement protocol keeps it on a quorum of every set,
+    /// `membership.rs`); from now on it advances only on a quorum of every set.
+    pub fn set_membership(&mut self, pg: PgIndex, sets: MemberSets) {
+        let Some(track) = self.pgs.get_mut(&pg) else {
+            return;
+        };
+        if sets.epoch <= track.sets.epoch {
+            return;
+        }
+        let old = std::mem::take(&mut track.scl);
+        track.scl = sets
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let known = old.iter().find(|(m, _)| *m == n).map(|(_, s)| *s);
+                (n, known.unwrap_or(Lsn::NONE))
+            })
+            .collect();
+        track.sets = sets;
+        self.recompute(pg);
+    }
+
+    /// The membership the core counts `pg` with.
+    pub fn membership(&self, pg: PgIndex) -> Option<MemberSets> {
+        self.pgs.get(&pg).map(|t| t.sets)
     }
 
     /// Whether `records` more records of `bytes` bytes in all may be allocated now. A
@@ -186,18 +216,28 @@ impl QuorumCore {
         let Some(track) = self.pgs.get_mut(&pg) else {
             return self.vdl;
         };
-        let Some(slot) = track.members.iter().position(|m| *m == node) else {
+        let Some(slot) = track.scl.iter().position(|(m, _)| *m == node) else {
             return self.vdl;
         };
         // A node never holds more of the PG than was allocated for it.
         let scl = scl.min(track.last_lsn);
-        if scl <= track.scl[slot] {
+        if scl <= track.scl[slot].1 {
             return self.vdl;
         }
-        track.scl[slot] = scl;
-        let mut sorted = track.scl;
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        let pgcl = sorted[WRITE_QUORUM - 1];
+        track.scl[slot].1 = scl;
+        self.recompute(pg);
+        self.vdl
+    }
+
+    /// Moves the PG's PGCL up to what its members' SCLs now prove, and VCL and VDL after it.
+    fn recompute(&mut self, pg: PgIndex) {
+        let track = self.pgs.get_mut(&pg).expect("recompute of a known PG");
+        let scls = &track.scl;
+        let pgcl = track.sets.quorum_point(|n| {
+            scls.iter()
+                .find(|(m, _)| *m == n)
+                .map_or(Lsn::NONE, |(_, s)| *s)
+        });
         if pgcl > track.pgcl {
             track.pgcl = pgcl;
             let covered: Vec<Lsn> = track.pending.range(..=pgcl).copied().collect();
@@ -207,7 +247,6 @@ impl QuorumCore {
             }
             self.advance();
         }
-        self.vdl
     }
 
     fn advance(&mut self) {
@@ -235,7 +274,7 @@ impl QuorumCore {
         let mut out = Vec::new();
         while let Some((&lsn, r)) = self.retained.first_key_value() {
             let track = &self.pgs[&r.pg];
-            let on_all = track.scl.iter().all(|s| *s >= lsn);
+            let on_all = track.scl.iter().all(|(_, s)| *s >= lsn);
             let aged = lsn <= track.pgcl
                 && now.duration_since(r.allocated_at) >= self.cfg.retain_after_quorum;
             if !(on_all || aged) {
@@ -284,16 +323,15 @@ impl QuorumCore {
     /// The SCL `node` last reported for `pg`, if it is a member.
     pub fn member_scl(&self, pg: PgIndex, node: NodeId) -> Option<Lsn> {
         let t = self.pgs.get(&pg)?;
-        t.members.iter().position(|m| *m == node).map(|i| t.scl[i])
+        t.scl.iter().find(|(m, _)| *m == node).map(|(_, s)| *s)
     }
 
     /// Members of `pg` that have not yet reported every record allocated for it: the ones
     /// a "quorum unavailable" error names.
     pub fn lagging(&self, pg: PgIndex) -> Vec<NodeId> {
         self.pgs.get(&pg).map_or_else(Vec::new, |t| {
-            t.members
+            t.scl
                 .iter()
-                .zip(t.scl)
                 .filter(|(_, s)| *s < t.last_lsn)
                 .map(|(m, _)| *m)
                 .collect()
@@ -304,6 +342,7 @@ impl QuorumCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::MembershipEpoch;
     use proptest::prelude::*;
 
     const MEMBERS: [NodeId; 6] = [
@@ -314,6 +353,10 @@ mod tests {
         NodeId(5),
         NodeId(6),
     ];
+
+    fn stable() -> MemberSets {
+        MemberSets::stable(MembershipEpoch::PLACEMENT, MEMBERS)
+    }
 
     fn core(after: u64, lal: u64) -> QuorumCore {
         let cfg = QuorumConfig {
@@ -328,8 +371,8 @@ mod tests {
         // PG1 holds the odd LSNs, PG2 the even ones (Verbitski et al., SIGMOD 2018, §4.1).
         let now = Instant::now();
         let mut q = core(100, DEFAULT_LAL);
-        q.add_pg(PgIndex(1), MEMBERS, Lsn::NONE);
-        q.add_pg(PgIndex(2), MEMBERS, Lsn::NONE);
+        q.add_pg(PgIndex(1), stable(), Lsn::NONE);
+        q.add_pg(PgIndex(2), stable(), Lsn::NONE);
         for lsn in 101..=105u64 {
             let pg = if lsn % 2 == 1 { PgIndex(1) } else { PgIndex(2) };
             let a = q.allocate(pg, true, 100, now).unwrap();
@@ -351,7 +394,7 @@ mod tests {
     fn three_acks_are_not_a_quorum() {
         let now = Instant::now();
         let mut q = core(0, DEFAULT_LAL);
-        q.add_pg(PgIndex(0), MEMBERS, Lsn::NONE);
+        q.add_pg(PgIndex(0), stable(), Lsn::NONE);
         let a = q.allocate(PgIndex(0), true, 10, now).unwrap();
         assert_eq!(a.prev_lsn_pg, Lsn::NONE);
         for node in &MEMBERS[..3] {
@@ -370,7 +413,7 @@ mod tests {
     fn vdl_is_the_highest_cpl_at_or_below_vcl() {
         let now = Instant::now();
         let mut q = core(0, DEFAULT_LAL);
-        q.add_pg(PgIndex(0), MEMBERS, Lsn::NONE);
+        q.add_pg(PgIndex(0), stable(), Lsn::NONE);
         q.allocate(PgIndex(0), false, 1, now).unwrap();
         q.allocate(PgIndex(0), true, 1, now).unwrap();
         q.allocate(PgIndex(0), false, 1, now).unwrap();
@@ -384,7 +427,7 @@ mod tests {
     fn lal_pushes_back_until_vdl_moves() {
         let now = Instant::now();
         let mut q = core(0, 3);
-        q.add_pg(PgIndex(0), MEMBERS, Lsn::NONE);
+        q.add_pg(PgIndex(0), stable(), Lsn::NONE);
         for _ in 0..3 {
             q.allocate(PgIndex(0), true, 10, now).unwrap();
         }
@@ -408,7 +451,7 @@ mod tests {
             retain_after_quorum: Duration::from_secs(1),
         };
         let mut q = QuorumCore::new(cfg, Lsn(0));
-        q.add_pg(PgIndex(0), MEMBERS, Lsn::NONE);
+        q.add_pg(PgIndex(0), stable(), Lsn::NONE);
         for _ in 0..4 {
             q.allocate(PgIndex(0), true, 10, now).unwrap();
         }
@@ -435,6 +478,61 @@ mod tests {
             "on all 6: released at once"
         );
         q.allocate(PgIndex(0), true, 990, now).unwrap();
+    }
+
+    #[test]
+    fn a_transitional_membership_counts_both_sets_and_keeps_what_was_committed() {
+        let now = Instant::now();
+        let mut q = core(0, DEFAULT_LAL);
+        q.add_pg(PgIndex(0), stable(), Lsn::NONE);
+        for _ in 0..4 {
+            q.allocate(PgIndex(0), true, 1, now).unwrap();
+        }
+        // 2 committed on nodes 1, 2, 3, 6.
+        for n in [1, 2, 3, 6] {
+            q.on_ack(PgIndex(0), NodeId(n), Lsn(2));
+        }
+        assert_eq!(q.vdl(), Lsn(2));
+        // Replace 6 with 7: the new set 1..5 + 7 holds 2 on only three nodes, yet what was
+        // committed stays committed.
+        let new = [1, 2, 3, 4, 5, 7].map(NodeId);
+        q.set_membership(
+            PgIndex(0),
+            MemberSets {
+                epoch: MembershipEpoch(2),
+                old: MEMBERS,
+                new: Some(new),
+            },
+        );
+        assert_eq!(q.vdl(), Lsn(2));
+        assert_eq!(q.member_scl(PgIndex(0), NodeId(7)), Some(Lsn::NONE));
+        assert_eq!(q.member_scl(PgIndex(0), NodeId(6)), Some(Lsn(2)));
+        // 4 of the old set (1 2 3 6) is not enough for 3 any more...
+        for n in [1, 2, 3, 6] {
+            q.on_ack(PgIndex(0), NodeId(n), Lsn(3));
+        }
+        assert_eq!(q.vdl(), Lsn(2));
+        // ...until the new set has 4 too (1 2 3 7).
+        q.on_ack(PgIndex(0), NodeId(7), Lsn(3));
+        assert_eq!(q.vdl(), Lsn(3));
+        // An older membership is ignored; the final step drops node 6.
+        q.set_membership(PgIndex(0), MemberSets::stable(MembershipEpoch(1), MEMBERS));
+        assert_eq!(q.membership(PgIndex(0)).unwrap().epoch, MembershipEpoch(2));
+        q.set_membership(PgIndex(0), MemberSets::stable(MembershipEpoch(3), new));
+        assert_eq!(q.member_scl(PgIndex(0), NodeId(6)), None);
+        for n in [1, 2, 4, 7] {
+            q.on_ack(PgIndex(0), NodeId(n), Lsn(4));
+        }
+        assert_eq!(q.vdl(), Lsn(4));
+        assert_eq!(
+            q.release(now),
+            Vec::<Lsn>::new(),
+            "LSN 1 is not on node 5 yet"
+        );
+        for n in [3, 5] {
+            q.on_ack(PgIndex(0), NodeId(n), Lsn(4));
+        }
+        assert_eq!(q.release(now).len(), 4, "on every member of the new set");
     }
 
     #[derive(Debug, Clone)]
@@ -464,7 +562,7 @@ mod tests {
             let mut allocated: Vec<(Lsn, u32, bool)> = Vec::new();
             let mut scl = [[Lsn(0); 6]; 3];
             for pg in 0..3 {
-                q.add_pg(PgIndex(pg), MEMBERS, Lsn::NONE);
+                q.add_pg(PgIndex(pg), stable(), Lsn::NONE);
             }
             let (mut last_vcl, mut last_vdl) = (Lsn(0), Lsn(0));
             for s in steps {

@@ -56,7 +56,7 @@ impl<D: Disk + 'static> Shard<D> {
         // Durable: now the segment refuses older writers.
         let mut segs = self.segments.borrow_mut();
         let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        seg.observe_epochs(epoch, hexad_client::MembershipEpoch(0));
+        seg.observe_epoch(epoch);
         let mut view = view_of(seg);
         view.writer_vdl = self.writer_vdl(key.volume).max(view.writer_vdl);
         Reply::ok(Message::FenceOk {

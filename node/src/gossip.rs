@@ -109,18 +109,23 @@ impl<D: Disk + 'static> Shard<D> {
         conns: &mut HashMap<SocketAddr, Rc<Pipelined>>,
         key: SegmentKey,
     ) -> Result<(), String> {
-        let Some((scl, epoch)) = self
+        let me = self.id.node_id;
+        let Some((scl, membership)) = self
             .segments
             .borrow()
             .get(&key)
-            .map(|s| (s.scl(), s.membership_epoch))
+            .filter(|s| !s.retired_from(me))
+            .map(|s| (s.scl(), s.membership))
         else {
             return Ok(());
         };
-        let me = self.id.node_id;
+        let epoch = membership.epoch;
+        let peers = membership
+            .resolve(cluster.pg_members(key.volume, key.pg))
+            .nodes();
         let mut best: Option<PeerState> = None;
         let mut answered = 0;
-        for node in cluster.pg_members(key.volume, key.pg) {
+        for node in peers {
             if node == me {
                 continue;
             }
@@ -139,10 +144,17 @@ impl<D: Disk + 'static> Shard<D> {
             };
             match reply {
                 Ok(Message::SegmentState {
+                    membership_epoch, ..
+                }) if membership_epoch > epoch => {
+                    // A step this segment missed (it was down, or the operator's request
+                    // did not reach it): learn it, and gossip with the new set next round.
+                    return self.learn_membership(conns, addr, key).await;
+                }
+                Ok(Message::SegmentState {
                     scl: theirs,
                     membership_epoch,
                     ..
-                }) if membership_epoch >= epoch => {
+                }) if membership_epoch == epoch => {
                     answered += 1;
                     if theirs > best.as_ref().map_or(scl, |b| b.scl) {
                         best = Some(PeerState { addr, scl: theirs });
@@ -187,8 +199,32 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
+    /// Asks the peer at `addr` for the PG's membership and takes it if newer.
+    async fn learn_membership(
+        &self,
+        conns: &mut HashMap<SocketAddr, Rc<Pipelined>>,
+        addr: SocketAddr,
+        key: SegmentKey,
+    ) -> Result<(), String> {
+        let c = conn(conns, addr).await?;
+        let reply = c
+            .call(Message::GetMembership {
+                volume: key.volume,
+                pg: key.pg,
+            })
+            .await?;
+        let Message::MembershipIs { membership, .. } = reply else {
+            return Err(format!("{addr}: GetMembership answered {reply:?}"));
+        };
+        self.adopt_membership(key, membership)
+            .await
+            .map(|_| ())
+            .map_err(|r| format!("{:?}", r.message))
+    }
+
     /// Starts, empty, every segment a peer holds that this shard should hold too (a wiped
-    /// or new node); gossip then fills it.
+    /// or new node); gossip then fills it. A PG whose membership was changed counts this
+    /// node only if the peer's membership names it.
     async fn discover(&self, cluster: &ClusterMap, conns: &mut HashMap<SocketAddr, Rc<Pipelined>>) {
         let me = self.id.node_id;
         let shards = self.id.shard_ports.len() as u16;
@@ -206,26 +242,55 @@ impl<D: Disk + 'static> Shard<D> {
                 conns.remove(&addr);
                 continue;
             };
-            let mut segs = self.segments.borrow_mut();
             for s in segments {
                 let key = SegmentKey {
                     volume: s.volume,
                     pg: s.pg,
                 };
-                if segs.contains_key(&key)
+                if self.segments.borrow().contains_key(&key)
                     || segment_shard(s.volume, s.pg, shards) != self.id.shard
-                    || !cluster.pg_members(s.volume, s.pg).contains(&me)
                 {
+                    continue;
+                }
+                let placement = cluster.pg_members(s.volume, s.pg);
+                if s.membership_epoch > MembershipEpoch::PLACEMENT {
+                    let Ok(Message::MembershipIs { membership, .. }) =
+                        (match conn(conns, addr).await {
+                            Ok(c) => {
+                                c.call(Message::GetMembership {
+                                    volume: s.volume,
+                                    pg: s.pg,
+                                })
+                                .await
+                            }
+                            Err(e) => Err(e),
+                        })
+                    else {
+                        continue;
+                    };
+                    if !membership.resolve(placement).contains(me) {
+                        continue;
+                    }
+                    eprintln!(
+                        "hexad-node: volume {} pg {}: held by {addr}, whose membership epoch {} names this node; starting it empty for gossip to fill",
+                        s.volume, s.pg, membership.epoch
+                    );
+                    if let Err(r) = self.adopt_membership(key, membership).await {
+                        eprintln!(
+                            "hexad-node: volume {} pg {}: {:?}",
+                            s.volume, s.pg, r.message
+                        );
+                    }
+                    continue;
+                }
+                if !placement.contains(&me) {
                     continue;
                 }
                 eprintln!(
                     "hexad-node: volume {} pg {}: held by {addr} and a member here, but missing; starting it empty for gossip to fill",
                     s.volume, s.pg
                 );
-                // It joins at the PG's membership epoch as its peers know it.
-                let mut seg = Segment::new(key);
-                seg.observe_epochs(VolumeEpoch(0), s.membership_epoch);
-                segs.insert(key, seg);
+                self.segments.borrow_mut().insert(key, Segment::new(key));
             }
         }
     }
@@ -354,7 +419,7 @@ impl<D: Disk + 'static> Shard<D> {
                 .into_iter()
                 .filter(|r| r.lsn > seg.floor() && !seg.holds(r.lsn) && key.pg.contains(r.page))
                 .collect();
-            (fresh, seg.membership_epoch)
+            (fresh, seg.membership_epoch())
         };
         if fresh.is_empty() {
             return Ok(0);

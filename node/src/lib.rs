@@ -21,6 +21,7 @@ pub mod disk;
 mod fencing;
 mod gossip;
 pub mod hotlog;
+mod membership;
 pub mod meta;
 mod pages;
 pub mod pagestore;

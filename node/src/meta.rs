@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hexad_client::membership::Membership;
 use hexad_client::wire::codec::Reader;
 use hexad_client::wire::Truncation;
 use hexad_client::{Lsn, PgIndex, VolumeEpoch, VolumeId};
@@ -20,21 +21,35 @@ use hexad_client::{Lsn, PgIndex, VolumeEpoch, VolumeId};
 use crate::hotlog::format::SegmentKey;
 
 const MAGIC: &[u8; 4] = b"HXSM";
-/// Version 2 added each segment's coalesced floor, version 3 the volume-wide epochs;
-/// older files still load (floor 0, no volume epochs).
-const VERSION: u16 = 3;
+/// Version 2 added each segment's coalesced floor, version 3 the volume-wide epochs,
+/// version 4 each segment's membership; older files still load (floor 0, no volume
+/// epochs, the placement default).
+const VERSION: u16 = 4;
 const FILE: &str = "segments.meta";
 const TMP: &str = "segments.meta.tmp";
 /// Most truncation ranges kept per segment: one per volume open that reached it.
 pub const MAX_TRUNCATIONS: usize = 4096;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentMeta {
     pub volume_epoch: VolumeEpoch,
     pub truncations: Vec<Truncation>,
     /// Every record of the segment at or below this LSN is in a synced page version and
     /// may be gone from the hot log: the segment's SCL starts here after a restart.
     pub floor: Lsn,
+    /// Who holds the PG, as the segment last learned it (DESIGN §8).
+    pub membership: Membership,
+}
+
+impl Default for SegmentMeta {
+    fn default() -> Self {
+        SegmentMeta {
+            volume_epoch: VolumeEpoch::default(),
+            truncations: Vec::new(),
+            floor: Lsn::NONE,
+            membership: Membership::placement(),
+        }
+    }
 }
 
 /// The metadata of every segment of a shard; `dir: None` keeps it in memory (tests).
@@ -125,6 +140,7 @@ fn encode(segments: &BTreeMap<SegmentKey, SegmentMeta>, volumes: &Volumes) -> By
         b.put_u32_le(meta.truncations.len() as u32);
         b.put_u64_le(meta.volume_epoch.0);
         b.put_u64_le(meta.floor.0);
+        meta.membership.encode(&mut b);
         for t in &meta.truncations {
             t.encode(&mut b);
         }
@@ -179,6 +195,11 @@ fn decode(bytes: &[u8]) -> Result<(BTreeMap<SegmentKey, SegmentMeta>, Volumes), 
         } else {
             Lsn::NONE
         };
+        let membership = if version >= 4 {
+            Membership::decode(&mut r).map_err(|x| e(&x))?
+        } else {
+            Membership::placement()
+        };
         let truncations = (0..n)
             .map(|_| Truncation::decode(&mut r).map_err(|x| e(&x)))
             .collect::<Result<_, _>>()?;
@@ -188,6 +209,7 @@ fn decode(bytes: &[u8]) -> Result<(BTreeMap<SegmentKey, SegmentMeta>, Volumes), 
                 volume_epoch,
                 truncations,
                 floor,
+                membership,
             },
         );
     }
@@ -222,6 +244,13 @@ mod tests {
                     sealed: true,
                 }],
                 floor: Lsn(90),
+                membership: Membership {
+                    epoch: hexad_client::MembershipEpoch(3),
+                    members: hexad_client::membership::Members::Transitional {
+                        old: [1, 2, 3, 4, 5, 6].map(hexad_client::NodeId),
+                        new: [1, 2, 3, 4, 5, 7].map(hexad_client::NodeId),
+                    },
+                },
             },
         );
         m
@@ -249,6 +278,7 @@ mod tests {
         let mut v1 = sample();
         for m in v1.values_mut() {
             m.floor = Lsn::NONE;
+            m.membership = Membership::placement();
         }
         // Version 1: the same layout without the floor word.
         let mut b = BytesMut::new();
@@ -269,6 +299,38 @@ mod tests {
         let crc = crc32c::crc32c(&b);
         b.put_u32_le(crc);
         assert_eq!(decode(&b).unwrap(), (v1, Volumes::new()));
+    }
+
+    #[test]
+    fn a_version_3_file_loads_with_the_placement_default() {
+        let mut v3 = sample();
+        for m in v3.values_mut() {
+            m.membership = Membership::placement();
+        }
+        let volumes = Volumes::from([(VolumeId(7), VolumeEpoch(5))]);
+        // Version 3: version 4's layout without the membership.
+        let mut b = BytesMut::new();
+        b.put_slice(MAGIC);
+        b.put_u16_le(3);
+        b.put_u16_le(0);
+        b.put_u32_le(1);
+        b.put_u32_le(0);
+        for (key, meta) in &v3 {
+            b.put_u64_le(key.volume.0);
+            b.put_u32_le(key.pg.0);
+            b.put_u32_le(meta.truncations.len() as u32);
+            b.put_u64_le(meta.volume_epoch.0);
+            b.put_u64_le(meta.floor.0);
+            for t in &meta.truncations {
+                t.encode(&mut b);
+            }
+        }
+        b.put_u32_le(1);
+        b.put_u64_le(7);
+        b.put_u64_le(5);
+        let crc = crc32c::crc32c(&b);
+        b.put_u32_le(crc);
+        assert_eq!(decode(&b).unwrap(), (v3, volumes));
     }
 
     #[test]

@@ -94,24 +94,6 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
-    /// Refuses a repair request from a member that knows an older membership epoch.
-    pub(crate) fn check_membership(
-        &self,
-        key: SegmentKey,
-        membership_epoch: MembershipEpoch,
-    ) -> Option<Reply> {
-        let mine = self.segments.borrow().get(&key).map(|s| s.membership_epoch);
-        let mine = mine.filter(|m| *m > membership_epoch)?;
-        Some(Reply::error(
-            ErrorCode::StaleEpoch,
-            0,
-            format!(
-                "volume {} pg {}: repair request of membership epoch {membership_epoch}, this segment is at {mine}",
-                key.volume, key.pg
-            ),
-        ))
-    }
-
     /// Fault injection (tests): whether to corrupt this repair reply. With
     /// `HEXAD_FAULT_CORRUPT_REPAIR=FILE`, the shard does nothing until FILE exists, then
     /// corrupts as many repair replies (with records or pages) as the number in it says, by
@@ -275,7 +257,7 @@ impl<D: Disk + 'static> Shard<D> {
                 holes: seg.holes(),
                 rebuild: seg.rebuild,
                 volume_epoch: seg.volume_epoch,
-                membership_epoch: seg.membership_epoch,
+                membership_epoch: seg.membership_epoch(),
                 gossip_records: seg.gossip_records,
                 gossip_bytes: seg.gossip_bytes,
                 rebuild_pages: seg.rebuild_pages,
@@ -301,7 +283,7 @@ impl<D: Disk + 'static> Shard<D> {
             let mut segs = self.segments.borrow_mut();
             let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
             seg.rebuild = RebuildPhase::Copying;
-            seg.membership_epoch
+            seg.membership_epoch()
         };
         eprintln!(
             "hexad-node: rebuilding volume {} pg {} from {peer}: copying its page baseline",
@@ -492,7 +474,7 @@ impl<D: Disk + 'static> Shard<D> {
             .map_err(|r| format!("{:?}", r.message))?;
         let mut segs = self.segments.borrow_mut();
         let seg = segs.entry(key).or_insert_with(|| Segment::new(key));
-        seg.observe_epochs(c.volume_epoch, MembershipEpoch(0));
+        seg.observe_epoch(c.volume_epoch);
         for t in &c.truncations {
             if let Err(e) = seg.add_truncation(*t) {
                 eprintln!(
@@ -512,7 +494,7 @@ impl<D: Disk + 'static> Shard<D> {
             .segments
             .borrow()
             .get(&key)
-            .map_or(MembershipEpoch(0), |s| s.membership_epoch);
+            .map_or(MembershipEpoch(0), Segment::membership_epoch);
         let _ = conn
             .call(Message::GetBaseline {
                 volume: key.volume,

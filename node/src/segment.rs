@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use hexad_client::membership::{Members, Membership};
 use hexad_client::wire::{PageLink, RebuildPhase, Truncation};
-use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
+use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
 
@@ -40,7 +41,10 @@ pub struct Segment {
     successors: HashMap<Lsn, Lsn>,
     scl: Lsn,
     pub volume_epoch: VolumeEpoch,
-    pub membership_epoch: MembershipEpoch,
+    /// Who holds the PG, as this segment last learned it (`SetMembership`, or a peer's
+    /// newer word through gossip); the placement default until then. Persisted in
+    /// `segments.meta`.
+    pub membership: Membership,
     /// Highest epoch among the records held.
     max_record_epoch: VolumeEpoch,
     truncations: Vec<Truncation>,
@@ -76,7 +80,7 @@ impl Segment {
             successors: HashMap::new(),
             scl: Lsn::NONE,
             volume_epoch: VolumeEpoch(0),
-            membership_epoch: MembershipEpoch(0),
+            membership: Membership::placement(),
             max_record_epoch: VolumeEpoch(0),
             truncations: Vec::new(),
             dirty: BTreeSet::new(),
@@ -420,9 +424,22 @@ impl Segment {
         (latest, sealed)
     }
 
-    pub fn observe_epochs(&mut self, volume: VolumeEpoch, membership: MembershipEpoch) {
+    pub fn observe_epoch(&mut self, volume: VolumeEpoch) {
         self.volume_epoch = self.volume_epoch.max(volume);
-        self.membership_epoch = self.membership_epoch.max(membership);
+    }
+
+    pub fn membership_epoch(&self) -> MembershipEpoch {
+        self.membership.epoch
+    }
+
+    /// Whether a membership change took `node` out of this PG: the segment stays on disk
+    /// but gossips no more, and writers no longer send to it.
+    pub fn retired_from(&self, node: NodeId) -> bool {
+        match self.membership.members {
+            Members::Placement => false,
+            Members::Stable(set) => !set.contains(&node),
+            Members::Transitional { old, new } => !old.contains(&node) && !new.contains(&node),
+        }
     }
 
     pub fn scl(&self) -> Lsn {

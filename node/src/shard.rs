@@ -147,7 +147,8 @@ impl<D: Disk + 'static> Shard<D> {
         // Epochs and truncation ranges first, so that replaying the log drops what they annul.
         for (key, m) in &meta.segments {
             let mut seg = Segment::new(*key);
-            seg.observe_epochs(m.volume_epoch, hexad_client::MembershipEpoch(0));
+            seg.observe_epoch(m.volume_epoch);
+            seg.membership = m.membership;
             seg.restore_floor(m.floor);
             for t in &m.truncations {
                 seg.add_truncation(*t).map_err(std::io::Error::other)?;
@@ -237,6 +238,9 @@ impl<D: Disk + 'static> Shard<D> {
                 if volume_epoch < fenced {
                     return stale_epoch(key, volume_epoch, fenced);
                 }
+                if let Some(reply) = self.check_membership(key, membership_epoch) {
+                    return reply;
+                }
                 if let Some(seg) = self.segments.borrow().get(&key) {
                     if volume_epoch < seg.volume_epoch {
                         return stale_epoch(key, volume_epoch, seg.volume_epoch);
@@ -275,6 +279,11 @@ impl<D: Disk + 'static> Shard<D> {
                         if now > volume_epoch {
                             return stale_epoch(key, volume_epoch, now);
                         }
+                        // Likewise a membership step: a node that took it acks no batch of
+                        // the epoch before (`hexad_client::membership`).
+                        if let Some(reply) = self.check_membership(key, membership_epoch) {
+                            return reply;
+                        }
                         self.records_appended.set(self.records_appended.get() + count);
                         self.bytes_appended.set(self.bytes_appended.get() + bytes);
                         self.batches_acked.set(self.batches_acked.get() + 1);
@@ -295,7 +304,7 @@ impl<D: Disk + 'static> Shard<D> {
                         highest_lsn: seg.highest_lsn(),
                         record_count: seg.record_count(),
                         volume_epoch: seg.volume_epoch,
-                        membership_epoch: seg.membership_epoch,
+                        membership_epoch: seg.membership_epoch(),
                     }),
                     None => no_such_segment(key),
                 }
@@ -406,6 +415,14 @@ impl<D: Disk + 'static> Shard<D> {
                 self.serve_baseline(key, membership_epoch, pin, from_extent, max_bytes)
                     .await
             }
+            Message::GetMembership { volume, pg } => {
+                self.get_membership(SegmentKey { volume, pg })
+            }
+            Message::SetMembership {
+                volume,
+                pg,
+                membership,
+            } => self.set_membership(SegmentKey { volume, pg }, membership).await,
             Message::GetSegmentStats => Reply::ok(Message::SegmentStats {
                 segments: self.segment_stats(),
             }),
@@ -639,6 +656,8 @@ fn request_segment(msg: &Message) -> Option<SegmentKey> {
         | Message::PullRecords { volume, pg, .. }
         | Message::GetBaseline { volume, pg, .. }
         | Message::Fence { volume, pg, .. }
+        | Message::GetMembership { volume, pg }
+        | Message::SetMembership { volume, pg, .. }
         | Message::Truncate { volume, pg, .. } => Some(SegmentKey { volume, pg }),
         Message::ClaimReaderSlot { volume, .. } => Some(SegmentKey {
             volume,
@@ -732,7 +751,7 @@ fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
     let seg = segments
         .entry(r.segment)
         .or_insert_with(|| Segment::new(r.segment));
-    seg.observe_epochs(r.volume_epoch, r.membership_epoch);
+    seg.observe_epoch(r.volume_epoch);
     seg.insert(RecordMeta {
         lsn: r.lsn,
         prev_lsn_pg: r.prev_lsn_pg,

@@ -5,6 +5,7 @@
 //! [`Volume::open`] recovers the volume from storage and fences older writers first (see
 //! [`recovery`]); [`Volume::attach_reader`] does the read-only half of that.
 
+mod members;
 mod peer;
 mod pipelined;
 mod read;
@@ -28,10 +29,11 @@ pub use read::PageRead;
 pub use reader::VolumeReader;
 pub use recovery::{Recovered, RecoveryStep};
 
+use crate::membership::MemberSets;
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::{BackPressure, QuorumConfig, QuorumCore};
 use crate::sync::Notify;
-use crate::types::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeId, MAX_PGS};
+use crate::types::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeId, MAX_PGS};
 use crate::wire::{Message, Op, PageLink, Record};
 
 /// How often a back-pressured append re-checks whether retained records have aged out.
@@ -119,7 +121,14 @@ pub(crate) struct Inner {
     /// The engine's oldest read point (PGMRPL); `None` follows VDL.
     min_read_point: Cell<Option<Lsn>>,
     core: RefCell<QuorumCore>,
-    members: RefCell<HashMap<PgIndex, [NodeId; PG_MEMBERS]>>,
+    /// Each PG's membership as the writer counts it (`membership.rs`); refreshed from the
+    /// nodes when one answers `StaleMembership`.
+    members: RefCell<HashMap<PgIndex, MemberSets>>,
+    /// PGs a node said have a newer membership than `members`, with the epoch it named.
+    stale_members: RefCell<HashMap<PgIndex, MembershipEpoch>>,
+    /// Set while one task asks the nodes for newer memberships; others wait for it.
+    refreshing: Cell<bool>,
+    members_changed: Notify,
     peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
     /// Records kept for resending until the core releases them.
     retained: RefCell<BTreeMap<Lsn, (PgIndex, Record)>>,
@@ -162,6 +171,9 @@ impl Volume {
                 min_read_point: Cell::new(min_read_point),
                 core: RefCell::new(core),
                 members: RefCell::new(members),
+                stale_members: RefCell::default(),
+                refreshing: Cell::new(false),
+                members_changed: Notify::default(),
                 peers: RefCell::default(),
                 retained: RefCell::default(),
                 page_heads: RefCell::default(),
@@ -196,7 +208,7 @@ impl Volume {
             return Err(VolumeError::PageOutOfRange(page));
         }
         let read = read_point.unwrap_or_else(|| inner.core.borrow().vdl());
-        let Some(members) = inner.members.borrow().get(&pg).copied() else {
+        let Some(members) = inner.members.borrow().get(&pg).map(MemberSets::nodes) else {
             // Nothing was ever written to this PG.
             return Ok(PageRead {
                 page_lsn: Lsn::NONE,
@@ -292,7 +304,7 @@ impl Volume {
         let mut commit = Lsn::NONE;
         for (i, c) in changes.iter().enumerate() {
             let pg = c.page.pg();
-            let members = inner.members_of(pg);
+            let members = inner.members_of(pg).nodes();
             let alloc = inner
                 .core
                 .borrow_mut()
@@ -380,15 +392,21 @@ impl Volume {
         self.inner.core.borrow().vcl()
     }
 
-    /// The 6 nodes of a PG.
+    /// The 6 nodes of a PG (during a replacement, the set it started from; see
+    /// [`Volume::membership`]).
     pub fn members(&self, pg: PgIndex) -> [NodeId; PG_MEMBERS] {
+        self.inner.members_of(pg).old
+    }
+
+    /// The PG's membership as this writer counts quorums: epoch and set(s).
+    pub fn membership(&self, pg: PgIndex) -> MemberSets {
         self.inner.members_of(pg)
     }
 
     /// Per segment of `pg`: each member and the SCL it last reported (its acknowledged LSN:
     /// it holds every record of the PG up to there).
     pub fn segment_scls(&self, pg: PgIndex) -> Vec<(NodeId, Lsn)> {
-        let members = self.inner.members_of(pg);
+        let members = self.inner.members_of(pg).nodes();
         let core = self.inner.core.borrow();
         members
             .iter()
@@ -425,7 +443,7 @@ impl Inner {
             .members
             .borrow()
             .iter()
-            .filter(|(pg, m)| m.contains(&node) && self.shard_of(node, **pg) == shard)
+            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, **pg) == shard)
             .filter_map(|(pg, _)| Some((*pg, core.complete_point(*pg, vdl)?)))
             .collect();
         Message::Progress {
@@ -458,7 +476,7 @@ impl Inner {
             .members
             .borrow()
             .iter()
-            .filter(|(pg, m)| m.contains(&node) && self.shard_of(node, **pg) == shard)
+            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, **pg) == shard)
             .map(|(pg, _)| *pg)
             .collect();
         pgs.sort_unstable();
@@ -471,11 +489,12 @@ impl Inner {
             .collect()
     }
 
-    fn members_of(self: &Rc<Self>, pg: PgIndex) -> [NodeId; PG_MEMBERS] {
+    fn members_of(&self, pg: PgIndex) -> MemberSets {
         if let Some(m) = self.members.borrow().get(&pg) {
             return *m;
         }
-        let m = self.cluster.pg_members(self.cfg.volume, pg);
+        let placement = self.cluster.pg_members(self.cfg.volume, pg);
+        let m = MemberSets::stable(MembershipEpoch::PLACEMENT, placement);
         self.members.borrow_mut().insert(pg, m);
         self.core.borrow_mut().add_pg(pg, m, Lsn::NONE);
         m
@@ -531,7 +550,7 @@ impl Inner {
             .borrow()
             .iter()
             .filter(|(lsn, (pg, _))| {
-                members.get(pg).is_some_and(|m| m.contains(&node))
+                members.get(pg).is_some_and(|m| m.contains(node))
                     && self.shard_of(node, *pg) == shard
                     && core.member_scl(*pg, node).is_some_and(|scl| scl < **lsn)
             })
@@ -542,9 +561,9 @@ impl Inner {
     fn unavailable(&self, lsn: Lsn, started: Instant, extra: &str) -> VolumeError {
         let core = self.core.borrow();
         let mut detail = String::new();
-        for (pg, _) in self.members.borrow().iter() {
+        for (pg, m) in self.members.borrow().iter() {
             let lagging = core.lagging(*pg);
-            if lagging.len() > PG_MEMBERS - crate::quorum::WRITE_QUORUM {
+            if !m.write_quorum(|n| !lagging.contains(&n)) {
                 let errors: Vec<String> = self
                     .peers
                     .borrow()

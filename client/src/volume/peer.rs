@@ -13,7 +13,7 @@
 //! records that arrive while a write is in progress ride the next write. No timer waits.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -210,16 +210,24 @@ impl Peer {
                 }
             }
         }
+        // A node refused a batch for a newer membership: learn it before resending.
+        inner.refresh_memberships().await;
         self.connected.set(true);
-        // Resend what this node may have missed while it was away.
+        // Resend what this node may have missed while it was away (or refused).
         let missing = inner.missing_for(self.node, self.shard);
         if !missing.is_empty() {
+            // In LSN order and each once: what was queued while away is mostly among the
+            // missing records, and a batch must not go back in LSN.
             let mut out = self.outbox.borrow_mut();
-            let newer = std::mem::take(&mut *out);
-            *out = missing;
-            out.extend(newer);
+            let all: BTreeMap<Lsn, (PgIndex, Record)> = missing
+                .into_iter()
+                .chain(std::mem::take(&mut *out))
+                .map(|(pg, r)| (r.lsn, (pg, r)))
+                .collect();
+            *out = all.into_values().collect();
         }
-        let in_flight: Rc<RefCell<HashMap<u64, Instant>>> = Rc::default();
+        // Request id → when it was sent, and the PG of a batch.
+        let in_flight: Rc<RefCell<HashMap<u64, (Instant, Option<PgIndex>)>>> = Rc::default();
         // Dropped with the session: waiting readers then see the connection broke.
         let waiting: Rc<RefCell<HashMap<u64, Sender<Message>>>> = Rc::default();
         let reader_done = Rc::new(Cell::new(false));
@@ -246,7 +254,7 @@ impl Peer {
             if reader_done.get() {
                 break Err("connection closed by the node".to_string());
             }
-            let oldest = in_flight.borrow().values().min().copied();
+            let oldest = in_flight.borrow().values().map(|(at, _)| *at).min();
             if let Some(sent) = oldest {
                 if sent.elapsed() > cfg.request_timeout {
                     break Err(format!(
@@ -291,12 +299,16 @@ impl Peer {
             let now = Instant::now();
             for msg in batches(inner, batch) {
                 msg.encode_frame(next_id, &mut frames);
-                in_flight.borrow_mut().insert(next_id, now);
+                let pg = match &msg {
+                    Message::AppendBatch { pg, .. } => Some(*pg),
+                    _ => None,
+                };
+                in_flight.borrow_mut().insert(next_id, (now, pg));
                 next_id += 1;
             }
             for (msg, reply) in requests {
                 msg.encode_frame(next_id, &mut frames);
-                in_flight.borrow_mut().insert(next_id, now);
+                in_flight.borrow_mut().insert(next_id, (now, None));
                 waiting.borrow_mut().insert(next_id, reply);
                 next_id += 1;
             }
@@ -314,7 +326,7 @@ impl Peer {
         rd: &mut R,
         mut buf: BytesMut,
         inner: &Weak<Inner>,
-        in_flight: &RefCell<HashMap<u64, Instant>>,
+        in_flight: &RefCell<HashMap<u64, (Instant, Option<PgIndex>)>>,
         waiting: &RefCell<HashMap<u64, Sender<Message>>>,
     ) -> Result<(), String> {
         loop {
@@ -322,7 +334,7 @@ impl Peer {
                 let msg = Message::decode(h.kind, body).map_err(|e| e.to_string())?;
                 let sent = in_flight.borrow_mut().remove(&h.request_id);
                 if let Some(reply) = waiting.borrow_mut().remove(&h.request_id) {
-                    if let Some(sent) = sent {
+                    if let Some((sent, _)) = sent {
                         self.observe_latency(sent);
                     }
                     let closes =
@@ -338,16 +350,26 @@ impl Peer {
                 };
                 match msg {
                     Message::AppendAck { pg, scl, .. } => {
-                        if let Some(sent) = sent {
+                        if let Some((sent, _)) = sent {
                             self.observe_latency(sent);
                         }
                         self.acks.set(self.acks.get() + 1);
                         inner.on_ack(pg, self.node, scl);
                     }
-                    Message::Error { code, message, .. } => {
+                    Message::Error {
+                        code,
+                        detail,
+                        message,
+                    } => {
                         *self.last_error.borrow_mut() = Some(format!("{code:?}: {message}"));
                         if code == ErrorCode::StaleEpoch {
                             inner.set_fenced(format!("node {}: {message}", self.node));
+                        }
+                        if let (ErrorCode::StaleMembership, Some((_, Some(pg)))) = (code, sent) {
+                            // The PG's membership changed: reconnect, which learns it
+                            // first and then resends what this node refused.
+                            inner.membership_is_stale(pg, MembershipEpoch(u64::from(detail)));
+                            return Err(format!("node {}: {message}", self.node));
                         }
                         if code == ErrorCode::TruncationNeeded {
                             // A PG new to this connection: reconnect, which sends the
@@ -369,16 +391,19 @@ impl Peer {
 /// Groups queued records into `AppendBatch` messages: consecutive records of one PG, in
 /// order, up to the batch limits.
 fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
-    append_batches(inner.cfg.volume, inner.recovered.epoch, queued)
+    append_batches(inner.cfg.volume, inner.recovered.epoch, queued, |pg| {
+        inner.members_of(pg).epoch
+    })
 }
 
 /// Groups records into `AppendBatch` messages of `epoch`: consecutive records of one PG,
-/// in order, up to the batch limits (count and `MAX_BATCH_BYTES`). Also used by volume
-/// open to re-replicate.
+/// in order, up to the batch limits (count and `MAX_BATCH_BYTES`), each with its PG's
+/// membership epoch. Also used by volume open to re-replicate.
 pub(super) fn append_batches(
     volume: VolumeId,
     epoch: VolumeEpoch,
     queued: impl IntoIterator<Item = (PgIndex, Record)>,
+    membership_epoch: impl Fn(PgIndex) -> MembershipEpoch,
 ) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
     let mut bytes = 0usize;
@@ -401,7 +426,7 @@ pub(super) fn append_batches(
                 volume,
                 pg,
                 volume_epoch: epoch,
-                membership_epoch: MembershipEpoch(1),
+                membership_epoch: membership_epoch(pg),
                 records: Vec::new(),
             });
         }

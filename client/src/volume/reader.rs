@@ -111,6 +111,15 @@ impl VolumeReader {
         }
     }
 
+    /// The nodes of the PG's membership as the open found it (the placement default for a
+    /// PG the open did not see).
+    fn nodes_of(&self, pg: PgIndex) -> Vec<NodeId> {
+        self.recovered.pgs.get(&pg).map_or_else(
+            || self.cluster.pg_members(self.cfg.volume, pg).to_vec(),
+            |s| s.members.nodes(),
+        )
+    }
+
     fn addr(&self, node: NodeId, pg: PgIndex) -> std::net::SocketAddr {
         let entry = self
             .cluster
@@ -126,7 +135,7 @@ impl VolumeReader {
         self.slot.check()?;
         let pg = PgIndex(0);
         let mut tasks = Vec::new();
-        for node in self.cluster.pg_members(self.cfg.volume, pg) {
+        for node in self.nodes_of(pg) {
             let (pool, addr) = (self.pool.clone(), self.addr(node, pg));
             let msg = Message::Fence {
                 volume: self.cfg.volume,
@@ -173,8 +182,7 @@ impl VolumeReader {
         }
         let read = read_point.unwrap_or(self.vdl.get());
         let mut members: Vec<(Duration, NodeId)> = self
-            .cluster
-            .pg_members(self.cfg.volume, pg)
+            .nodes_of(pg)
             .iter()
             .map(|n| (self.pool.latency(*n).unwrap_or(Duration::from_secs(1)), *n))
             .collect();

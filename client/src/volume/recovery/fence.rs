@@ -23,7 +23,8 @@ impl Opener<'_> {
         let pg0 = BTreeSet::from([PgIndex(0)]);
         let views0 = self.fence_pgs(&pg0, epoch, FenceMode::Exclusive).await?;
         let won = views0.get(&PgIndex(0)).map_or(0, Vec::len);
-        if won < WRITE_QUORUM {
+        let winners = |n: NodeId| views0.values().flatten().any(|(m, _)| *m == n);
+        if !self.members(PgIndex(0)).write_quorum(winners) {
             let answered = views0.values().flatten().map(|(n, _)| *n).collect();
             let why = if self.seen_epoch >= epoch {
                 format!(
@@ -49,7 +50,7 @@ impl Opener<'_> {
             ))));
         }
         views.extend(views0);
-        self.need(&views, READ_QUORUM)?;
+        self.need(&views)?;
         Ok(views)
     }
 
@@ -109,8 +110,14 @@ impl Opener<'_> {
             1
         };
         for pg in (0..last).map(PgIndex) {
-            let members = self.cluster.pg_members(volume, pg);
-            if members.iter().filter(|m| unfenced.contains(m)).count() >= WRITE_QUORUM {
+            // A fenced writer counts with the placement set or with a membership it learned.
+            let placement = self.cluster.pg_members(volume, pg);
+            let known = self.members(pg);
+            let sets = std::iter::once(&placement).chain(known.sets());
+            let open = |set: &[NodeId; PG_MEMBERS]| {
+                set.iter().filter(|m| unfenced.contains(m)).count() >= WRITE_QUORUM
+            };
+            if sets.into_iter().any(open) {
                 return Err(Failure::Retry(format!(
                     "the volume-wide epoch {epoch} did not reach every shard of enough nodes: PG {pg} has a write quorum among nodes not fenced ({})",
                     self.unanswered(pg, &done.keys().copied().collect())
@@ -125,20 +132,19 @@ impl Opener<'_> {
         pgs: &BTreeSet<PgIndex>,
     ) -> Result<BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>, Failure> {
         let views = self.fence_pgs(pgs, VolumeEpoch(0), FenceMode::Look).await?;
-        self.need(&views, READ_QUORUM)?;
+        self.need(&views)?;
         Ok(views)
     }
 
-    fn need(
-        &self,
-        views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>,
-        quorum: usize,
-    ) -> Result<(), Failure> {
+    fn need(&self, views: &BTreeMap<PgIndex, Vec<(NodeId, SegmentView)>>) -> Result<(), Failure> {
         for (pg, v) in views {
-            if v.len() < quorum {
+            if !self
+                .members(*pg)
+                .read_quorum(|n| v.iter().any(|(m, _)| *m == n))
+            {
                 let answered = v.iter().map(|(n, _)| *n).collect();
                 return Err(Failure::Retry(format!(
-                    "PG {pg}: {} of its segments answered, {quorum} are needed; no answer from {}",
+                    "PG {pg}: {} of its segments answered, {READ_QUORUM} of its (old) set are needed; no answer from {}",
                     v.len(),
                     self.unanswered(*pg, &answered)
                 )));
@@ -156,7 +162,7 @@ impl Opener<'_> {
         let volume = self.cfg.volume;
         let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
         for pg in pgs {
-            for m in self.cluster.pg_members(volume, *pg) {
+            for m in self.members(*pg).nodes() {
                 work.entry(self.conn_of(m, *pg))
                     .or_default()
                     .push(Message::Fence {

@@ -36,15 +36,15 @@ mod state;
 use super::peer::append_batches;
 use super::rpc::Rpc;
 use super::{VolumeConfig, VolumeError};
+use crate::membership::MemberSets;
 use crate::placement::{segment_shard, ClusterMap, PG_MEMBERS};
 use crate::quorum::WRITE_QUORUM;
-use crate::types::{Lsn, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
+use crate::types::{Lsn, MembershipEpoch, NodeId, PgIndex, ShardId, VolumeEpoch, MAX_PGS};
 use crate::wire::message::MAX_INDEX_ENTRIES;
 use crate::wire::{IndexEntry, Message, Record, SegmentView, Truncation};
 use state::{compute, OpenState};
 
-/// Segments of a PG that must answer before its state is known.
-pub const READ_QUORUM: usize = 3;
+pub use crate::membership::READ_QUORUM;
 /// Bytes asked for per `FetchRecords` reply.
 const FETCH_BYTES: u32 = 4 << 20;
 /// Pause between open attempts while a quorum is out of reach.
@@ -71,7 +71,9 @@ pub struct SegmentReport {
 /// One PG after open.
 #[derive(Debug, Clone)]
 pub struct PgState {
-    pub members: [NodeId; PG_MEMBERS],
+    /// The PG's membership: the newest epoch any answering segment holds (the placement
+    /// default when none holds an override).
+    pub members: MemberSets,
     pub segments: Vec<SegmentReport>,
     /// Highest trusted SCL among the segments that answered.
     pub pgcl: Lsn,
@@ -162,6 +164,9 @@ pub(crate) struct Opener<'a> {
     down: BTreeMap<Conn, String>,
     /// Highest epoch another open was seen to hold (from `StaleEpoch` replies).
     seen_epoch: VolumeEpoch,
+    /// Per PG, the newest membership an answering segment holds (`list`); PGs not here
+    /// have the placement default.
+    memberships: BTreeMap<PgIndex, MemberSets>,
 }
 
 impl<'a> Opener<'a> {
@@ -179,7 +184,18 @@ impl<'a> Opener<'a> {
             conns: HashMap::new(),
             down: BTreeMap::new(),
             seen_epoch: VolumeEpoch(0),
+            memberships: BTreeMap::new(),
         }
+    }
+
+    /// The PG's membership as far as the open knows.
+    pub(super) fn members(&self, pg: PgIndex) -> MemberSets {
+        self.memberships.get(&pg).copied().unwrap_or_else(|| {
+            MemberSets::stable(
+                MembershipEpoch::PLACEMENT,
+                self.cluster.pg_members(self.cfg.volume, pg),
+            )
+        })
     }
 
     /// Opens, retrying while quorums are out of reach, for at most `open_timeout`.
@@ -301,7 +317,7 @@ impl<'a> Opener<'a> {
     }
 
     fn unanswered(&self, pg: PgIndex, answered: &BTreeSet<NodeId>) -> String {
-        let members = self.cluster.pg_members(self.cfg.volume, pg);
+        let members = self.members(pg).nodes();
         let missing: Vec<String> = members
             .iter()
             .filter(|m| !answered.contains(m))
@@ -380,7 +396,7 @@ impl<'a> Opener<'a> {
             recovered.pgs.insert(
                 *pg,
                 PgState {
-                    members: self.cluster.pg_members(self.cfg.volume, *pg),
+                    members: self.members(*pg),
                     segments: reports.clone(),
                     pgcl,
                     tail: state.tails.get(pg).copied().unwrap_or(pgcl.min(vdl)),
@@ -409,6 +425,7 @@ impl<'a> Opener<'a> {
         let mut pgs = BTreeSet::new();
         let mut max_epoch = VolumeEpoch(0);
         let mut answered: BTreeSet<Conn> = BTreeSet::new();
+        let mut ask: HashMap<Conn, Vec<Message>> = HashMap::new();
         for (conn, r) in replies {
             match r.into_iter().next() {
                 Some(Message::SegmentList {
@@ -416,6 +433,13 @@ impl<'a> Opener<'a> {
                     pgs: p,
                     ..
                 }) => {
+                    let volume = self.cfg.volume;
+                    ask.insert(
+                        conn,
+                        p.iter()
+                            .map(|pg| Message::GetMembership { volume, pg: *pg })
+                            .collect(),
+                    );
                     pgs.extend(p);
                     max_epoch = max_epoch.max(e);
                     answered.insert(conn);
@@ -425,6 +449,7 @@ impl<'a> Opener<'a> {
                 }
             }
         }
+        self.learn_memberships(ask).await;
         // A PG's committed records are on 4 of its 6 members, so 3 answering members would
         // know of it. With 6 nodes every PG has every node; in a bigger cluster with 4 or
         // more nodes silent, check each possible PG's members.
@@ -434,13 +459,13 @@ impl<'a> Opener<'a> {
             let check_all = nodes > PG_MEMBERS;
             let last = if check_all { MAX_PGS } else { 1 };
             for pg in (0..last).map(PgIndex) {
-                let ok = self
-                    .cluster
-                    .pg_members(self.cfg.volume, pg)
+                let members = self.members(pg);
+                let ok = members
+                    .old
                     .iter()
                     .filter(|m| answered.contains(&self.conn_of(**m, pg)))
                     .count();
-                if ok < READ_QUORUM {
+                if !members.read_quorum(|m| answered.contains(&self.conn_of(m, pg))) {
                     let got = answered.iter().map(|c| c.0).collect();
                     return Err(Failure::Retry(format!(
                         "PG {pg}: only {ok} of its segments answered (a read quorum is {READ_QUORUM}); no answer from {}",
@@ -450,6 +475,30 @@ impl<'a> Opener<'a> {
             }
         }
         Ok((pgs, max_epoch))
+    }
+
+    /// Asks each shard for the membership of the PGs it listed and keeps, per PG, the
+    /// newest epoch any of them holds. A membership change reaches 4 of every set it
+    /// replaces, so a read quorum of the older set always meets it.
+    async fn learn_memberships(&mut self, ask: HashMap<Conn, Vec<Message>>) {
+        for (conn, replies) in self.exchange(ask).await {
+            for r in replies {
+                let Message::MembershipIs { pg, membership, .. } = r else {
+                    continue;
+                };
+                let sets = membership.resolve(self.cluster.pg_members(self.cfg.volume, pg));
+                if sets.nodes().iter().any(|n| self.cluster.node(*n).is_none()) {
+                    self.down.insert(
+                        conn,
+                        format!("PG {pg}: membership {membership:?} names a node the cluster file lacks"),
+                    );
+                    continue;
+                }
+                if sets.epoch > self.members(pg).epoch {
+                    self.memberships.insert(pg, sets);
+                }
+            }
+        }
     }
 
     /// Fetches, for each PG, the index of its records in `(base, pgcl]` from the segment
@@ -641,10 +690,12 @@ impl<'a> Opener<'a> {
                     .flat_map(|m| m.range(Lsn(from.0 + 1)..=*tail).map(|(_, r)| r.clone()))
                     .collect();
                 sent += records.len() as u64;
+                let membership = self.members(*pg).epoch;
                 work.entry(*conn).or_default().extend(append_batches(
                     volume,
                     t.epoch,
                     records.into_iter().map(|r| (*pg, r)),
+                    |_| membership,
                 ));
             }
         }
@@ -670,8 +721,9 @@ impl<'a> Opener<'a> {
         }
         for pg in state.reports.keys() {
             let done = complete.remove(pg).unwrap_or_default();
-            if done.len() < WRITE_QUORUM {
-                let members = self.cluster.pg_members(self.cfg.volume, *pg);
+            let members = self.members(*pg);
+            if !members.write_quorum(|n| done.contains(&n)) {
+                let members = members.nodes();
                 let short: Vec<String> = members
                     .iter()
                     .filter(|m| !done.contains(m))
@@ -703,7 +755,7 @@ impl<'a> Opener<'a> {
         let volume = self.cfg.volume;
         let mut work: HashMap<Conn, Vec<Message>> = HashMap::new();
         for pg in state.reports.keys() {
-            for m in self.cluster.pg_members(volume, *pg) {
+            for m in self.members(*pg).nodes() {
                 work.entry(self.conn_of(m, *pg))
                     .or_default()
                     .push(Message::Truncate {
@@ -733,7 +785,10 @@ impl<'a> Opener<'a> {
     async fn seal(&mut self, state: &OpenState, t: Truncation) -> Result<(), Failure> {
         let acks = self.send_truncation(state, t).await;
         for (pg, got) in &acks {
-            if got.len() < WRITE_QUORUM {
+            if !self
+                .members(*pg)
+                .write_quorum(|n| got.iter().any(|(m, _)| *m == n))
+            {
                 let answered = got.iter().map(|(n, _)| *n).collect();
                 return Err(Failure::Retry(format!(
                     "PG {pg}: the sealed range reached {} segments, a write quorum is {WRITE_QUORUM}; no answer from {}",

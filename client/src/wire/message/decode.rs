@@ -5,6 +5,7 @@ use bytes::Bytes;
 use super::values::{ErrorCode, FenceMode, IndexEntry, NodeStats, SegmentView, Truncation};
 use super::{kind, repair, Message, MessageError, MAX_ERROR_MESSAGE_BYTES, MAX_INDEX_ENTRIES};
 use super::{MAX_RECORDS_PER_BATCH, MAX_SHARDS};
+use crate::membership::Membership;
 use crate::types::{
     Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
     PAGE_BYTES,
@@ -58,6 +59,34 @@ impl Message {
                     volume_epoch,
                     membership_epoch,
                     records,
+                }
+            }
+            kind::GET_MEMBERSHIP => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::GetMembership { volume, pg }
+            }
+            kind::SET_MEMBERSHIP => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                Message::SetMembership {
+                    volume,
+                    pg,
+                    membership: Membership::decode(&mut r)?,
+                }
+            }
+            kind::MEMBERSHIP_IS => {
+                let volume = VolumeId(r.u64()?);
+                let pg = PgIndex(r.u32()?);
+                r.zeros(4)?;
+                let scl = Lsn(r.u64()?);
+                Message::MembershipIs {
+                    volume,
+                    pg,
+                    membership: Membership::decode(&mut r)?,
+                    scl,
                 }
             }
             kind::APPEND_ACK => {

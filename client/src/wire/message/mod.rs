@@ -35,6 +35,10 @@
 //!     | <-- Baseline ---------------- |   the page baseline, CRC per page
 //!     | --- GetSegmentStats --------> |   every segment the shard holds, with SCL,
 //!     | <-- SegmentStats ------------ |   holes, gossip and rebuild progress
+//!     | --- GetMembership ----------> |   who holds the PG, as this segment knows it
+//!     | <-- MembershipIs ------------ |
+//!     | --- SetMembership ----------> |   an operator's replacement step (a newer epoch),
+//!     | <-- MembershipIs ------------ |   persisted before the reply
 //!     | <-- Error (any request) ----- |   protocol errors also close the connection
 //! ```
 
@@ -43,6 +47,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::codec::DecodeError;
 use super::frame::{FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
 use super::record::{Record, RecordError};
+use crate::membership::Membership;
 use crate::types::{
     Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, MAX_PGS,
     PAGE_BYTES,
@@ -271,6 +276,27 @@ pub enum Message {
     SegmentStats {
         segments: Vec<SegmentStat>,
     },
+    /// Who holds the PG, as this segment knows it (`NoSuchSegment` if it holds none).
+    GetMembership {
+        volume: VolumeId,
+        pg: PgIndex,
+    },
+    /// Stores a newer membership for the segment, creating the segment if needed (a node
+    /// joining the PG); refused (`StaleMembership`) if the segment knows a newer epoch, or
+    /// (`Internal`) the same epoch with other members. Answered once durable.
+    SetMembership {
+        volume: VolumeId,
+        pg: PgIndex,
+        membership: Membership,
+    },
+    /// The segment's membership after the request, with its SCL (an operator watches a
+    /// joining node hydrate).
+    MembershipIs {
+        volume: VolumeId,
+        pg: PgIndex,
+        membership: Membership,
+        scl: Lsn,
+    },
     Error {
         code: ErrorCode,
         /// Code-specific: for `WrongShard`, the owning shard's index.
@@ -333,6 +359,9 @@ mod kind {
     pub const BASELINE: u16 = 28;
     pub const GET_SEGMENT_STATS: u16 = 29;
     pub const SEGMENT_STATS: u16 = 30;
+    pub const GET_MEMBERSHIP: u16 = 31;
+    pub const SET_MEMBERSHIP: u16 = 32;
+    pub const MEMBERSHIP_IS: u16 = 33;
 }
 
 impl Message {
@@ -368,6 +397,9 @@ impl Message {
             Message::Baseline { .. } => kind::BASELINE,
             Message::GetSegmentStats => kind::GET_SEGMENT_STATS,
             Message::SegmentStats { .. } => kind::SEGMENT_STATS,
+            Message::GetMembership { .. } => kind::GET_MEMBERSHIP,
+            Message::SetMembership { .. } => kind::SET_MEMBERSHIP,
+            Message::MembershipIs { .. } => kind::MEMBERSHIP_IS,
         }
     }
 
@@ -512,6 +544,33 @@ impl Message {
                 }
             }
             Message::GetStats => {}
+            Message::GetMembership { volume, pg } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+            }
+            Message::SetMembership {
+                volume,
+                pg,
+                membership,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                membership.encode(b);
+            }
+            Message::MembershipIs {
+                volume,
+                pg,
+                membership,
+                scl,
+            } => {
+                b.put_u64_le(volume.0);
+                b.put_u32_le(pg.0);
+                b.put_u32_le(0);
+                b.put_u64_le(scl.0);
+                membership.encode(b);
+            }
             Message::ListSegments { volume } | Message::ProgressAck { volume } => {
                 b.put_u64_le(volume.0);
             }

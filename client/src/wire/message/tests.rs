@@ -44,6 +44,27 @@ fn arb_truncation() -> impl Strategy<Value = Truncation> {
     )
 }
 
+fn arb_membership() -> impl Strategy<Value = Membership> {
+    use crate::membership::Members;
+    let set = || {
+        proptest::sample::subsequence((1u32..=9).collect::<Vec<_>>(), 6)
+            .prop_map(|v| std::array::from_fn(|i| NodeId(v[i])))
+    };
+    prop_oneof![
+        Just(Membership::placement()),
+        (2u64..1 << 40, set()).prop_map(|(e, s)| Membership {
+            epoch: MembershipEpoch(e),
+            members: Members::Stable(s),
+        }),
+        (2u64..1 << 40, set(), set())
+            .prop_filter("two different sets", |(_, a, b)| a != b)
+            .prop_map(|(e, old, new)| Membership {
+                epoch: MembershipEpoch(e),
+                members: Members::Transitional { old, new },
+            }),
+    ]
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         any::<u16>().prop_map(|v| Message::Hello {
@@ -349,7 +370,26 @@ fn arb_message() -> impl Strategy<Value = Message> {
             }
         }),
         any::<[u64; 22]>().prop_map(|a| Message::Stats(NodeStats::from_array(a))),
-        (0usize..15, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
+        (any::<u64>(), any::<u32>()).prop_map(|(v, pg)| Message::GetMembership {
+            volume: VolumeId(v),
+            pg: PgIndex(pg),
+        }),
+        (any::<u64>(), any::<u32>(), arb_membership()).prop_map(|(v, pg, membership)| {
+            Message::SetMembership {
+                volume: VolumeId(v),
+                pg: PgIndex(pg),
+                membership,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), arb_membership(), any::<u64>()).prop_map(
+            |(v, pg, membership, scl)| Message::MembershipIs {
+                volume: VolumeId(v),
+                pg: PgIndex(pg),
+                membership,
+                scl: Lsn(scl),
+            }
+        ),
+        (0usize..16, any::<u32>(), ".{0,40}").prop_map(|(c, detail, message)| Message::Error {
             code: ErrorCode::from_u16(c as u16 + 1).unwrap(),
             detail,
             message,
@@ -367,7 +407,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bodies_never_panic(kind in 0u16..32, body in proptest::collection::vec(any::<u8>(), 0..400)) {
+    fn arbitrary_bodies_never_panic(kind in 0u16..40, body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = Message::decode(kind, Bytes::from(body));
     }
 

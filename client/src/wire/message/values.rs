@@ -46,6 +46,10 @@ pub enum ErrorCode {
     /// A stored version of the page fails its CRC on this segment; ask another segment
     /// (the node rewrites the version from its log). `detail`: 0.
     Corrupt = 15,
+    /// The request's membership epoch for the PG is older than the segment's: ask the
+    /// segment for its membership (`GetMembership`) and send again. `detail` is the
+    /// segment's epoch (saturated to `u32`).
+    StaleMembership = 16,
 }
 
 impl ErrorCode {
@@ -66,6 +70,7 @@ impl ErrorCode {
             13 => ErrorCode::NotComplete,
             14 => ErrorCode::TooOld,
             15 => ErrorCode::Corrupt,
+            16 => ErrorCode::StaleMembership,
             _ => return None,
         })
     }
