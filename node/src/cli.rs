@@ -15,8 +15,15 @@ use crate::server::Faults;
 use crate::shard::{Shard, ShardIdentity};
 
 #[derive(Debug, Parser)]
-#[command(name = "hexad-node", about = "hexad storage node", version)]
+#[command(
+    name = "hexad-node",
+    about = "hexad storage node",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The node's TOML configuration.
     #[arg(long, conflicts_with = "cluster")]
     config: Option<PathBuf>,
@@ -41,6 +48,15 @@ struct Args {
     fault_reply_delay_us: u64,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Operator commands against a running cluster (membership changes).
+    Admin {
+        #[command(subcommand)]
+        action: crate::admin::AdminCommand,
+    },
+}
+
 /// Runs the node; returns the process exit code. Errors print as one line.
 pub fn main() -> i32 {
     main_from(std::env::args())
@@ -53,6 +69,15 @@ pub fn main_from(command_line: impl IntoIterator<Item = String>) -> i32 {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    if let Some(Command::Admin { action }) = &args.command {
+        return match crate::admin::run(action) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("hexad-node admin: error: {e}");
+                1
+            }
+        };
+    }
     match run(&args) {
         Ok(()) => 0,
         Err(e) => {

@@ -13,8 +13,9 @@
 //! - [`shard`]: a shard's segments and the handling of one request; `gossip.rs` fills a
 //!   segment's holes from its PG's other members.
 //! - [`server`]: the glommio TCP shell: accept, read frames, write replies.
-//! - [`cli`]: the `hexad-node` command.
+//! - [`cli`]: the `hexad-node` command; [`admin`]: its operator commands (replacing a node).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod disk;

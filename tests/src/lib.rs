@@ -245,6 +245,55 @@ pub fn run_to_exit(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>
     }
 }
 
+/// Runs `bin` with `args`, bounded by `timeout`, and returns (exit code, stdout and stderr
+/// together, in the order read). Both pipes are drained while it runs.
+pub fn run_with_output(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let t1 = tx.clone();
+    let readers = [
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = t1.send(line);
+            }
+        }),
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        }),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let seen: Vec<String> = rx.try_iter().collect();
+            panic!(
+                "{} {args:?} did not exit within {timeout:?}; it printed:\n{}",
+                bin.display(),
+                seen.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let lines: Vec<String> = rx.try_iter().collect();
+    (status.code(), lines.join("\n"))
+}
+
 /// The record a test writes at `lsn` in a PG whose chain is `prev -> lsn`: a
 /// `payload_bytes`-byte `WriteBytes` whose content is derived from the LSN, so any stored copy
 /// can be checked byte for byte.
@@ -279,21 +328,35 @@ pub struct Cluster {
     pub nodes: Vec<Option<NodeProcess>>,
     /// Extra environment for each node's next start (by node id).
     pub env: std::collections::HashMap<u32, Vec<(String, String)>>,
+    /// Each node's AZ number (`az1` is 1), by node id - 1.
+    azs: Vec<u32>,
 }
 
 impl Cluster {
     /// Writes a cluster file for `azs` AZs of `per_az` nodes (ids from 1, `az1`, `az2`, ...)
     /// with one shard each and small hot logs, and starts every node.
     pub fn start(bin: &Path, dir: &Path, azs: u32, per_az: u32, opts: &NodeOpts) -> Cluster {
+        let sizes = vec![per_az; azs as usize];
+        Cluster::start_sized(bin, dir, &sizes, opts)
+    }
+
+    /// [`Cluster::start`] with `sizes[i]` nodes in AZ `i + 1` (e.g. a spare node in one).
+    pub fn start_sized(bin: &Path, dir: &Path, sizes: &[u32], opts: &NodeOpts) -> Cluster {
+        let azs: Vec<u32> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(a, n)| std::iter::repeat_n(a as u32 + 1, *n as usize))
+            .collect();
+        let count = azs.len() as u32;
         let mut text = format!(
             "[defaults]\nshards = 1\npin_shards = false\n[defaults.hot_log]\nfile_bytes = {}\nfile_count = {}\n",
             opts.file_bytes, opts.file_count
         );
         let mut ports = Vec::new();
-        for i in 0..azs * per_az {
+        for (i, az) in azs.iter().enumerate() {
             let port = free_ports(1);
             ports.push(port);
-            let _ = write!(text, "[[node]]\nid = {}\naz = \"az{}\"\naddr = \"127.0.0.1\"\nbase_port = {port}\nshards = 1\n", i + 1, i / per_az + 1);
+            let _ = write!(text, "[[node]]\nid = {}\naz = \"az{az}\"\naddr = \"127.0.0.1\"\nbase_port = {port}\nshards = 1\n", i + 1);
         }
         let file = dir.join("cluster.toml");
         std::fs::write(&file, text).unwrap();
@@ -303,7 +366,7 @@ impl Cluster {
             ports,
             bin: bin.to_owned(),
             nodes: Vec::new(),
-            env: (1..=azs * per_az)
+            env: (1..=count)
                 .map(|id| {
                     let vars = opts
                         .env
@@ -312,8 +375,9 @@ impl Cluster {
                     (id, vars.collect())
                 })
                 .collect(),
+            azs,
         };
-        for id in 1..=azs * per_az {
+        for id in 1..=count {
             let node = c.spawn(id);
             c.nodes.push(Some(node));
         }
@@ -356,15 +420,15 @@ impl Cluster {
         self.nodes[id as usize - 1] = Some(node);
     }
 
-    /// The cluster map a client uses for these nodes (`az1`.. with `per_az` nodes each).
-    pub fn map(&self, per_az: u32) -> hexad_client::placement::ClusterMap {
+    /// The cluster map a client uses for these nodes (the same as the cluster file).
+    pub fn map(&self) -> hexad_client::placement::ClusterMap {
         let entries = self
             .ports
             .iter()
             .enumerate()
             .map(|(i, port)| hexad_client::placement::NodeEntry {
                 id: i as u32 + 1,
-                az: format!("az{}", i as u32 / per_az + 1),
+                az: format!("az{}", self.azs[i]),
                 addr: [127, 0, 0, 1].into(),
                 base_port: *port,
                 shards: Some(1),

@@ -39,7 +39,7 @@ fn a_later_open_fences_the_older_writer_on_a_pg_it_never_saw() {
         ..NodeOpts::default()
     };
     let cluster = Cluster::start(&bin(), &dir, 3, 2, &opts);
-    let map = cluster.map(2);
+    let map = cluster.map();
     let mut cfg = VolumeConfig::new(VOLUME);
     cfg.request_timeout = Duration::from_secs(2);
     cfg.open_timeout = Duration::from_secs(20);
@@ -86,7 +86,7 @@ fn a_volume_opened_with_a_node_down_commits_with_the_other_five() {
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "open-node-down");
     let mut cluster = Cluster::start(&bin(), &dir, 3, 2, &NodeOpts::default());
     cluster.kill(6);
-    let map = cluster.map(2);
+    let map = cluster.map();
     let mut cfg = VolumeConfig::new(VolumeId(82));
     cfg.request_timeout = Duration::from_secs(2);
     LocalExecutorBuilder::new(Placement::Unbound)

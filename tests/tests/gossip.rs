@@ -86,7 +86,7 @@ fn a_stopped_node_catches_up_through_gossip_alone() {
         ..NodeOpts::default()
     };
     let cluster = RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts));
-    let map = cluster.borrow().map(2);
+    let map = cluster.borrow().map();
     // Killed rather than stopped: a stopped node's socket would still take in every batch.
     let stop = || cluster.borrow_mut().kill(6);
     let vdl = LocalExecutorBuilder::new(Placement::Unbound)

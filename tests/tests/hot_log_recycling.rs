@@ -51,7 +51,7 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
         ..NodeOpts::default()
     };
     let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster.borrow().map(2);
+    let map = cluster.borrow().map();
     let map2 = map.clone();
     LocalExecutorBuilder::new(Placement::Unbound)
         .make()

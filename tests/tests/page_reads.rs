@@ -140,7 +140,7 @@ fn random_reads_match_the_reference_across_node_kills() {
         ..NodeOpts::default()
     };
     let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster.borrow().map(2);
+    let map = cluster.borrow().map();
     LocalExecutorBuilder::new(Placement::Unbound)
         .make()
         .unwrap()

@@ -35,7 +35,7 @@ fn six_nodes(name: &str) -> (Rc<RefCell<Cluster>>, ClusterMap) {
         ..NodeOpts::default()
     };
     let cluster = Cluster::start(&bin(), &dir, 3, 2, &opts);
-    let map = cluster.map(2);
+    let map = cluster.map();
     (Rc::new(RefCell::new(cluster)), map)
 }
 

@@ -30,7 +30,7 @@ fn fifteen_readers_attach_and_a_sixteenth_waits_for_a_free_slot() {
         ..NodeOpts::default()
     };
     let cluster = Rc::new(RefCell::new(Cluster::start(&bin(), &dir, 3, 2, &opts)));
-    let map = cluster.borrow().map(2);
+    let map = cluster.borrow().map();
     let page = PageNo(3);
     let mut cfg = VolumeConfig::new(VOLUME);
     cfg.request_timeout = Duration::from_secs(2);

@@ -55,7 +55,7 @@ fn stats(cluster: &Cluster, id: u32) -> BTreeMap<PgIndex, SegmentStat> {
 /// offset 8 and adds to the counter at offset 0, in PG 0 and PG 1 by turns.
 /// With `min_read_point`, nodes keep every record above it in their logs.
 fn write(cluster: &Cluster, first: u64, count: u64, min_read_point: Option<Lsn>) -> Lsn {
-    let map = cluster.map(2);
+    let map = cluster.map();
     LocalExecutorBuilder::new(Placement::Unbound)
         .make()
         .unwrap()
