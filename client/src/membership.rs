@@ -38,6 +38,7 @@ impl MembershipEpoch {
     /// The epoch of the placement default: the 6 nodes the cluster file gives the PG.
     pub const PLACEMENT: MembershipEpoch = MembershipEpoch(1);
 
+    #[must_use]
     pub fn next(self) -> MembershipEpoch {
         MembershipEpoch(self.0 + 1)
     }

@@ -148,15 +148,14 @@ impl Target {
             .cluster
             .node(node)
             .ok_or_else(|| format!("node {node} is not in the cluster file"))?;
-        let shards = match entry.shards {
-            Some(s) => s,
-            None => {
-                let mut c = Connection::connect(entry.shard_addr(ShardId(0)), NODE_TIMEOUT)
-                    .map_err(|e| e.to_string())?;
-                match c.hello().map_err(|e| e.to_string())? {
-                    Message::HelloOk { shard_ports, .. } => shard_ports.len() as u16,
-                    other => return Err(format!("hello: {other:?}")),
-                }
+        let shards = if let Some(s) = entry.shards {
+            s
+        } else {
+            let mut c = Connection::connect(entry.shard_addr(ShardId(0)), NODE_TIMEOUT)
+                .map_err(|e| conn_error(&e))?;
+            match c.hello().map_err(|e| conn_error(&e))? {
+                Message::HelloOk { shard_ports, .. } => shard_ports.len() as u16,
+                other => return Err(format!("hello: {other:?}")),
             }
         };
         Ok(entry.shard_addr(segment_shard(self.volume, self.pg, shards)))

@@ -7,11 +7,11 @@
 //!   members of the new set, the writer counts with the new set, G serves pages
 //!   byte-identical to a peer, a fresh open finds the new membership and every
 //!   acknowledged commit, and F, restarted, learns it is out.
-//! - A replacement whose newcomer cannot hydrate (SIGSTOPped) stops in its transitional
+//! - A replacement whose newcomer cannot hydrate (`SIGSTOP`) stops in its transitional
 //!   step with a clear error; `admin revert` then takes the PG back to its old set while
 //!   commits go on, and the writer follows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ const PGS: [PgIndex; 2] = [PgIndex(0), PgIndex(1)];
 const PAGES: u64 = 200;
 /// Mini-transactions in flight.
 const DEPTH: usize = 16;
-const BOUND: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_mins(1);
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hexad-test-node"))
@@ -107,7 +107,7 @@ async fn write(
         .expect("open");
     // Keep every record in the nodes' logs, so the test can find each one afterwards.
     vol.set_min_read_point(Some(Lsn::NONE));
-    let mut pending: std::collections::VecDeque<(Lsn, bool)> = Default::default();
+    let mut pending: VecDeque<(Lsn, bool)> = VecDeque::default();
     let mut out = Written {
         acked_pg0: Vec::new(),
         last: Lsn::NONE,
@@ -261,11 +261,11 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
     cluster.kill(from);
     writer.wait_for(writer.count() + 2_000);
     let before = writer.count();
-    let (f, g) = (from.to_string(), to.to_string());
+    let (from_s, to_s) = (from.to_string(), to.to_string());
     let (code, out) = admin(
         &cluster,
         &[
-            "replace", "--volume", "61", "--pg", "0", "--from", &f, "--to", &g,
+            "replace", "--volume", "61", "--pg", "0", "--from", &from_s, "--to", &to_s,
         ],
     );
     assert_eq!(code, Some(0), "admin replace failed:\n{out}");
@@ -372,7 +372,7 @@ fn a_stuck_replacement_is_reverted_while_commits_go_on() {
     // G cannot hydrate while stopped: the replacement stops in its transitional step.
     cluster.kill(from);
     cluster.signal(to, nix::sys::signal::Signal::SIGSTOP);
-    let (f, g) = (from.to_string(), to.to_string());
+    let (from_s, to_s) = (from.to_string(), to.to_string());
     let (code, out) = admin(
         &cluster,
         &[
@@ -382,9 +382,9 @@ fn a_stuck_replacement_is_reverted_while_commits_go_on() {
             "--pg",
             "0",
             "--from",
-            &f,
+            &from_s,
             "--to",
-            &g,
+            &to_s,
             "--timeout-s",
             "8",
         ],

@@ -55,6 +55,10 @@ pub struct PeerStats {
     pub last_error: Option<String>,
 }
 
+/// Requests of a session awaiting their reply: request id → when it was sent, and the PG
+/// of a batch.
+type InFlight = HashMap<u64, (Instant, Option<PgIndex>)>;
+
 /// The reply to a request sent with [`Peer::request`]; `None` if the connection broke first.
 pub(crate) type ReplyRx = Receiver<Message>;
 
@@ -226,8 +230,7 @@ impl Peer {
                 .collect();
             *out = all.into_values().collect();
         }
-        // Request id → when it was sent, and the PG of a batch.
-        let in_flight: Rc<RefCell<HashMap<u64, (Instant, Option<PgIndex>)>>> = Rc::default();
+        let in_flight: Rc<RefCell<InFlight>> = Rc::default();
         // Dropped with the session: waiting readers then see the connection broke.
         let waiting: Rc<RefCell<HashMap<u64, Sender<Message>>>> = Rc::default();
         let reader_done = Rc::new(Cell::new(false));
@@ -326,7 +329,7 @@ impl Peer {
         rd: &mut R,
         mut buf: BytesMut,
         inner: &Weak<Inner>,
-        in_flight: &RefCell<HashMap<u64, (Instant, Option<PgIndex>)>>,
+        in_flight: &RefCell<InFlight>,
         waiting: &RefCell<HashMap<u64, Sender<Message>>>,
     ) -> Result<(), String> {
         loop {

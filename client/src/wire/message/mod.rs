@@ -491,7 +491,7 @@ impl Message {
                 b.put_u64_le(durable_lsn.0);
                 b.put_u64_le(scl.0);
             }
-            Message::GetSegmentState { volume, pg } => {
+            Message::GetSegmentState { volume, pg } | Message::GetMembership { volume, pg } => {
                 b.put_u64_le(volume.0);
                 b.put_u32_le(pg.0);
                 b.put_u32_le(0);
@@ -544,11 +544,6 @@ impl Message {
                 }
             }
             Message::GetStats => {}
-            Message::GetMembership { volume, pg } => {
-                b.put_u64_le(volume.0);
-                b.put_u32_le(pg.0);
-                b.put_u32_le(0);
-            }
             Message::SetMembership {
                 volume,
                 pg,
