@@ -270,8 +270,8 @@ impl crate::drive::Operation for Commit {
         let mut payload = 0u32.to_le_bytes().to_vec();
         payload.extend(std::iter::repeat_n((i % 251) as u8, 200));
         let change = Change {
-            // Both PGs, as the write jobs do: an open loop into PG 0 alone stalls the VDL
-            // while node 6 is down (seen here, not yet explained; see bench/RESULTS.md).
+            // Both PGs, as the write jobs do (the figures in bench/RESULTS.md were taken so;
+            // the single-PG stall seen then was a client resend bug, since fixed).
             page: PageNo((i % 2) * hexad_client::PG_PAGES + (i / 2) % 5_000),
             op: Op::WriteBytes,
             payload: Bytes::from(payload),

@@ -220,15 +220,9 @@ impl Peer {
         // Resend what this node may have missed while it was away (or refused).
         let missing = inner.missing_for(self.node, self.shard);
         if !missing.is_empty() {
-            // In LSN order and each once: what was queued while away is mostly among the
-            // missing records, and a batch must not go back in LSN.
             let mut out = self.outbox.borrow_mut();
-            let all: BTreeMap<Lsn, (PgIndex, Record)> = missing
-                .into_iter()
-                .chain(std::mem::take(&mut *out))
-                .map(|(pg, r)| (r.lsn, (pg, r)))
-                .collect();
-            *out = all.into_values().collect();
+            let queued = std::mem::take(&mut *out);
+            *out = resend_order(missing, queued);
         }
         let in_flight: Rc<RefCell<InFlight>> = Rc::default();
         // Dropped with the session: waiting readers then see the connection broke.
@@ -391,6 +385,23 @@ impl Peer {
     }
 }
 
+/// What a (re)connected session sends first: the retained records the node lacks and the
+/// records queued meanwhile, in LSN order and each once. Most queued records are among the
+/// missing ones; sent twice, they would put a batch back in LSN, which the node refuses
+/// (`InvalidLsn`) and answers by closing the connection, and under continuous load into
+/// one PG every reconnect would do the same again: no ack until the load stopped.
+fn resend_order(
+    missing: Vec<(PgIndex, Record)>,
+    queued: Vec<(PgIndex, Record)>,
+) -> Vec<(PgIndex, Record)> {
+    let all: BTreeMap<Lsn, (PgIndex, Record)> = missing
+        .into_iter()
+        .chain(queued)
+        .map(|(pg, r)| (r.lsn, (pg, r)))
+        .collect();
+    all.into_values().collect()
+}
+
 /// Groups queued records into `AppendBatch` messages: consecutive records of one PG, in
 /// order, up to the batch limits.
 fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
@@ -473,4 +484,39 @@ pub(super) async fn read_more<R: futures_lite::AsyncRead + Unpin>(
 
 fn io_other(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PageNo;
+    use crate::wire::Op;
+
+    fn rec(lsn: u64) -> (PgIndex, Record) {
+        let r = Record::new(
+            Lsn(lsn),
+            Lsn(lsn - 1),
+            Lsn::NONE,
+            PageNo(lsn % 7),
+            Op::WriteBytes,
+            true,
+            &[0, 0, 0, 0, 1],
+        );
+        (PgIndex(0), r)
+    }
+
+    #[test]
+    fn a_resend_merges_with_what_was_queued_so_every_batch_goes_forward() {
+        let missing = (3..=8).map(rec).collect();
+        let queued = (6..=10).map(rec).collect();
+        let out = resend_order(missing, queued);
+        let lsns: Vec<u64> = out.iter().map(|(_, r)| r.lsn.0).collect();
+        assert_eq!(lsns, (3..=10).collect::<Vec<_>>());
+        for m in append_batches(VolumeId(1), VolumeEpoch(1), out, |_| MembershipEpoch(1)) {
+            let Message::AppendBatch { records, .. } = m else {
+                unreachable!()
+            };
+            assert!(records.windows(2).all(|w| w[0].lsn < w[1].lsn));
+        }
+    }
 }
