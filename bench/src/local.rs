@@ -53,6 +53,12 @@ impl LocalCluster {
     /// Writes the cluster file and makes the data directory without starting a node (start
     /// them with [`LocalCluster::handle`]'s `restart`).
     pub fn prepare(root: &Path) -> Result<LocalCluster> {
+        LocalCluster::prepare_with(root, "")
+    }
+
+    /// [`LocalCluster::prepare`] with `defaults_toml` added to the cluster file's
+    /// `[defaults]` (whole sections, e.g. `[defaults.repair]`).
+    pub fn prepare_with(root: &Path, defaults_toml: &str) -> Result<LocalCluster> {
         let dir = root.join(format!("hexad-local-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -62,7 +68,7 @@ impl LocalCluster {
             (HOT_LOG_FILE_BYTES * u64::from(HOT_LOG_FILES)) >> 20
         );
         let mut text = format!(
-            "[defaults]\nshards = 1\npin_shards = false\n[defaults.hot_log]\nfile_bytes = {HOT_LOG_FILE_BYTES}\nfile_count = {HOT_LOG_FILES}\n"
+            "[defaults]\nshards = 1\npin_shards = false\n[defaults.hot_log]\nfile_bytes = {HOT_LOG_FILE_BYTES}\nfile_count = {HOT_LOG_FILES}\n{defaults_toml}"
         );
         let mut entries = Vec::new();
         for id in 1..=NODES {

@@ -59,6 +59,9 @@ pub struct RebuildArgs {
     /// Seconds of foreground load in all (the rebuild must end within it).
     #[arg(long, default_value_t = 30)]
     pub runtime: u64,
+    /// The nodes' rebuild rate limit (`repair.rebuild_mb_per_s`; 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub rebuild_mb_per_s: u64,
     /// Where the cluster's data goes (a real disk with room for 6 × --page-data).
     #[arg(long, default_value = "/var/tmp")]
     pub local_dir: PathBuf,
@@ -110,7 +113,11 @@ pub fn run(args: &RebuildArgs) -> Result<()> {
     if pages == 0 {
         bail!("--page-data must hold at least one {PAGE_BYTES}-byte page");
     }
-    let cluster = LocalCluster::prepare(&args.local_dir)?;
+    let repair = format!(
+        "[defaults.repair]\nrebuild_mb_per_s = {}\n",
+        args.rebuild_mb_per_s
+    );
+    let cluster = LocalCluster::prepare_with(&args.local_dir, &repair)?;
     let started = Instant::now();
     for id in 1..=5 {
         prepare_segment(&cluster.node_dir(id), pages)?;

@@ -269,6 +269,9 @@ async fn run_shard(
     let addr = std::net::SocketAddr::new(cfg.listen_addr, ports[usize::from(shard)]);
     let listener = glommio::net::TcpListener::bind(addr)
         .map_err(|e| format!("shard {shard}: cannot listen on {addr}: {e}"))?;
+    shard_state
+        .rebuild_bytes_per_s
+        .set(cfg.repair.rebuild_mb_per_s * 1_000_000);
     glommio::spawn_local(shard_state.log().clone().run_writer()).detach();
     // Coalescing yields to requests: a small share, and latency does not matter.
     let background = glommio::executor().create_task_queue(

@@ -16,6 +16,8 @@
 //! max_block_bytes = 1048576
 //! max_writes_in_flight = 2
 //! max_queue_bytes = 16777216
+//! [repair]
+//! rebuild_mb_per_s = 0      # a segment rebuild copies at most this fast (0: no limit)
 //! ```
 
 use std::net::IpAddr;
@@ -58,6 +60,17 @@ pub struct GroupCommitSection {
     pub max_writes_in_flight: usize,
     #[serde(default = "defaults::max_queue_bytes")]
     pub max_queue_bytes: usize,
+}
+
+/// Gossip and segment rebuild.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairSection {
+    /// Megabytes (10^6 bytes) of pages per second a segment rebuild copies at most, so a
+    /// rebuild leaves room for foreground work (`bench/RESULTS.md` has what it costs); 0,
+    /// the default, copies as fast as the peer, the disk and the CPU allow.
+    #[serde(default)]
+    pub rebuild_mb_per_s: u64,
 }
 
 mod defaults {
@@ -125,6 +138,8 @@ pub struct NodeConfig {
     pub hot_log: HotLogSection,
     #[serde(default)]
     pub group_commit: GroupCommitSection,
+    #[serde(default)]
+    pub repair: RepairSection,
     /// Every node of the cluster, when the node runs from a cluster file: its segments
     /// gossip with their PG's other members. Empty for a node run from its own config
     /// (no peers known, no gossip).
@@ -143,6 +158,8 @@ pub struct ClusterDefaults {
     pub hot_log: HotLogSection,
     #[serde(default)]
     pub group_commit: GroupCommitSection,
+    #[serde(default)]
+    pub repair: RepairSection,
 }
 
 /// `config/cluster.toml`: the nodes of a cluster.
@@ -263,6 +280,12 @@ impl NodeConfig {
                 g.max_writes_in_flight
             ));
         }
+        if self.repair.rebuild_mb_per_s > 1_000_000 {
+            return Err(format!(
+                "repair.rebuild_mb_per_s = {}: at most 1000000 (0 for no limit)",
+                self.repair.rebuild_mb_per_s
+            ));
+        }
         if g.max_queue_bytes < g.max_block_bytes {
             return Err(format!(
                 "group_commit.max_queue_bytes = {}: must be at least max_block_bytes ({})",
@@ -304,6 +327,7 @@ impl ClusterConfig {
             pin_shards: self.defaults.pin_shards.unwrap_or(false),
             hot_log: self.defaults.hot_log.clone(),
             group_commit: self.defaults.group_commit.clone(),
+            repair: self.defaults.repair.clone(),
             peers: self
                 .nodes
                 .iter()
@@ -340,6 +364,16 @@ mod tests {
         assert_eq!(cfg.hot_log.file_count, 16);
         assert_eq!(cfg.group_commit.max_writes_in_flight, 2);
         assert_eq!(cfg.shard_port(1), 7001);
+    }
+
+    #[test]
+    fn the_rebuild_rate_is_unlimited_unless_set_and_bounded() {
+        let base = "node_id = 1\naz = \"a\"\ndata_dir = \"/x\"\nbase_port = 7000\nshards = 1\n";
+        assert_eq!(parse(base).unwrap().repair.rebuild_mb_per_s, 0);
+        let set = format!("{base}[repair]\nrebuild_mb_per_s = 50\n");
+        assert_eq!(parse(&set).unwrap().repair.rebuild_mb_per_s, 50);
+        let e = parse(&format!("{base}[repair]\nrebuild_mb_per_s = 2000000\n")).unwrap_err();
+        assert!(e.contains("repair.rebuild_mb_per_s"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! `SegmentStats` and creates, empty, each segment of a PG it is a member of; gossip then
 //! fills it, by records or by rebuild.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub const PIN_LEASE: Duration = Duration::from_secs(30);
 pub const PIN_RENEW: Duration = Duration::from_secs(5);
 /// Page bytes asked for per baseline chunk.
 const CHUNK_BYTES: u32 = 4 << 20;
+/// Baseline requests out at once while a chunk is being written.
+const CHUNKS_IN_FLIGHT: usize = 2;
 /// Tries per chunk before the rebuild gives up on the peer (a later round starts again).
 const CHUNK_TRIES: u32 = 5;
 /// How often a node looks for segments it should hold.
@@ -164,8 +167,7 @@ impl<D: Disk + 'static> Shard<D> {
                 .borrow_mut()
                 .insert(key, FloorPin { lsn, until });
         }
-        let extents = (max_bytes as usize / (EXTENT_PAGES as usize * PAGE_BYTES))
-            .clamp(1, MAX_BASELINE_PAGES / EXTENT_PAGES as usize);
+        let extents = baseline_extents(max_bytes);
         let (read, next) = if max_bytes == 0 || from_extent == BASELINE_DONE {
             (Vec::new(), None)
         } else {
@@ -319,8 +321,13 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
-    /// Streams the baseline into the page store, one chunk fetched while the previous one
-    /// is written.
+    /// Streams the baseline into the page store: after the first chunk (which pins the
+    /// peer's floor), [`CHUNKS_IN_FLIGHT`] requests are out while a chunk is written. A
+    /// request names only where to start; a chunk ends after [`baseline_extents`] extents
+    /// that hold data, so on a dense file the next chunk starts exactly one window later
+    /// and the requests ahead are exact. Where holes make a chunk reach further, pages of
+    /// extents an earlier chunk already covered are skipped, and the requests after it
+    /// start from its end.
     async fn copy_baseline(
         &self,
         store: &Rc<PageStore>,
@@ -331,7 +338,7 @@ impl<D: Disk + 'static> Shard<D> {
         let started = Instant::now();
         let ask = |pin: Lsn, from_extent: u64| {
             let conn = conn.clone();
-            glommio::spawn_local(async move {
+            let task = glommio::spawn_local(async move {
                 conn.call(Message::GetBaseline {
                     volume: key.volume,
                     pg: key.pg,
@@ -341,12 +348,17 @@ impl<D: Disk + 'static> Shard<D> {
                     max_bytes: CHUNK_BYTES,
                 })
                 .await
-            })
+            });
+            (from_extent, task)
         };
-        let (mut pin, mut from, mut tries) = (Lsn::NONE, 0u64, 0u32);
+        let window = baseline_extents(CHUNK_BYTES) as u64;
+        let first_page = key.pg.first_page().0;
         let mut copied: Option<Copied> = None;
-        let mut pending = Some(ask(pin, from));
-        while let Some(task) = pending.take() {
+        let mut pending = VecDeque::from([ask(Lsn::NONE, 0)]);
+        // Every extent below `covered` is done; `ahead` is where the next request starts.
+        let (mut covered, mut ahead, mut tries) = (0u64, 0u64, 0u32);
+        let mut copied_bytes = 0u64;
+        while let Some((from, task)) = pending.pop_front() {
             let reply = task.await;
             let (floor, volume_epoch, next, truncations, pages) = match reply {
                 Ok(Message::Baseline {
@@ -379,7 +391,8 @@ impl<D: Disk + 'static> Shard<D> {
                         "the chunk from extent {from} failed its CRC {tries} times"
                     ));
                 }
-                pending = Some(ask(pin, from));
+                let pin = copied.as_ref().map_or(Lsn::NONE, |c| c.floor);
+                pending.push_front(ask(pin, from));
                 continue;
             }
             tries = 0;
@@ -390,55 +403,93 @@ impl<D: Disk + 'static> Shard<D> {
                 pages: 0,
                 elapsed: Duration::ZERO,
             });
-            pin = c.floor;
-            if next != BASELINE_DONE {
-                pending = Some(ask(pin, next));
+            let fresh: Vec<BaselinePage> = pages
+                .into_iter()
+                .filter(|p| (p.page.0 - first_page) / EXTENT_PAGES >= covered)
+                .collect();
+            covered = covered.max(next);
+            if next == BASELINE_DONE {
+                pending.clear();
+            } else {
+                ahead = ahead.max(covered);
+                while pending.len() < CHUNKS_IN_FLIGHT {
+                    pending.push_back(ask(c.floor, ahead));
+                    ahead = ahead.saturating_add(window);
+                }
             }
-            c.pages += pages.len() as u64;
-            self.store_baseline_chunk(store, key, pages).await?;
+            c.pages += fresh.len() as u64;
+            let bytes = (fresh.len() * PAGE_BYTES) as u64;
+            self.store_baseline_chunk(store, key, fresh).await?;
+            copied_bytes += bytes;
+            self.pace(started, copied_bytes).await;
             if next == BASELINE_DONE {
                 let mut c = copied.expect("set above");
                 c.elapsed = started.elapsed();
                 return Ok(c);
             }
-            from = next;
         }
         unreachable!("the loop returns at the last chunk or on an error")
     }
 
+    /// Sleeps while a rebuild that started at `started` and copied `bytes` runs ahead of
+    /// the configured rate (`repair.rebuild_mb_per_s`).
+    async fn pace(&self, started: Instant, bytes: u64) {
+        let rate = self.rebuild_bytes_per_s.get();
+        if rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        if let Some(early) = due.checked_sub(started.elapsed()) {
+            glommio::timer::sleep(early).await;
+        }
+    }
+
     /// Writes a chunk's versions (each to the slot without the local newest version, in
-    /// runs), syncs, and counts them as stored.
+    /// runs), syncs, and counts them as stored. The local slots are read a whole extent at
+    /// a time, and not at all where the page file has a hole (a wiped node's whole file).
     async fn store_baseline_chunk(
         &self,
         store: &Rc<PageStore>,
         key: SegmentKey,
         pages: Vec<BaselinePage>,
     ) -> Result<(), String> {
+        let first = key.pg.first_page().0;
+        let extent_of = |p: &BaselinePage| (p.page.0 - first) / EXTENT_PAGES;
+        let mut local: HashMap<u64, Vec<u8>> = HashMap::new();
+        if let (Some(lo), Some(hi)) = (
+            pages.iter().map(extent_of).min(),
+            pages.iter().map(extent_of).max(),
+        ) {
+            let span = usize::try_from(hi - lo + 1).expect("a chunk spans few extents");
+            let (read, _) = store
+                .read_extents(key, lo, span)
+                .await
+                .map_err(|e| e.to_string())?;
+            local.extend(read.into_iter().filter(|(e, _)| *e <= hi));
+        }
         let mut built = Vec::with_capacity(pages.len());
-        for group in pages.chunks(crate::pages::PAGES_IN_FLIGHT * 4) {
-            let reads: Vec<_> = group
-                .iter()
-                .map(|p| {
-                    let (store, page) = (store.clone(), p.page);
-                    glommio::spawn_local(async move { store.read(key, page).await })
-                })
-                .collect();
-            for (p, read) in group.iter().zip(reads) {
-                let local = read.await.map_err(|e| e.to_string())?;
-                if format::newest(&local.slots).is_some_and(|(_, lsn)| lsn >= p.lsn) {
-                    continue; // already as new here
-                }
-                let data: &[u8; PAGE_BYTES] = p.data[..].try_into().expect("checked length");
-                built.push(Built {
-                    page: p.page,
-                    lsn: p.lsn,
-                    write: Some((
-                        format::next_slot(&local.slots),
-                        format::encode(key.volume, key.pg, p.page, p.lsn, data),
-                    )),
-                    applied: 0,
-                });
+        for p in &pages {
+            let j = (p.page.0 - first) % EXTENT_PAGES;
+            let slots = match local.get(&extent_of(p)) {
+                Some(bytes) => [0, 1].map(|s| {
+                    let slot = &bytes[format::slot_in_extent(j, s)..][..SLOT_BYTES];
+                    format::decode(key.volume, key.pg, p.page, slot)
+                }),
+                None => [Slot::Empty, Slot::Empty],
+            };
+            if format::newest(&slots).is_some_and(|(_, lsn)| lsn >= p.lsn) {
+                continue; // already as new here
             }
+            let data: &[u8; PAGE_BYTES] = p.data[..].try_into().expect("checked length");
+            built.push(Built {
+                page: p.page,
+                lsn: p.lsn,
+                write: Some((
+                    format::next_slot(&slots),
+                    format::encode(key.volume, key.pg, p.page, p.lsn, data),
+                )),
+                applied: 0,
+            });
         }
         let wrote = self.write_versions(store, key, &mut built).await?;
         store.sync(key).await.map_err(|e| e.to_string())?;
@@ -506,4 +557,11 @@ impl<D: Disk + 'static> Shard<D> {
             })
             .await;
     }
+}
+
+/// Extents holding data that one `GetBaseline` of `max_bytes` reads (at least one, at most
+/// what fits [`MAX_BASELINE_PAGES`]).
+fn baseline_extents(max_bytes: u32) -> usize {
+    (max_bytes as usize / (EXTENT_PAGES as usize * PAGE_BYTES))
+        .clamp(1, MAX_BASELINE_PAGES / EXTENT_PAGES as usize)
 }

@@ -110,6 +110,8 @@ pub struct Shard<D: Disk> {
     pub(crate) rebuild_pages_copied: Cell<u64>,
     pub(crate) rebuild_bytes_copied: Cell<u64>,
     pub(crate) repair_chunks_rejected: Cell<u64>,
+    /// A rebuild copies at most this many page bytes per second (0: no limit).
+    pub rebuild_bytes_per_s: Cell<u64>,
     /// Floors held in place for peers copying a baseline (see `rebuild.rs`).
     pub(crate) floor_pins: RefCell<HashMap<SegmentKey, crate::rebuild::FloorPin>>,
     /// Fault injection for tests (`HEXAD_FAULT_CORRUPT_REPAIR`, see `rebuild.rs`): once
@@ -191,6 +193,7 @@ impl<D: Disk + 'static> Shard<D> {
             rebuild_pages_copied: Cell::new(0),
             rebuild_bytes_copied: Cell::new(0),
             repair_chunks_rejected: Cell::new(0),
+            rebuild_bytes_per_s: Cell::new(0),
             floor_pins: RefCell::default(),
             fault_arm_file: RefCell::default(),
             fault_corrupt_repair: Cell::new(0),
