@@ -15,10 +15,11 @@
 //! Why each step is safe. A node refuses a batch of an older membership epoch than its
 //! own. Each step reaches 4 of every set of the membership it replaces, so a writer still
 //! on the older epoch gets at most 2 acks in one of its sets and cannot commit. A record
-//! committed before step 1 is on 4 of ABCDEF, so on 3 of ABCDE; step 2 waits until G holds
-//! every record up to the highest SCL a node of the old set had once it took epoch e+1,
-//! which covers every such record (2 of its 4 acks came from nodes that took e+1 after
-//! acking). Records committed in the transitional epoch are on 4 of ABCDEG already.
+//! committed by the old set's rule is on 4 of ABCDEF, so on 3 of ABCDE; step 2 waits until
+//! G holds every record up to X, the highest SCL among at least 3 old-set nodes that hold
+//! epoch e+1. One of any 3 is among the record's 4 acks, and it acked before it took e+1
+//! (it refuses e since), so its SCL already covered the record. Records committed in the
+//! transitional epoch are on 4 of ABCDEG already.
 //!
 //! Reads during the change (volume recovery) take 3 of the **old** set: 3 of ABCDEG can miss
 //! a record committed on ABCF before step 1 while G has not hydrated, so DESIGN's "3 of

@@ -7,7 +7,7 @@
 //!  learn    GetMembership from the members (newest epoch wins); resume a replacement of
 //!           F by G already in its transitional step
 //!  step 1   SetMembership(e+1, ABCDEF → ABCDEG) to ABCDEF and G, until 4 of each set took it;
-//!           X = the highest SCL a node of the old set had once it took e+1
+//!           X = the highest SCL among 3 or more old-set nodes holding e+1
 //!  step 2   G hydrates (gossip, or a rebuild from a peer's page baseline) until its SCL ≥ X
 //!  step 3   SetMembership(e+2, ABCDEG) to ABCDEG and F, until 4 of each set of e+1 and 4 of
 //!           ABCDEG took it
@@ -342,73 +342,38 @@ impl Target {
             ));
         }
         let (current, _) = self.learn()?;
-        let swapped = current.old.map(|n| if n == from { to } else { n });
-        let transitional = MemberSets {
-            epoch: current.epoch.next(),
-            old: current.old,
-            new: Some(swapped),
-        };
-        let transitional = match current.new {
-            // Resume a replacement of `from` by `to` that stopped after step 1.
-            Some(new) if new == swapped && current.old.contains(&from) => current,
-            Some(new) => {
-                return Err(format!(
-                    "volume {} pg {}: a replacement {:?} -> {new:?} is in progress (epoch {}); finish it or `admin revert` first",
-                    self.volume, self.pg, current.old, current.epoch
-                ))
-            }
-            None if !current.old.contains(&from) => {
-                return Err(format!(
-                    "node {from} is not a member of volume {} pg {} (epoch {}: {:?})",
-                    self.volume, self.pg, current.epoch, current.old
-                ))
-            }
-            None if current.old.contains(&to) => {
-                return Err(format!(
-                    "node {to} is already a member of volume {} pg {}",
-                    self.volume, self.pg
-                ))
-            }
-            None => {
-                println!(
-                    "{}  step 1/3: transitional membership epoch {}: {}",
-                    self.elapsed(),
-                    transitional.epoch,
-                    sets_text(&transitional)
-                );
-                let mut to_ask = current.old.to_vec();
-                to_ask.push(to);
-                self.step(&current, &transitional, &to_ask)?;
-                transitional
-            }
-        };
-        // X: what the old set's nodes held once they took the transitional epoch (asked
-        // again on resume: the SCLs only grow, so this is at least as much).
-        let old_scls: Vec<Lsn> = transitional
-            .old
-            .iter()
-            .filter_map(|n| {
-                match self.call(
-                    *n,
-                    &Message::GetMembership {
-                        volume: self.volume,
-                        pg: self.pg,
-                    },
-                ) {
-                    Answer::Is(m, scl) if m.epoch >= transitional.epoch => Some(scl),
-                    _ => None,
-                }
-            })
-            .collect();
-        let target_scl = old_scls.iter().copied().max().unwrap_or(Lsn::NONE);
+        let plan = plan_replace(&current, from, to)
+            .map_err(|e| format!("volume {} pg {}: {e}", self.volume, self.pg))?;
+        let transitional = plan.transitional;
+        // Old-set nodes holding the transitional epoch, with the SCL each answered.
+        let mut measured: BTreeMap<NodeId, Lsn> = BTreeMap::new();
+        if plan.resume {
+            println!(
+                "{}  resuming: epoch {} {} is in place",
+                self.elapsed(),
+                transitional.epoch,
+                sets_text(&transitional)
+            );
+        } else {
+            println!(
+                "{}  step 1/3: transitional membership epoch {}: {}",
+                self.elapsed(),
+                transitional.epoch,
+                sets_text(&transitional)
+            );
+            let mut to_ask = current.old.to_vec();
+            to_ask.push(to);
+            measured = self.step(&current, &transitional, &to_ask)?;
+        }
+        let target_scl = self.hydration_target(&transitional, measured)?;
         println!(
-            "{}  step 2/3: node {to} hydrates to SCL {target_scl} (the highest of the old set's {} nodes at epoch {})",
+            "{}  step 2/3: node {to} hydrates to SCL {target_scl} (the highest SCL of the old set's nodes at epoch {})",
             self.elapsed(),
-            old_scls.len(),
             transitional.epoch
         );
         self.hydrate(to, target_scl)?;
-        let last = MemberSets::stable(transitional.epoch.next(), swapped);
+        let last = plan.last;
+        let swapped = last.old;
         println!(
             "{}  step 3/3: membership epoch {}: {}",
             self.elapsed(),
@@ -427,6 +392,48 @@ impl Target {
             last.epoch
         );
         Ok(())
+    }
+
+    /// X, what the joining node must hold before the last step: the highest SCL among at
+    /// least 3 nodes of the old set that hold the transitional epoch (`measured` has those
+    /// step 1 heard from). A record committed by the old set's rule has 4 acks in it, so one
+    /// of any 3 acked it, and did so before it took the new epoch (it refuses the old one
+    /// since): its SCL then already covered the record.
+    fn hydration_target(
+        &mut self,
+        transitional: &MemberSets,
+        mut measured: BTreeMap<NodeId, Lsn>,
+    ) -> Result<Lsn, String> {
+        measured.retain(|n, _| transitional.old.contains(n));
+        let ask = Message::GetMembership {
+            volume: self.volume,
+            pg: self.pg,
+        };
+        loop {
+            let mut answers = BTreeMap::new();
+            for n in transitional.old {
+                let a = self.call(n, &ask);
+                if let Answer::Is(m, scl) = &a {
+                    if m.epoch >= transitional.epoch {
+                        let e = measured.entry(n).or_insert(*scl);
+                        *e = (*e).max(*scl);
+                    }
+                }
+                answers.insert(n, a);
+            }
+            if transitional.read_quorum(|n| measured.contains_key(&n)) {
+                return Ok(measured.values().copied().max().unwrap_or(Lsn::NONE));
+            }
+            if Instant::now() >= self.deadline {
+                return Err(format!(
+                    "only {} nodes of the old set answered at epoch {} (3 are needed to know what the new node must hold): {}",
+                    measured.len(),
+                    transitional.epoch,
+                    describe(&answers)
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Waits until `node`'s segment holds every record up to `scl`, printing its progress.
@@ -534,6 +541,56 @@ impl Target {
     }
 }
 
+/// What `replace` does from the PG's current membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReplacePlan {
+    /// The transitional membership (to put in place, or already there).
+    transitional: MemberSets,
+    /// It is already there: step 1 is done.
+    resume: bool,
+    /// The membership after the last step.
+    last: MemberSets,
+}
+
+/// The steps to replace `from` by `to`, or why not.
+fn plan_replace(current: &MemberSets, from: NodeId, to: NodeId) -> Result<ReplacePlan, String> {
+    if from == to {
+        return Err(format!("--from and --to are both node {from}"));
+    }
+    let swapped = current.old.map(|n| if n == from { to } else { n });
+    let (transitional, resume) = match current.new {
+        Some(new) if new == swapped && current.old.contains(&from) => (*current, true),
+        Some(new) => {
+            return Err(format!(
+                "a replacement {:?} -> {new:?} is in progress (epoch {}); finish it or `admin revert` first",
+                current.old, current.epoch
+            ))
+        }
+        None if !current.old.contains(&from) => {
+            return Err(format!(
+                "node {from} is not a member (epoch {}: {:?})",
+                current.epoch, current.old
+            ))
+        }
+        None if current.old.contains(&to) => {
+            return Err(format!("node {to} is already a member"));
+        }
+        None => (
+            MemberSets {
+                epoch: current.epoch.next(),
+                old: current.old,
+                new: Some(swapped),
+            },
+            false,
+        ),
+    };
+    Ok(ReplacePlan {
+        transitional,
+        resume,
+        last: MemberSets::stable(transitional.epoch.next(), swapped),
+    })
+}
+
 /// A connection error in words (a read timeout says so).
 fn conn_error(e: &hexad_client::blocking::ConnError) -> String {
     match e {
@@ -574,5 +631,63 @@ fn describe(answers: &BTreeMap<NodeId, Answer>) -> String {
         "none".into()
     } else {
         down.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hexad_client::MembershipEpoch;
+
+    const OLD: [NodeId; 6] = [
+        NodeId(1),
+        NodeId(2),
+        NodeId(3),
+        NodeId(4),
+        NodeId(5),
+        NodeId(6),
+    ];
+    const NEW: [NodeId; 6] = [
+        NodeId(1),
+        NodeId(2),
+        NodeId(3),
+        NodeId(4),
+        NodeId(5),
+        NodeId(7),
+    ];
+
+    #[test]
+    fn a_replacement_starts_resumes_or_says_why_not() {
+        let stable = MemberSets::stable(MembershipEpoch(1), OLD);
+        let p = plan_replace(&stable, NodeId(6), NodeId(7)).unwrap();
+        assert!(!p.resume);
+        assert_eq!(
+            p.transitional,
+            MemberSets {
+                epoch: MembershipEpoch(2),
+                old: OLD,
+                new: Some(NEW)
+            }
+        );
+        assert_eq!(p.last, MemberSets::stable(MembershipEpoch(3), NEW));
+        // Interrupted after step 1: the same command resumes it.
+        let again = plan_replace(&p.transitional, NodeId(6), NodeId(7)).unwrap();
+        assert!(again.resume);
+        assert_eq!(again.last, p.last);
+        // Anything else is refused, with the reason.
+        let other = plan_replace(&p.transitional, NodeId(5), NodeId(8)).unwrap_err();
+        assert!(other.contains("in progress"), "{other}");
+        let not_member = plan_replace(&stable, NodeId(9), NodeId(7)).unwrap_err();
+        assert!(
+            not_member.contains("node 9 is not a member"),
+            "{not_member}"
+        );
+        let member = plan_replace(&stable, NodeId(6), NodeId(2)).unwrap_err();
+        assert!(member.contains("node 2 is already a member"), "{member}");
+        assert!(plan_replace(&stable, NodeId(6), NodeId(6)).is_err());
+        // After the last step, replacing back is a new replacement from epoch 3.
+        let back = plan_replace(&p.last, NodeId(7), NodeId(6)).unwrap();
+        assert_eq!(back.transitional.epoch, MembershipEpoch(4));
+        assert_eq!(back.last, MemberSets::stable(MembershipEpoch(5), OLD));
     }
 }
