@@ -339,6 +339,18 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Out of the PG, it answers no reads.
+    let refused = page(&cluster, from, volume, PageNo(0), written.last, complete);
+    assert!(
+        matches!(
+            refused,
+            Message::Error {
+                code: ErrorCode::StaleMembership,
+                ..
+            }
+        ),
+        "node {from}: {refused:?}"
+    );
     // A fresh open finds the new membership and every acknowledged commit.
     let last = written.last;
     LocalExecutorBuilder::new(Placement::Unbound)
