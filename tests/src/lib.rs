@@ -319,6 +319,27 @@ pub fn test_record(pg: PgIndex, lsn: u64, prev: u64, payload_bytes: usize) -> Re
     )
 }
 
+/// `GetPage` of `page` of `volume` from shard 0 of `node`, as of `read`, where `complete` is
+/// the PG's last record at or below `read` (no page head).
+pub fn get_page(
+    node: &NodeProcess,
+    volume: hexad_client::VolumeId,
+    page: PageNo,
+    read: Lsn,
+    complete: Lsn,
+) -> hexad_client::wire::Message {
+    node.connect(0)
+        .call(&hexad_client::wire::Message::GetPage {
+            volume,
+            pg: page.pg(),
+            page,
+            read_lsn: read,
+            complete_lsn: complete,
+            page_head: Lsn::NONE,
+        })
+        .unwrap()
+}
+
 /// A local cluster of real node processes described by a cluster file in `dir`.
 pub struct Cluster {
     pub file: PathBuf,

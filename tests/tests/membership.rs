@@ -24,7 +24,7 @@ use hexad_client::placement::ClusterMap;
 use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::{ErrorCode, IndexEntry, Message, Op};
 use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, VolumeId};
-use hexad_tests::{fresh_dir, run_with_output, Cluster, NodeOpts};
+use hexad_tests::{fresh_dir, get_page, run_with_output, Cluster, NodeOpts};
 
 const PGS: [PgIndex; 2] = [PgIndex(0), PgIndex(1)];
 const PAGES: u64 = 200;
@@ -225,29 +225,6 @@ fn admin(cluster: &Cluster, args: &[&str]) -> (Option<i32>, String) {
     (code, out)
 }
 
-/// Page `page` from node `id` as of `read`; `complete` is PG 0's last record at or below it.
-fn page(
-    cluster: &Cluster,
-    id: u32,
-    volume: VolumeId,
-    page: PageNo,
-    read: Lsn,
-    complete: Lsn,
-) -> Message {
-    cluster
-        .node(id)
-        .connect(0)
-        .call(&Message::GetPage {
-            volume,
-            pg: page.pg(),
-            page,
-            read_lsn: read,
-            complete_lsn: complete,
-            page_head: Lsn::NONE,
-        })
-        .unwrap()
-}
-
 #[test]
 fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
     let volume = VolumeId(61);
@@ -314,8 +291,8 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
     for i in 0..PAGES {
         let p = PageNo(i);
         let (mine, theirs) = (
-            page(&cluster, to, volume, p, written.last, complete),
-            page(&cluster, peer, volume, p, written.last, complete),
+            get_page(cluster.node(to), volume, p, written.last, complete),
+            get_page(cluster.node(peer), volume, p, written.last, complete),
         );
         match (&mine, &theirs) {
             (Message::Page { data: a, .. }, Message::Page { data: b, .. }) => {
@@ -340,7 +317,13 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Out of the PG, it answers no reads.
-    let refused = page(&cluster, from, volume, PageNo(0), written.last, complete);
+    let refused = get_page(
+        cluster.node(from),
+        volume,
+        PageNo(0),
+        written.last,
+        complete,
+    );
     assert!(
         matches!(
             refused,

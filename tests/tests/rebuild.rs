@@ -20,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::volume::{Change, Volume, VolumeConfig};
 use hexad_client::wire::{Message, Op, RebuildPhase, SegmentStat};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId};
-use hexad_tests::{fresh_dir, Cluster, NodeOpts};
+use hexad_tests::{fresh_dir, get_page, Cluster, NodeOpts};
 
 const VOLUME: VolumeId = VolumeId(93);
 const PGS: [PgIndex; 2] = [PgIndex(0), PgIndex(1)];
@@ -119,21 +119,6 @@ fn wait_for_floors(cluster: &Cluster, ids: &[u32], at_least: Lsn) {
     }
 }
 
-fn page(cluster: &Cluster, id: u32, page: PageNo, read: Lsn, complete: Lsn) -> Message {
-    cluster
-        .node(id)
-        .connect(0)
-        .call(&Message::GetPage {
-            volume: VOLUME,
-            pg: page.pg(),
-            page,
-            read_lsn: read,
-            complete_lsn: complete,
-            page_head: Lsn::NONE,
-        })
-        .unwrap()
-}
-
 #[test]
 fn a_wiped_node_rebuilds_its_segments_from_peers_and_reads_the_same() {
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "rebuild");
@@ -209,8 +194,8 @@ fn a_wiped_node_rebuilds_its_segments_from_peers_and_reads_the_same() {
     for pg in PGS {
         for i in 0..PAGES {
             let p = PageNo(pg.first_page().0 + i);
-            let theirs = page(&cluster, 1, p, vdl, tails[&pg]);
-            let mine = page(&cluster, 6, p, vdl, tails[&pg]);
+            let theirs = get_page(cluster.node(1), VOLUME, p, vdl, tails[&pg]);
+            let mine = get_page(cluster.node(6), VOLUME, p, vdl, tails[&pg]);
             match (&mine, &theirs) {
                 (Message::Page { data: a, .. }, Message::Page { data: b, .. }) => {
                     let differ = a.iter().zip(b.iter()).position(|(x, y)| x != y);
