@@ -8,8 +8,9 @@
 //!   byte-identical to a peer, a fresh open finds the new membership and every
 //!   acknowledged commit, and F, restarted, learns it is out.
 //! - A replacement whose newcomer cannot hydrate (`SIGSTOP`) stops in its transitional
-//!   step with a clear error; `admin revert` then takes the PG back to its old set while
-//!   commits go on, and the writer follows.
+//!   step with a clear error; a new writer opens the volume in that state (F dead, G
+//!   stopped) and keeps every acknowledged commit; `admin revert` then takes the PG back to
+//!   its old set while commits go on, and the writer follows.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ struct Written {
     last: Lsn,
     failures: Vec<String>,
     membership: MemberSets,
+    /// What the writer's open recovered.
+    recovered_vdl: Lsn,
+    opened_with: MemberSets,
 }
 
 /// A writer committing on its own executor thread until told to stop.
@@ -113,6 +117,8 @@ async fn write(
         last: Lsn::NONE,
         failures: Vec::new(),
         membership: vol.membership(PgIndex(0)),
+        recovered_vdl: vol.recovery().vdl,
+        opened_with: vol.membership(PgIndex(0)),
     };
     let mut seq = 0u64;
     loop {
@@ -356,14 +362,15 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
 }
 
 #[test]
-fn a_stuck_replacement_is_reverted_while_commits_go_on() {
+fn a_stuck_replacement_is_opened_through_and_reverted_while_commits_go_on() {
     let volume = VolumeId(62);
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "membership-revert");
     let mut cluster = Cluster::start_sized(&bin(), &dir, &[2, 2, 3], &NodeOpts::default());
     let map = cluster.map();
     let (from, to, old) = pick(&map, volume);
-    let writer = Writer::start(map, volume);
-    writer.wait_for(1_000);
+    let new = old.map(|n| if n.0 == from { NodeId(to) } else { n });
+    let first = Writer::start(map.clone(), volume);
+    first.wait_for(1_000);
     // G cannot hydrate while stopped: the replacement stops in its transitional step.
     cluster.kill(from);
     cluster.signal(to, nix::sys::signal::Signal::SIGSTOP);
@@ -386,22 +393,44 @@ fn a_stuck_replacement_is_reverted_while_commits_go_on() {
     );
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("stays transitional"), "{out}");
-    let before = writer.count();
-    writer.wait_for(before + 500);
+    first.wait_for(first.count() + 500);
+    let first = first.finish();
+    assert!(
+        first.failures.is_empty(),
+        "failed commits: {:?}",
+        first.failures
+    );
+    let transitional = MemberSets {
+        epoch: MembershipEpoch(2),
+        old,
+        new: Some(new),
+    };
+    assert_eq!(first.membership, transitional, "the writer followed step 1");
+    // A new writer opens the volume while it is transitional, F dead and G stopped: 4 of
+    // each set answer, and the open keeps every acknowledged commit.
+    let second = Writer::start(map, volume);
+    second.wait_for(500);
     // F is back; the operator reverts.
     cluster.signal(to, nix::sys::signal::Signal::SIGCONT);
     cluster.restart(from);
     let (code, out) = admin(&cluster, &["revert", "--volume", "62", "--pg", "0"]);
     assert_eq!(code, Some(0), "{out}");
-    writer.wait_for(writer.count() + 1_000);
-    let written = writer.finish();
+    second.wait_for(second.count() + 1_000);
+    let second = second.finish();
     assert!(
-        written.failures.is_empty(),
+        second.failures.is_empty(),
         "failed commits: {:?}",
-        written.failures
+        second.failures
+    );
+    assert_eq!(second.opened_with, transitional);
+    assert!(
+        second.recovered_vdl >= first.last,
+        "the open recovered VDL {} below the first writer's last commit {}",
+        second.recovered_vdl,
+        first.last
     );
     assert_eq!(
-        written.membership,
+        second.membership,
         MemberSets::stable(MembershipEpoch(3), old),
         "the writer is back on the old set"
     );
@@ -437,9 +466,10 @@ fn a_stuck_replacement_is_reverted_while_commits_go_on() {
         "{reply:?}"
     );
     let holdings: Vec<BTreeSet<Lsn>> = old.iter().map(|n| held(&cluster, n.0, volume)).collect();
-    let short: Vec<Lsn> = written
+    let short: Vec<Lsn> = first
         .acked_pg0
         .iter()
+        .chain(&second.acked_pg0)
         .copied()
         .filter(|l| holdings.iter().filter(|h| h.contains(l)).count() < 4)
         .take(5)

@@ -651,8 +651,14 @@ impl<'a> Opener<'a> {
                 }
             }
             tails.insert(*pg, tail);
+            // A node joining the PG (transitional membership) fills itself by gossip or a
+            // rebuild: its SCL may lie below the source's floor, where no record is left
+            // to send.
+            let members = self.members(*pg);
+            let joining =
+                |n: &NodeId| members.new.is_some_and(|s| s.contains(n)) && !members.old.contains(n);
             for (node, scl) in got {
-                if *scl < tail {
+                if *scl < tail && !joining(node) {
                     behind
                         .entry(self.conn_of(*node, *pg))
                         .or_default()
