@@ -21,18 +21,19 @@
 //! [`PRESSURE_FREE_FILES`] files are free and coalescing can free some, appends wait
 //! ([`Shard::wait_for_log_space`]).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use hexad_client::wire::{ErrorCode, Message, RebuildPhase};
-use hexad_client::{Lsn, PageNo, PAGE_BYTES};
+use hexad_client::{Lsn, PageNo, VolumeId, PAGE_BYTES};
 
 use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
 use crate::pagestore::format::{self, Slot};
 use crate::pagestore::{PageSlots, PageStore};
 use crate::segment::Segment;
-use crate::shard::{no_such_segment, Reply, Shard};
+use crate::shard::{no_such_segment, Reply, Shard, VolumeProgress};
 
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;
@@ -68,13 +69,28 @@ impl<D: Disk + 'static> Shard<D> {
         self.pages.is_some() && self.log().files_free() < threshold
     }
 
+    /// How far `seg` may coalesce: the writer's PGMRPL, or everything it holds once a
+    /// membership change took this node out of the PG (it serves no reads any more, and
+    /// no writer tells it a read point), so that its records leave the hot log.
+    fn coalesce_limit(
+        &self,
+        progress: &HashMap<VolumeId, VolumeProgress>,
+        key: &SegmentKey,
+        seg: &Segment,
+    ) -> Lsn {
+        if seg.retired_from(self.id.node_id) {
+            return Lsn(u64::MAX);
+        }
+        progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl)
+    }
+
     /// Whether coalescing can free log space: some segment holds records below
     /// `min(SCL, PGMRPL)`. (Without the writer's `Progress` nothing can be coalesced, and
     /// waiting would only delay the `HotLogFull` answer.)
     fn can_free(&self) -> bool {
         let progress = self.progress.borrow();
         self.segments.borrow().iter().any(|(key, seg)| {
-            let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+            let pgmrpl = self.coalesce_limit(&progress, key, seg);
             let pin = self.floor_pin(*key).unwrap_or(Lsn(u64::MAX));
             seg.scl().min(pgmrpl).min(pin) > seg.floor()
         })
@@ -105,7 +121,7 @@ impl<D: Disk + 'static> Shard<D> {
                 .iter()
                 .filter(|(_, seg)| seg.rebuild != RebuildPhase::Copying)
                 .filter_map(|(key, seg)| {
-                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+                    let pgmrpl = self.coalesce_limit(&progress, key, seg);
                     // A peer copying this segment's baseline needs the records above it.
                     let pin = self.floor_pin(*key).unwrap_or(Lsn(u64::MAX));
                     seg.floor_candidate(pgmrpl.min(pin)).map(|f| (*key, f))
@@ -418,7 +434,7 @@ impl<D: Disk + 'static> Shard<D> {
             segs.iter_mut()
                 .filter(|(_, seg)| seg.rebuild != RebuildPhase::Copying)
                 .filter_map(|(key, seg)| {
-                    let pgmrpl = progress.get(&key.volume).map_or(Lsn::NONE, |p| p.pgmrpl);
+                    let pgmrpl = self.coalesce_limit(&progress, key, seg);
                     let target = seg.scl().min(pgmrpl);
                     let pages = seg.coalesce_work(target, PAGES_PER_PASS, min_chain);
                     (!pages.is_empty()).then_some((*key, target, pages))

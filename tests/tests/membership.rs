@@ -322,7 +322,32 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Out of the PG, it answers no reads.
+    // Out of the PG, it coalesces what it holds, so its records leave the hot log...
+    let started = Instant::now();
+    loop {
+        let stat = match cluster
+            .node(from)
+            .connect(0)
+            .call(&Message::GetSegmentStats)
+            .unwrap()
+        {
+            Message::SegmentStats { segments } => segments
+                .into_iter()
+                .find(|s| s.volume == volume && s.pg == PgIndex(0))
+                .expect("node F keeps the segment"),
+            other => panic!("node {from}: {other:?}"),
+        };
+        if stat.floor >= stat.scl && stat.scl > Lsn::NONE {
+            eprintln!("node {from}, out of the PG: {stat:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "node {from} did not coalesce its retired segment: {stat:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...and answers no reads.
     let refused = get_page(
         cluster.node(from),
         volume,
