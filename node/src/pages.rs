@@ -171,6 +171,20 @@ impl<D: Disk + 'static> Shard<D> {
         complete_lsn: Lsn,
         page_head: Lsn,
     ) -> Reply {
+        let retired = self.segments.borrow().get(&key).and_then(|s| {
+            s.retired_from(self.id.node_id)
+                .then(|| s.membership_epoch())
+        });
+        if let Some(epoch) = retired {
+            return Reply::error(
+                ErrorCode::StaleMembership,
+                u32::try_from(epoch.0).unwrap_or(u32::MAX),
+                format!(
+                    "volume {} pg {}: this node left the PG at membership epoch {epoch}; read from a member",
+                    key.volume, key.pg
+                ),
+            );
+        }
         let (pgmrpl, hint) =
             self.progress
                 .borrow()

@@ -339,14 +339,6 @@ impl<D: Disk + 'static> Shard<D> {
                         format!("page {page} is in pg {}, not pg {pg}", page.pg()),
                     );
                 }
-                let retired = self.segments.borrow().get(&key).map(|s| (s.retired_from(self.id.node_id), s.membership_epoch()));
-                if let Some((true, epoch)) = retired {
-                    return Reply::error(
-                        ErrorCode::StaleMembership,
-                        u32::try_from(epoch.0).unwrap_or(u32::MAX),
-                        format!("volume {volume} pg {pg}: this node left the PG at membership epoch {epoch}; read from a member"),
-                    );
-                }
                 self.get_page(key, page, read_lsn, complete_lsn, page_head)
                     .await
             }
