@@ -153,6 +153,11 @@ impl QuorumCore {
         self.pgs.get(&pg).map(|t| t.sets)
     }
 
+    /// Every registered PG with its membership.
+    pub fn memberships(&self) -> impl Iterator<Item = (PgIndex, MemberSets)> + '_ {
+        self.pgs.iter().map(|(pg, t)| (*pg, t.sets))
+    }
+
     /// Whether `records` more records of `bytes` bytes in all may be allocated now. A
     /// mini-transaction checks once for all its records, then allocates them back to back,
     /// so its LSNs are contiguous and VDL can never fall inside it.

@@ -120,7 +120,6 @@ impl Inner {
     /// Counts `pg` with `sets` from now on.
     fn apply_membership(&self, pg: PgIndex, sets: MemberSets) {
         let before = self.core.borrow().vdl();
-        self.members.borrow_mut().insert(pg, sets);
         self.core.borrow_mut().set_membership(pg, sets);
         if let Some(p) = &self.cfg.progress {
             p(&format!(

@@ -120,10 +120,9 @@ pub(crate) struct Inner {
     fenced: RefCell<Option<String>>,
     /// The engine's oldest read point (PGMRPL); `None` follows VDL.
     min_read_point: Cell<Option<Lsn>>,
+    /// The quorum arithmetic, and each PG's membership as the writer counts it
+    /// (`membership.rs`; refreshed from the nodes when one answers `StaleMembership`).
     core: RefCell<QuorumCore>,
-    /// Each PG's membership as the writer counts it (`membership.rs`); refreshed from the
-    /// nodes when one answers `StaleMembership`.
-    members: RefCell<HashMap<PgIndex, MemberSets>>,
     /// PGs a node said have a newer membership than `members`, with the epoch it named.
     stale_members: RefCell<HashMap<PgIndex, MembershipEpoch>>,
     /// Set while one task asks the nodes for newer memberships; others wait for it.
@@ -156,10 +155,8 @@ impl Volume {
             .open()
             .await?;
         let mut core = QuorumCore::new(cfg.quorum, recovered.allocate_after);
-        let mut members = HashMap::new();
         for (pg, state) in &recovered.pgs {
             core.add_pg(*pg, state.members, state.tail);
-            members.insert(*pg, state.members);
         }
         let min_read_point = cfg.min_read_point;
         Ok(Volume {
@@ -170,7 +167,6 @@ impl Volume {
                 fenced: RefCell::default(),
                 min_read_point: Cell::new(min_read_point),
                 core: RefCell::new(core),
-                members: RefCell::new(members),
                 stale_members: RefCell::default(),
                 refreshing: Cell::new(false),
                 members_changed: Notify::default(),
@@ -208,7 +204,7 @@ impl Volume {
             return Err(VolumeError::PageOutOfRange(page));
         }
         let read = read_point.unwrap_or_else(|| inner.core.borrow().vdl());
-        let Some(members) = inner.members.borrow().get(&pg).map(MemberSets::nodes) else {
+        let Some(members) = inner.core.borrow().membership(pg).map(|m| m.nodes()) else {
             // Nothing was ever written to this PG.
             return Ok(PageRead {
                 page_lsn: Lsn::NONE,
@@ -439,12 +435,10 @@ impl Inner {
     fn progress_for(&self, node: NodeId, shard: ShardId) -> Message {
         let core = self.core.borrow();
         let vdl = core.vdl();
-        let pgs = self
-            .members
-            .borrow()
-            .iter()
-            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, **pg) == shard)
-            .filter_map(|(pg, _)| Some((*pg, core.complete_point(*pg, vdl)?)))
+        let pgs = core
+            .memberships()
+            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, *pg) == shard)
+            .filter_map(|(pg, _)| Some((pg, core.complete_point(pg, vdl)?)))
             .collect();
         Message::Progress {
             volume: self.cfg.volume,
@@ -473,11 +467,11 @@ impl Inner {
             return Vec::new();
         };
         let mut pgs: Vec<PgIndex> = self
-            .members
+            .core
             .borrow()
-            .iter()
-            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, **pg) == shard)
-            .map(|(pg, _)| *pg)
+            .memberships()
+            .filter(|(pg, m)| m.contains(node) && self.shard_of(node, *pg) == shard)
+            .map(|(pg, _)| pg)
             .collect();
         pgs.sort_unstable();
         pgs.into_iter()
@@ -489,13 +483,13 @@ impl Inner {
             .collect()
     }
 
+    /// The PG's membership; a PG new to the writer starts on the placement default.
     fn members_of(&self, pg: PgIndex) -> MemberSets {
-        if let Some(m) = self.members.borrow().get(&pg) {
-            return *m;
+        if let Some(m) = self.core.borrow().membership(pg) {
+            return m;
         }
         let placement = self.cluster.pg_members(self.cfg.volume, pg);
         let m = MemberSets::stable(MembershipEpoch::PLACEMENT, placement);
-        self.members.borrow_mut().insert(pg, m);
         self.core.borrow_mut().add_pg(pg, m, Lsn::NONE);
         m
     }
@@ -545,13 +539,11 @@ impl Inner {
     /// Retained records a (node, shard) should hold but has not acknowledged, in LSN order.
     fn missing_for(&self, node: NodeId, shard: ShardId) -> Vec<(PgIndex, Record)> {
         let core = self.core.borrow();
-        let members = self.members.borrow();
         self.retained
             .borrow()
             .iter()
             .filter(|(lsn, (pg, _))| {
-                members.get(pg).is_some_and(|m| m.contains(node))
-                    && self.shard_of(node, *pg) == shard
+                self.shard_of(node, *pg) == shard
                     && core.member_scl(*pg, node).is_some_and(|scl| scl < **lsn)
             })
             .map(|(_, (pg, r))| (*pg, r.clone()))
@@ -561,8 +553,8 @@ impl Inner {
     fn unavailable(&self, lsn: Lsn, started: Instant, extra: &str) -> VolumeError {
         let core = self.core.borrow();
         let mut detail = String::new();
-        for (pg, m) in self.members.borrow().iter() {
-            let lagging = core.lagging(*pg);
+        for (pg, m) in core.memberships() {
+            let lagging = core.lagging(pg);
             if !m.write_quorum(|n| !lagging.contains(&n)) {
                 let errors: Vec<String> = self
                     .peers
