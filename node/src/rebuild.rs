@@ -9,7 +9,7 @@
 //!                                            page file from extent 0 on (holes skipped),
 //!   ◀── Baseline(F, epochs, ranges,          the newest valid version of each page,
 //!                pages + CRC each)           CRC32C over page, LSN and bytes
-//!   GetBaseline(pin F, next extent)   ──▶   (asked for before the chunk is written here)
+//!   GetBaseline(pin F, next extents)  ──▶   (2 asked for before the chunk is written here)
 //!   write each chunk's versions (runs, as the coalescer), fdatasync
 //!   … until next extent = done
 //!   persist floor F, epochs, ranges; drop own records ≤ F; SCL starts at F
@@ -22,8 +22,10 @@
 //! So the copied versions hold every record ≤ F, and the records above F are still in the
 //! peer's log to be pulled. A chunk whose page fails its CRC is asked for again (at most
 //! [`CHUNK_TRIES`] times); nothing unchecked is written. Memory is one chunk being
-//! written and one being fetched ([`CHUNK_BYTES`] of pages each, three times that of
-//! extents read on the peer). While copying, the segment answers no reads and the
+//! written and [`CHUNKS_IN_FLIGHT`] being fetched ([`CHUNK_BYTES`] of pages each, three
+//! times that of extents read on the peer, plus the local extents a chunk covers). With
+//! `repair.rebuild_mb_per_s` the copy sleeps after each chunk while it is ahead of that
+//! rate. While copying, the segment answers no reads and the
 //! coalescer leaves it alone; until the pull reaches the peer's SCL it answers no reads
 //! either (`SegmentStats` shows the phase and what was copied).
 //!
