@@ -262,7 +262,7 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
         written.failures
     );
     eprintln!(
-        "{} commits acknowledged ({during} while the replacement ran), last {}",
+        "{} commits to PG 0 acknowledged; {during} commits (both PGs) while the admin command ran; last LSN {}",
         written.acked_pg0.len() / 2,
         written.last
     );
