@@ -340,6 +340,30 @@ pub fn get_page(
         .unwrap()
 }
 
+/// Mini-transaction `seq` of the counter workload: on `page`, 16 bytes written at offset 8
+/// (`seq` and its complement) and `seq` added to the u64 at offset 0, so a page's bytes
+/// show both which write came last and that every add was applied exactly once.
+pub fn counter_changes(page: PageNo, seq: u64) -> [hexad_client::volume::Change; 2] {
+    use hexad_client::volume::Change;
+    let mut bytes = 8u32.to_le_bytes().to_vec();
+    bytes.extend(seq.to_le_bytes());
+    bytes.extend((!seq).to_le_bytes());
+    let mut add = 0u32.to_le_bytes().to_vec();
+    add.extend(seq.to_le_bytes());
+    [
+        Change {
+            page,
+            op: Op::WriteBytes,
+            payload: bytes::Bytes::from(bytes),
+        },
+        Change {
+            page,
+            op: Op::AddU64,
+            payload: bytes::Bytes::from(add),
+        },
+    ]
+}
+
 /// A local cluster of real node processes described by a cluster file in `dir`.
 pub struct Cluster {
     pub file: PathBuf,

@@ -18,14 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use hexad_client::membership::{MemberSets, Members, Membership};
 use hexad_client::placement::ClusterMap;
-use hexad_client::volume::{Change, Volume, VolumeConfig};
-use hexad_client::wire::{ErrorCode, IndexEntry, Message, Op};
+use hexad_client::volume::{Volume, VolumeConfig};
+use hexad_client::wire::{ErrorCode, IndexEntry, Message};
 use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, VolumeId};
-use hexad_tests::{fresh_dir, get_page, run_with_output, Cluster, NodeOpts};
+use hexad_tests::{counter_changes, fresh_dir, get_page, run_with_output, Cluster, NodeOpts};
 
 const PGS: [PgIndex; 2] = [PgIndex(0), PgIndex(1)];
 const PAGES: u64 = 200;
@@ -142,24 +141,7 @@ async fn write(
         }
         let pg = PGS[(seq % 2) as usize];
         let page = PageNo(pg.first_page().0 + (seq / 2) % PAGES);
-        let mut bytes = 8u32.to_le_bytes().to_vec();
-        bytes.extend(seq.to_le_bytes());
-        bytes.extend((!seq).to_le_bytes());
-        let mut add = 0u32.to_le_bytes().to_vec();
-        add.extend(seq.to_le_bytes());
-        let changes = [
-            Change {
-                page,
-                op: Op::WriteBytes,
-                payload: Bytes::from(bytes),
-            },
-            Change {
-                page,
-                op: Op::AddU64,
-                payload: Bytes::from(add),
-            },
-        ];
-        match vol.append(&changes).await {
+        match vol.append(&counter_changes(page, seq)).await {
             Ok(lsn) => pending.push_back((lsn, pg == PgIndex(0))),
             Err(e) => out.failures.push(format!("append {seq}: {e}")),
         }
@@ -212,12 +194,14 @@ fn membership_of(cluster: &Cluster, id: u32, volume: VolumeId) -> Membership {
     }
 }
 
-/// Node F (a PG 0 member in the AZ with 3 nodes) and G (the spare there), and PG 0's set.
-fn pick(map: &ClusterMap, volume: VolumeId) -> (u32, u32, [NodeId; 6]) {
+/// Node F (a PG 0 member in the AZ with 3 nodes) and G (the spare there), PG 0's set, and
+/// that set with G in place of F.
+fn pick(map: &ClusterMap, volume: VolumeId) -> (u32, u32, [NodeId; 6], [NodeId; 6]) {
     let members = map.pg_members(volume, PgIndex(0));
     let spare = (5..=7).find(|n| !members.contains(&NodeId(*n))).unwrap();
     let from = (5..=7).find(|n| members.contains(&NodeId(*n))).unwrap();
-    (from, spare, members)
+    let new = members.map(|n| if n.0 == from { NodeId(spare) } else { n });
+    (from, spare, members, new)
 }
 
 fn admin(cluster: &Cluster, args: &[&str]) -> (Option<i32>, String) {
@@ -237,8 +221,7 @@ fn a_failed_node_is_replaced_under_load_with_no_failed_commit() {
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "membership-replace");
     let mut cluster = Cluster::start_sized(&bin(), &dir, &[2, 2, 3], &NodeOpts::default());
     let map = cluster.map();
-    let (from, to, old) = pick(&map, volume);
-    let new = old.map(|n| if n.0 == from { NodeId(to) } else { n });
+    let (from, to, _old, new) = pick(&map, volume);
     let writer = Writer::start(map.clone(), volume);
     writer.wait_for(2_000);
     cluster.kill(from);
@@ -392,8 +375,7 @@ fn a_stuck_replacement_is_opened_through_and_reverted_while_commits_go_on() {
     let dir = fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "membership-revert");
     let mut cluster = Cluster::start_sized(&bin(), &dir, &[2, 2, 3], &NodeOpts::default());
     let map = cluster.map();
-    let (from, to, old) = pick(&map, volume);
-    let new = old.map(|n| if n.0 == from { NodeId(to) } else { n });
+    let (from, to, old, new) = pick(&map, volume);
     let first = Writer::start(map.clone(), volume);
     first.wait_for(1_000);
     // G cannot hydrate while stopped: the replacement stops in its transitional step.

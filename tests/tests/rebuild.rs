@@ -15,12 +15,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use hexad_client::volume::{Change, Volume, VolumeConfig};
-use hexad_client::wire::{Message, Op, RebuildPhase, SegmentStat};
+use hexad_client::volume::{Volume, VolumeConfig};
+use hexad_client::wire::{Message, RebuildPhase, SegmentStat};
 use hexad_client::{Lsn, PageNo, PgIndex, VolumeId};
-use hexad_tests::{fresh_dir, get_page, Cluster, NodeOpts};
+use hexad_tests::{counter_changes, fresh_dir, get_page, Cluster, NodeOpts};
 
 const VOLUME: VolumeId = VolumeId(93);
 const PGS: [PgIndex; 2] = [PgIndex(0), PgIndex(1)];
@@ -67,24 +66,8 @@ fn write(cluster: &Cluster, first: u64, count: u64, min_read_point: Option<Lsn>)
             for seq in first..first + count {
                 let pg = PGS[(seq % 2) as usize];
                 let page = PageNo(pg.first_page().0 + (seq / 2) % PAGES);
-                let mut bytes = 8u32.to_le_bytes().to_vec();
-                bytes.extend(seq.to_le_bytes());
-                bytes.extend((!seq).to_le_bytes());
-                let mut add = 0u32.to_le_bytes().to_vec();
-                add.extend(seq.to_le_bytes());
                 last = vol
-                    .append(&[
-                        Change {
-                            page,
-                            op: Op::WriteBytes,
-                            payload: Bytes::from(bytes),
-                        },
-                        Change {
-                            page,
-                            op: Op::AddU64,
-                            payload: Bytes::from(add),
-                        },
-                    ])
+                    .append(&counter_changes(page, seq))
                     .await
                     .expect("append");
                 if seq % 64 == 63 {
