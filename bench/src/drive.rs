@@ -348,16 +348,30 @@ pub struct Loaded {
     pub wall_start: std::time::SystemTime,
     /// Each measured second.
     pub intervals: Vec<crate::hdrlog::Interval>,
+    /// CPU the writer and the nodes used in the measured window.
+    pub cpu: crate::cpu::CpuUse,
 }
 
 /// Runs `op` as `plan` says, with a live one-line report each second (unless quiet) and a
-/// latency histogram per measured second.
-pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Loaded> {
+/// latency histogram per measured second; `cpu` is sampled when the measured window starts
+/// and when the load ends.
+pub async fn measure<O: Operation + 'static>(
+    op: Rc<O>,
+    plan: Plan,
+    cpu: &crate::cpu::NodeCpu,
+) -> Result<Loaded> {
     let tally = Rc::new(Tally::with_intervals());
     let started = Instant::now();
     let wall_start = std::time::SystemTime::now();
     let ramp_end = started + plan.window.ramp;
     let deadline = ramp_end + plan.window.runtime;
+    let cpu_start = {
+        let cpu = cpu.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(ramp_end.saturating_duration_since(Instant::now())).await;
+            cpu.sample()
+        })
+    };
     let progress = {
         let tally = tally.clone();
         glommio::spawn_local(async move {
@@ -397,6 +411,8 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
         None => closed_loop(op, plan.depth, plan.window, tally).await,
     }
     .map_err(|e| e.context("an operation failed"))?;
+    let cpu_end = cpu.sample();
+    let cpu = crate::cpu::CpuUse::between(cpu_start.await, cpu_end, measured.done);
     let intervals = progress.await;
     Ok(Loaded {
         latency_us: measured.latency_us,
@@ -407,6 +423,7 @@ pub async fn measure<O: Operation + 'static>(op: Rc<O>, plan: Plan) -> Result<Lo
         elapsed_s: measured.elapsed.as_secs_f64(),
         wall_start,
         intervals,
+        cpu,
     })
 }
 

@@ -107,6 +107,11 @@ impl LocalCluster {
         spawn_node(&self.file, &self.dir, id)
     }
 
+    /// Where the bench reads these nodes' CPU time (their processes' `/proc/PID/stat`).
+    pub fn cpu(&self) -> crate::cpu::NodeCpu {
+        crate::cpu::NodeCpu::Children(self.nodes.clone())
+    }
+
     /// What a fault plan needs to act on these nodes from another thread.
     pub fn handle(&self) -> NodeHandle {
         NodeHandle {

@@ -5,6 +5,7 @@
 //! `hexad-bench FILE.toml` runs the jobs of a job file. What is still to come is listed
 //! in issue #7.
 
+mod cpu;
 mod drive;
 mod fault;
 mod hdrlog;

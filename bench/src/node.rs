@@ -201,6 +201,7 @@ pub fn run(
     let plan = Plan::for_job(args, rw, args.iodepth * args.numjobs, bytes_per_op);
     let (bs, batch, mix_read) = (args.bs, args.batch, args.rwmixread);
     let before = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
+    let cpu = crate::cpu::NodeCpu::Stats(shards.clone());
     let loaded = crate::drive::on_executor(move || async move {
         let mut segments = Vec::new();
         for (addr, volume) in jobs {
@@ -217,7 +218,7 @@ pub fn run(
         if rw.any_reads() {
             prefill(&load, plan.quiet).await?;
         }
-        measure(load, plan).await
+        measure(load, plan, &cpu).await
     })?;
     let after = crate::drive::sum_stats(&shards, IO_TIMEOUT)?;
     let secs = loaded.elapsed_s;

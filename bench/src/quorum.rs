@@ -49,11 +49,13 @@ pub fn load_cluster(path: &Path) -> Result<(ClusterMap, u16)> {
     Ok((map, file.defaults.shards.unwrap_or(1)))
 }
 
-/// Runs the commit load against the nodes of `map`.
+/// Runs the commit load against the nodes of `map`; `cpu` says where the nodes' CPU time
+/// is read (the local target's child processes, or `None` to ask the nodes' `Stats`).
 pub fn run_on(
     args: &WriteArgs,
     map: ClusterMap,
     default_shards: u16,
+    cpu: Option<crate::cpu::NodeCpu>,
     slo: Option<&[crate::slo::Target]>,
 ) -> Result<Histogram<u64>> {
     let configs: Vec<VolumeConfig> = (0..args.numjobs as u64)
@@ -73,6 +75,7 @@ pub fn run_on(
             (0..n.shards.unwrap_or(default_shards)).map(|s| n.shard_addr(hexad_client::ShardId(s)))
         })
         .collect();
+    let cpu = cpu.unwrap_or_else(|| crate::cpu::NodeCpu::Stats(shard_addrs.clone()));
     // `None` if a shard does not answer (a node stopped or killed by a fault plan).
     let before = crate::drive::sum_stats(&shard_addrs, STATS_TIMEOUT).ok();
     let loaded = crate::drive::on_executor(move || async move {
@@ -92,7 +95,7 @@ pub fn run_on(
         if rw.any_reads() {
             prefill(&job, plan.quiet).await?;
         }
-        measure(job, plan).await
+        measure(job, plan, &cpu).await
     })?;
     let after = crate::drive::sum_stats(&shard_addrs, STATS_TIMEOUT).ok();
     let work = before

@@ -167,6 +167,7 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
     let started = Instant::now();
     let measure_from = started + job.ramp;
     let end = measure_from + job.runtime;
+    let mut cpu_start = None;
     // Operation k is due at `started + k / rate` in open loop.
     let due = |k: u64| {
         job.rate_iops
@@ -177,6 +178,9 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
     loop {
         // Start operations on free slots: closed loop at once, open loop when due.
         let now = Instant::now();
+        if cpu_start.is_none() && now >= measure_from {
+            cpu_start = Some(crate::cpu::NodeCpu::None.sample());
+        }
         for (slot, state) in slots.iter_mut().enumerate() {
             if state.is_some() {
                 continue;
@@ -287,6 +291,7 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
         }
     }
     drop(ring);
+    let cpu_end = crate::cpu::NodeCpu::None.sample();
     // The last, partial, second.
     if interval_start >= measure_from && !interval.is_empty() {
         intervals.push((
@@ -299,11 +304,12 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
     for h in &by_kind {
         latency_us.add(h)?;
     }
+    let ops = latency_us.len();
     let loaded = Loaded {
         // An I/O error on the device ends the run (above): no operation fails quietly.
         errors: 0,
         first_error: None,
-        ops: latency_us.len(),
+        ops,
         latency_us,
         by_kind: by_kind.into(),
         elapsed_s: last_done
@@ -312,6 +318,7 @@ pub fn run(path: &Path, job: &RawJob) -> Result<(FileStats, Loaded)> {
             .as_secs_f64(),
         wall_start,
         intervals,
+        cpu: crate::cpu::CpuUse::between(cpu_start.unwrap_or(cpu_end), cpu_end, ops),
     };
     let stats = FileStats {
         size: job.size,

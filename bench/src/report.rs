@@ -99,6 +99,9 @@ struct Summary {
     first_error: Option<String>,
     #[serde(flatten)]
     latency: Percentiles,
+    /// CPU seconds of the writer and the nodes in the window, and per operation.
+    #[serde(flatten)]
+    cpu: crate::cpu::CpuUse,
     /// For randrw jobs: the same per operation.
     #[serde(skip_serializing_if = "Option::is_none")]
     by_op: Option<BTreeMap<&'static str, OpSummary>>,
@@ -202,6 +205,7 @@ pub fn finish(
         errors: loaded.errors,
         first_error: loaded.first_error.clone(),
         latency: Percentiles::of(&hist),
+        cpu: loaded.cpu,
         by_op: (shape.rw == Rw::Mixed).then(|| {
             shape
                 .kinds
@@ -280,6 +284,7 @@ fn print_text(s: &Summary, shape: &Shape) {
         s.ops, s.ops_per_s, s.mb_per_s, s.errors
     );
     println!("  {latency} (us): {}", s.latency.line());
+    println!("  {}", s.cpu.line());
     for (op, o) in s.by_op.iter().flatten() {
         println!(
             "  {op}: {} ({:.0}/s), latency (us): {}",

@@ -318,7 +318,7 @@ pub fn run_job(args: &WriteArgs) -> Result<Histogram<u64>> {
             Ok(Box::new(crate::fault::ScriptNodes::new(dir, &ids)?))
         };
         return with_faults(args, &ids, nodes, || {
-            crate::quorum::run_on(args, map.clone(), shards, slo.as_deref())
+            crate::quorum::run_on(args, map.clone(), shards, None, slo.as_deref())
         });
     }
     if let Some(hostport) = args.target.strip_prefix("node:") {
@@ -336,7 +336,7 @@ pub fn run_on_local(
 ) -> Result<Histogram<u64>> {
     let nodes = || -> Result<Box<dyn crate::fault::Nodes>> { Ok(Box::new(cluster.handle())) };
     with_faults(args, &crate::local::node_ids(), nodes, || {
-        crate::quorum::run_on(args, cluster.map.clone(), 1, slo)
+        crate::quorum::run_on(args, cluster.map.clone(), 1, Some(cluster.cpu()), slo)
     })
 }
 
@@ -416,7 +416,7 @@ pub fn quickstart(
     };
     let cluster = crate::local::LocalCluster::start(&args.local_dir)?;
     println!("== job 1: commits (write)");
-    let writes = crate::quorum::run_on(&args, cluster.map.clone(), 1, None)?;
+    let writes = crate::quorum::run_on(&args, cluster.map.clone(), 1, Some(cluster.cpu()), None)?;
     // A fresh volume of 64 pages, each written once before the reads.
     let read = WriteArgs {
         rw: "randread".into(),
@@ -425,7 +425,7 @@ pub fn quickstart(
         ..args
     };
     println!("== job 2: page reads at VDL (randread), one record per page");
-    let reads = crate::quorum::run_on(&read, cluster.map.clone(), 1, None)?;
+    let reads = crate::quorum::run_on(&read, cluster.map.clone(), 1, Some(cluster.cpu()), None)?;
     crate::plot::write_svg(
         plot,
         "hexad-bench quickstart: 6 local nodes, 16 in flight",

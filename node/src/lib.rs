@@ -32,3 +32,4 @@ mod rebuild;
 pub mod segment;
 pub mod server;
 pub mod shard;
+pub mod usage;

@@ -643,6 +643,11 @@ impl<D: Disk + 'static> Shard<D> {
             backpressure_waits: self.backpressure_waits.get(),
             hot_log_files_free: u64::from(self.log.files_free()),
             hot_log_files: u64::from(self.log.file_count()),
+            process_cpu_us: if self.id.shard == ShardId(0) {
+                crate::usage::process_cpu_us()
+            } else {
+                0
+            },
         }
     }
 }

@@ -369,6 +369,7 @@ impl Message {
                     NodeStats::FIELDS_V2 => NodeStats::FIELDS_V2,
                     NodeStats::FIELDS_V3 => NodeStats::FIELDS_V3,
                     NodeStats::FIELDS_V4 => NodeStats::FIELDS_V4,
+                    NodeStats::FIELDS_V5 => NodeStats::FIELDS_V5,
                     _ => NodeStats::FIELDS,
                 };
                 for v in &mut a[..fields] {

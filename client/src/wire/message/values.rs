@@ -225,16 +225,21 @@ pub struct NodeStats {
     /// Repair replies (gossip records, baseline chunks) that failed their CRC here and were
     /// asked for again.
     pub repair_chunks_rejected: u64,
+    /// User + system CPU microseconds the whole node process has used since it started
+    /// (`getrusage`). Shard 0 reports it and every other shard 0, so a sum over all of a
+    /// cluster's shards is the sum over its nodes.
+    pub process_cpu_us: u64,
 }
 
 impl NodeStats {
-    pub(super) const FIELDS: usize = 22;
+    pub(super) const FIELDS: usize = 23;
     /// Fields a node sent before the page store, and before `page_writes` (shorter
     /// replies are still accepted; the missing fields read as 0).
     pub(super) const FIELDS_V1: usize = 8;
     pub(super) const FIELDS_V2: usize = 15;
     pub(super) const FIELDS_V3: usize = 17;
     pub(super) const FIELDS_V4: usize = 19;
+    pub(super) const FIELDS_V5: usize = 22;
 
     /// Field-by-field sum (gauges too: the total over several shards).
     #[must_use]
@@ -267,6 +272,7 @@ impl NodeStats {
             self.rebuild_pages_copied,
             self.rebuild_bytes_copied,
             self.repair_chunks_rejected,
+            self.process_cpu_us,
         ]
     }
 
@@ -294,6 +300,7 @@ impl NodeStats {
             rebuild_pages_copied: a[19],
             rebuild_bytes_copied: a[20],
             repair_chunks_rejected: a[21],
+            process_cpu_us: a[22],
         }
     }
 }
