@@ -9,7 +9,7 @@ use hexad_client::placement::segment_shard;
 use hexad_client::wire::message::MessageError;
 use hexad_client::wire::message::MAX_INDEX_ENTRIES;
 use hexad_client::wire::{ErrorCode, IndexEntry, Message, NodeStats, Record, PROTOCOL_VERSION};
-use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
+use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
 
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
@@ -209,11 +209,137 @@ impl<D: Disk + 'static> Shard<D> {
         &self.log
     }
 
-    /// Handles one decoded request.
+    /// Handles one decoded request. The write and read paths have their own small futures;
+    /// every other request is boxed, so the future a connection spawns per request stays
+    /// small (the whole match inline made it 9 KiB, copied and allocated per append).
     pub async fn handle(&self, msg: Message) -> Reply {
         if let Some(reply) = request_segment(&msg).and_then(|key| self.check_owner(key)) {
             return reply;
         }
+        match msg {
+            Message::AppendBatch {
+                volume,
+                pg,
+                volume_epoch,
+                membership_epoch,
+                records,
+            } => {
+                let key = SegmentKey { volume, pg };
+                self.append_batch(key, volume_epoch, membership_epoch, records)
+                    .await
+            }
+            Message::GetPage {
+                volume,
+                pg,
+                page,
+                read_lsn,
+                complete_lsn,
+                page_head,
+            } => {
+                let key = SegmentKey { volume, pg };
+                if !pg.contains(page) {
+                    return Reply::error(
+                        ErrorCode::RecordOutsidePg,
+                        0,
+                        format!("page {page} is in pg {}, not pg {pg}", page.pg()),
+                    );
+                }
+                Box::pin(self.get_page(key, page, read_lsn, complete_lsn, page_head)).await
+            }
+            other => Box::pin(self.handle_control(other)).await,
+        }
+    }
+
+    /// `AppendBatch`: checks the batch against the segment's epochs and membership, appends
+    /// it to the hot log, and acknowledges once it is durable (and findable by recovery).
+    async fn append_batch(
+        &self,
+        key: SegmentKey,
+        volume_epoch: VolumeEpoch,
+        membership_epoch: MembershipEpoch,
+        records: Vec<Record>,
+    ) -> Reply {
+        let SegmentKey { volume, pg } = key;
+        if let Some(reply) = check_batch(key, &records) {
+            return reply;
+        }
+        let fenced = self.volume_fence(volume);
+        if volume_epoch < fenced {
+            return stale_epoch(key, volume_epoch, fenced);
+        }
+        if let Some(reply) = self.check_membership(key, membership_epoch) {
+            return reply;
+        }
+        if let Some(seg) = self.segments.borrow().get(&key) {
+            if volume_epoch < seg.volume_epoch {
+                return stale_epoch(key, volume_epoch, seg.volume_epoch);
+            }
+            if seg.needs_truncation_for(volume_epoch) {
+                return Reply::error(
+                    ErrorCode::TruncationNeeded,
+                    saturate(seg.volume_epoch),
+                    format!(
+                        "volume {volume} pg {pg}: holds records of epochs below {volume_epoch} and no truncation range of epoch {volume_epoch}; send Truncate first"
+                    ),
+                );
+            }
+        }
+        self.last_append.set(std::time::Instant::now());
+        self.wait_for_log_space().await;
+        let durable_lsn = records.last().expect("batch checked non-empty").lsn;
+        let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+        let count = records.len() as u64;
+        let entries = records
+            .into_iter()
+            .map(|record| Entry {
+                segment: key,
+                volume_epoch,
+                membership_epoch,
+                record,
+            })
+            .collect();
+        match self.log.append(entries).await {
+            Ok(()) => {
+                // A volume open may have fenced this segment while the batch was
+                // being written: the records stay (a truncation range annuls them),
+                // but the old writer must not count this node toward its quorum.
+                let seg_epoch = self
+                    .segments
+                    .borrow()
+                    .get(&key)
+                    .map_or(VolumeEpoch(0), |s| s.volume_epoch);
+                let now = seg_epoch.max(self.volume_fence(volume));
+                if now > volume_epoch {
+                    return stale_epoch(key, volume_epoch, now);
+                }
+                // Likewise a membership step: a node that took it acks no batch of
+                // the epoch before (`hexad_client::membership`).
+                if let Some(reply) = self.check_membership(key, membership_epoch) {
+                    return reply;
+                }
+                self.records_appended
+                    .set(self.records_appended.get() + count);
+                self.bytes_appended.set(self.bytes_appended.get() + bytes);
+                self.batches_acked.set(self.batches_acked.get() + 1);
+                let scl = self
+                    .segments
+                    .borrow()
+                    .get(&key)
+                    .map_or(Lsn::NONE, Segment::scl);
+                Reply::ok(Message::AppendAck {
+                    volume,
+                    pg,
+                    durable_lsn,
+                    scl,
+                })
+            }
+            Err(e @ LogError::Full(_)) => Reply::error(ErrorCode::HotLogFull, 0, e.to_string()),
+            Err(e) => Reply::error(ErrorCode::Io, 0, e.to_string()),
+        }
+    }
+
+    /// Every request but appends and page reads.
+    async fn handle_control(&self, msg: Message) -> Reply {
         match msg {
             Message::Hello { protocol_version } if protocol_version == PROTOCOL_VERSION => Reply::ok(Message::HelloOk {
                 protocol_version: PROTOCOL_VERSION,
@@ -226,77 +352,6 @@ impl<D: Disk + 'static> Shard<D> {
                 0,
                 format!("protocol version {protocol_version} is not supported; this node speaks {PROTOCOL_VERSION}"),
             ),
-            Message::AppendBatch {
-                volume,
-                pg,
-                volume_epoch,
-                membership_epoch,
-                records,
-            } => {
-                let key = SegmentKey { volume, pg };
-                if let Some(reply) = check_batch(key, &records) {
-                    return reply;
-                }
-                let fenced = self.volume_fence(volume);
-                if volume_epoch < fenced {
-                    return stale_epoch(key, volume_epoch, fenced);
-                }
-                if let Some(reply) = self.check_membership(key, membership_epoch) {
-                    return reply;
-                }
-                if let Some(seg) = self.segments.borrow().get(&key) {
-                    if volume_epoch < seg.volume_epoch {
-                        return stale_epoch(key, volume_epoch, seg.volume_epoch);
-                    }
-                    if seg.needs_truncation_for(volume_epoch) {
-                        return Reply::error(
-                            ErrorCode::TruncationNeeded,
-                            saturate(seg.volume_epoch),
-                            format!(
-                                "volume {volume} pg {pg}: holds records of epochs below {volume_epoch} and no truncation range of epoch {volume_epoch}; send Truncate first"
-                            ),
-                        );
-                    }
-                }
-                self.last_append.set(std::time::Instant::now());
-                self.wait_for_log_space().await;
-                let durable_lsn = records.last().expect("batch checked non-empty").lsn;
-                let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
-                let count = records.len() as u64;
-                let entries = records
-                    .into_iter()
-                    .map(|record| Entry {
-                        segment: key,
-                        volume_epoch,
-                        membership_epoch,
-                        record,
-                    })
-                    .collect();
-                match self.log.append(entries).await {
-                    Ok(()) => {
-                        // A volume open may have fenced this segment while the batch was
-                        // being written: the records stay (a truncation range annuls them),
-                        // but the old writer must not count this node toward its quorum.
-                        let seg_epoch = self.segments.borrow().get(&key).map_or(VolumeEpoch(0), |s| s.volume_epoch);
-                        let now = seg_epoch.max(self.volume_fence(volume));
-                        if now > volume_epoch {
-                            return stale_epoch(key, volume_epoch, now);
-                        }
-                        // Likewise a membership step: a node that took it acks no batch of
-                        // the epoch before (`hexad_client::membership`).
-                        if let Some(reply) = self.check_membership(key, membership_epoch) {
-                            return reply;
-                        }
-                        self.records_appended.set(self.records_appended.get() + count);
-                        self.bytes_appended.set(self.bytes_appended.get() + bytes);
-                        self.batches_acked.set(self.batches_acked.get() + 1);
-                        let scl = self.segments.borrow().get(&key).map_or(Lsn::NONE, Segment::scl);
-                        Reply::ok(Message::AppendAck { volume, pg, durable_lsn, scl })
-                    }
-                    Err(e @ LogError::Full(_)) => Reply::error(ErrorCode::HotLogFull, 0, e.to_string()),
-                    Err(e) => Reply::error(ErrorCode::Io, 0, e.to_string()),
-                }
-            }
             Message::GetSegmentState { volume, pg } => {
                 let key = SegmentKey { volume, pg };
                 match self.segments.borrow().get(&key) {
@@ -323,25 +378,6 @@ impl<D: Disk + 'static> Shard<D> {
                 self.fetch(key, after_lsn, to_lsn, max_bytes).await
             }
             Message::GetStats => Reply::ok(Message::Stats(self.stats())),
-            Message::GetPage {
-                volume,
-                pg,
-                page,
-                read_lsn,
-                complete_lsn,
-                page_head,
-            } => {
-                let key = SegmentKey { volume, pg };
-                if !pg.contains(page) {
-                    return Reply::error(
-                        ErrorCode::RecordOutsidePg,
-                        0,
-                        format!("page {page} is in pg {}, not pg {pg}", page.pg()),
-                    );
-                }
-                self.get_page(key, page, read_lsn, complete_lsn, page_head)
-                    .await
-            }
             Message::FetchIndex {
                 volume,
                 pg,
