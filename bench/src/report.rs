@@ -44,6 +44,9 @@ pub struct PageWork {
     /// Page-store writes (neighbouring versions share one).
     pub page_writes_per_s: f64,
     pub backpressure_waits: u64,
+    /// Hot-log syncs (group commits) per second over all nodes, and records per sync.
+    pub log_syncs_per_s: f64,
+    pub records_per_sync: f64,
 }
 
 impl PageWork {
@@ -57,6 +60,11 @@ impl PageWork {
             backpressure_waits: after
                 .backpressure_waits
                 .saturating_sub(before.backpressure_waits),
+            log_syncs_per_s: rate(after.log_syncs, before.log_syncs),
+            records_per_sync: after
+                .records_appended
+                .saturating_sub(before.records_appended) as f64
+                / after.log_syncs.saturating_sub(before.log_syncs).max(1) as f64,
         }
     }
 }
@@ -303,6 +311,10 @@ fn print_text(s: &Summary, shape: &Shape) {
         println!(
             "  page stores: {:.0} records/s coalesced into {:.0} page versions/s in {:.0} writes/s; {} appends slowed by back-pressure",
             p.records_coalesced_per_s, p.page_versions_per_s, p.page_writes_per_s, p.backpressure_waits
+        );
+        println!(
+            "  hot logs: {:.0} group commits/s over all nodes, {:.1} records each",
+            p.log_syncs_per_s, p.records_per_sync
         );
     }
     if let Some(f) = &s.file {

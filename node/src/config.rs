@@ -12,6 +12,7 @@
 //! file_bytes = 67108864     # 64 MiB per file, a multiple of 1 MiB
 //! file_count = 16           # files per shard
 //! sync = "fdatasync"        # or "dsync" (O_DSYNC writes)
+//! cache_bytes = 33554432    # newest log blocks kept in memory for reading records back
 //! [group_commit]
 //! max_block_bytes = 1048576
 //! max_writes_in_flight = 2
@@ -49,6 +50,10 @@ pub struct HotLogSection {
     pub file_count: u32,
     #[serde(default = "defaults::sync")]
     pub sync: SyncMode,
+    /// Newest hot-log blocks kept in memory per shard, so the coalescer and page reads
+    /// take records from memory (0: every record is read back from the disk).
+    #[serde(default = "defaults::cache_bytes")]
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +89,9 @@ mod defaults {
     pub fn sync() -> SyncMode {
         SyncMode::Fdatasync
     }
+    pub fn cache_bytes() -> usize {
+        32 << 20
+    }
     pub fn max_block_bytes() -> usize {
         1 << 20
     }
@@ -107,6 +115,7 @@ impl Default for HotLogSection {
             file_bytes: defaults::file_bytes(),
             file_count: defaults::file_count(),
             sync: defaults::sync(),
+            cache_bytes: defaults::cache_bytes(),
         }
     }
 }
@@ -231,6 +240,7 @@ impl NodeConfig {
             max_block_bytes: self.group_commit.max_block_bytes,
             max_writes_in_flight: self.group_commit.max_writes_in_flight,
             max_queue_bytes: self.group_commit.max_queue_bytes,
+            cache_bytes: self.hot_log.cache_bytes,
         }
     }
 

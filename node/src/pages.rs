@@ -44,8 +44,11 @@ const MAX_RUN_SLOTS: usize = 32;
 /// While appends arrive and more than half the hot log is free, only pages with at least
 /// this many records waiting are coalesced (a version per record would cost 12 KiB of
 /// writes per record). When appends pause for [`IDLE_AFTER`], or the log is half full,
-/// every page is, so that floors move and log files are released.
-const LAZY_CHAIN: usize = 8;
+/// every page is, so that floors move and log files are released. Records are applied from
+/// the hot log's block cache, so a long chain costs little more than a short one, while
+/// each version costs a 12 KiB slot write: 32 records per version cost 12% less CPU per
+/// commit than 8 did (bench/RESULTS.md, issue #8).
+const LAZY_CHAIN: usize = 32;
 const IDLE_AFTER: Duration = Duration::from_millis(50);
 /// Sleep between passes that found nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
@@ -343,10 +346,7 @@ impl<D: Disk + 'static> Shard<D> {
                     format!("no segment for volume {} pg {}", key.volume, key.pg),
                 ));
             };
-            seg.page_records(page, upto)
-                .into_iter()
-                .filter(|m| m.lsn > page_lsn)
-                .collect()
+            seg.page_records(page, page_lsn, upto)
         };
         let locs: Vec<_> = records.iter().map(|m| m.loc).collect();
         for (meta, read) in records.iter().zip(self.log().read_records(&locs).await) {

@@ -125,10 +125,13 @@ impl Segment {
         self.records.contains_key(&lsn)
     }
 
-    /// The records of `page` with LSN ≤ `upto`, in LSN order.
-    pub fn page_records(&self, page: PageNo, upto: Lsn) -> Vec<RecordMeta> {
+    /// The records of `page` with `after` < LSN ≤ `upto`, in LSN order.
+    pub fn page_records(&self, page: PageNo, after: Lsn, upto: Lsn) -> Vec<RecordMeta> {
+        if after >= upto {
+            return Vec::new();
+        }
         self.by_page
-            .range((page, Lsn::NONE)..=(page, upto))
+            .range((page, Lsn(after.0 + 1))..=(page, upto))
             .map(|(_, lsn)| self.records[lsn])
             .collect()
     }

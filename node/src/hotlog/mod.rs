@@ -14,6 +14,7 @@
 //! Modules: [`format`] (block bytes), [`scan`] (recovery), [`ring`] (placement and
 //! durability order, sans-IO).
 
+pub mod cache;
 pub mod format;
 pub mod ring;
 pub mod scan;
@@ -26,6 +27,7 @@ use std::io;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use cache::BlockCache;
 use hexad_client::wire::codec::Reader;
 use hexad_client::wire::{PageLink, Record};
 use hexad_client::{Lsn, MembershipEpoch, PageNo, VolumeEpoch};
@@ -49,6 +51,8 @@ pub struct HotLogConfig {
     pub max_writes_in_flight: usize,
     /// Bytes of entries waiting for a block; appends wait while it is full.
     pub max_queue_bytes: usize,
+    /// Newest blocks kept in memory for reading records back ([`cache`]); 0: none.
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -85,6 +89,9 @@ pub struct HotLogStats {
     pub blocks_written: u64,
     pub bytes_written: u64,
     pub syncs: u64,
+    /// Records read back from the block cache, and from the disk.
+    pub records_read_cached: u64,
+    pub records_read_disk: u64,
 }
 
 type Completion = Sender<Result<(), LogError>>;
@@ -117,6 +124,7 @@ pub struct HotLog<D: Disk> {
     failed: RefCell<Option<String>>,
     stats: Cell<HotLogStats>,
     on_durable: RefCell<OnDurable>,
+    cache: RefCell<BlockCache>,
 }
 
 impl<D: Disk + 'static> HotLog<D> {
@@ -172,6 +180,7 @@ impl<D: Disk + 'static> HotLog<D> {
             failed: RefCell::new(None),
             stats: Cell::new(HotLogStats::default()),
             on_durable: RefCell::new(on_durable),
+            cache: RefCell::new(BlockCache::new(cfg.cache_bytes)),
         });
         Ok((log, recovery))
     }
@@ -268,6 +277,16 @@ impl<D: Disk + 'static> HotLog<D> {
             durable_seq,
             placement.log_start_seq,
         );
+        if self.cfg.cache_bytes > 0 {
+            // Readers find records through the segments' index only once the block is
+            // durable; until then nothing asks the cache for it.
+            self.cache.borrow_mut().insert(
+                placement.seq,
+                placement.file,
+                placement.offset,
+                Bytes::copy_from_slice(&buf.as_ref()[..span]),
+            );
+        }
         let mut records = Vec::with_capacity(taken.len());
         let mut done = Vec::new();
         for (q, at) in taken {
@@ -357,9 +376,36 @@ impl<D: Disk + 'static> HotLog<D> {
         drained.into_iter().filter_map(|q| q.done).collect()
     }
 
-    /// Reads records back and checks each; records close together in a file share one
-    /// read of at most [`MAX_READ_BYTES`].
+    /// Reads records back and checks each: from the block cache where it holds them, else
+    /// from the disk, where records close together in a file share one read of at most
+    /// [`MAX_READ_BYTES`].
     pub async fn read_records(&self, locs: &[RecordLoc]) -> Vec<Result<Record, LogError>> {
+        let mut out: Vec<Option<Result<Record, LogError>>> = {
+            let cache = self.cache.borrow();
+            locs.iter()
+                .map(|&loc| cache.get(loc).map(|raw| decode_record(raw, loc)))
+                .collect()
+        };
+        let missed: Vec<usize> = (0..locs.len()).filter(|&i| out[i].is_none()).collect();
+        let mut s = self.stats.get();
+        s.records_read_cached += (locs.len() - missed.len()) as u64;
+        s.records_read_disk += missed.len() as u64;
+        self.stats.set(s);
+        if !missed.is_empty() {
+            let from_disk: Vec<RecordLoc> = missed.iter().map(|&i| locs[i]).collect();
+            for (i, read) in missed
+                .into_iter()
+                .zip(self.read_from_disk(&from_disk).await)
+            {
+                out[i] = Some(read);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every record was read"))
+            .collect()
+    }
+
+    async fn read_from_disk(&self, locs: &[RecordLoc]) -> Vec<Result<Record, LogError>> {
         let mut out = Vec::with_capacity(locs.len());
         let mut i = 0;
         while i < locs.len() {
@@ -446,6 +492,14 @@ fn decode_at(data: &[u8], start: u64, loc: RecordLoc) -> Result<Record, LogError
             data.len()
         )));
     }
-    let raw = Bytes::copy_from_slice(&data[from..to]);
-    Record::decode(&mut Reader::new(raw, "hot-log record")).map_err(|e| bad(e.to_string()))
+    decode_record(Bytes::copy_from_slice(&data[from..to]), loc)
+}
+
+/// Decodes (and checks) the record whose exact bytes are `raw`, read from `loc`.
+fn decode_record(raw: Bytes, loc: RecordLoc) -> Result<Record, LogError> {
+    Record::decode(&mut Reader::new(raw, "hot-log record")).map_err(|e| LogError::BadRecord {
+        file: loc.file,
+        offset: loc.offset,
+        detail: e.to_string(),
+    })
 }

@@ -16,6 +16,7 @@ const CFG: HotLogConfig = HotLogConfig {
     max_block_bytes: 64 * 1024,
     max_writes_in_flight: 3,
     max_queue_bytes: 256 * 1024,
+    cache_bytes: 128 * 1024,
 };
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
