@@ -1,13 +1,16 @@
 //! One segment's in-memory state: which records it holds, where they are, its SCL and
 //! epochs. Rebuilt from the hot log at restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod index;
+
+use std::collections::{BTreeSet, HashMap};
 
 use hexad_client::membership::{Members, Membership};
 use hexad_client::wire::{PageLink, RebuildPhase, Truncation};
 use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, VolumeEpoch};
 
 use crate::hotlog::format::{RecordLoc, SegmentKey};
+use index::{ByPage, Records};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecordMeta {
@@ -34,9 +37,9 @@ pub struct RecordMeta {
 #[derive(Debug)]
 pub struct Segment {
     pub key: SegmentKey,
-    records: BTreeMap<Lsn, RecordMeta>,
+    records: Records,
     /// The records of each page, for reads of one page.
-    by_page: BTreeSet<(PageNo, Lsn)>,
+    by_page: ByPage,
     /// `prev_lsn_pg -> lsn` for received records above the SCL.
     successors: HashMap<Lsn, Lsn>,
     scl: Lsn,
@@ -75,8 +78,8 @@ impl Segment {
     pub fn new(key: SegmentKey) -> Segment {
         Segment {
             key,
-            records: BTreeMap::new(),
-            by_page: BTreeSet::new(),
+            records: Records::default(),
+            by_page: ByPage::default(),
             successors: HashMap::new(),
             scl: Lsn::NONE,
             volume_epoch: VolumeEpoch(0),
@@ -104,13 +107,11 @@ impl Segment {
             m.lsn > Lsn::NONE && m.prev_lsn_pg < m.lsn,
             "record invariants are checked at decode"
         );
-        if m.lsn <= self.floor || self.records.contains_key(&m.lsn) || self.annulled(m.epoch, m.lsn)
-        {
+        if m.lsn <= self.floor || self.annulled(m.epoch, m.lsn) || !self.records.insert(m) {
             return false;
         }
         *self.live_by_file.entry(m.loc.file).or_default() += 1;
-        self.records.insert(m.lsn, m);
-        self.by_page.insert((m.page, m.lsn));
+        self.by_page.insert(m.page, m.lsn);
         self.dirty.insert(m.page);
         self.max_record_epoch = self.max_record_epoch.max(m.epoch);
         if m.lsn > self.scl {
@@ -122,7 +123,7 @@ impl Segment {
 
     /// Whether the record at `lsn` is held (in memory, above the floor).
     pub fn holds(&self, lsn: Lsn) -> bool {
-        self.records.contains_key(&lsn)
+        self.records.contains(lsn)
     }
 
     /// The records of `page` with `after` < LSN ≤ `upto`, in LSN order.
@@ -131,8 +132,8 @@ impl Segment {
             return Vec::new();
         }
         self.by_page
-            .range((page, Lsn(after.0 + 1))..=(page, upto))
-            .map(|(_, lsn)| self.records[lsn])
+            .range(page, after, upto)
+            .map(|lsn| *self.records.get(lsn).expect("a page's records are held"))
             .collect()
     }
 
@@ -147,18 +148,12 @@ impl Segment {
         if head > read_lsn {
             return false;
         }
-        if head < read_lsn
-            && self
-                .by_page
-                .range((page, Lsn(head.0 + 1))..=(page, read_lsn))
-                .next()
-                .is_some()
-        {
+        if head < read_lsn && self.by_page.count(page, head, read_lsn) > 0 {
             return false;
         }
         let mut at = head;
         while at > base {
-            let Some(m) = self.records.get(&at).filter(|m| m.page == page) else {
+            let Some(m) = self.records.get(at).filter(|m| m.page == page) else {
                 return false;
             };
             match m.page_link {
@@ -182,9 +177,7 @@ impl Segment {
                 if to <= stored {
                     return 0;
                 }
-                self.by_page
-                    .range((*page, Lsn(stored.0 + 1))..=(*page, to))
-                    .count()
+                self.by_page.count(*page, stored, to)
             };
             let ready = if stored < target { newer(target) } else { 0 };
             if ready >= min_chain.max(1) || self.heal.contains(page) {
@@ -229,8 +222,8 @@ impl Segment {
 
     /// Removes a held record from memory.
     fn forget(&mut self, lsn: Lsn) {
-        if let Some(m) = self.records.remove(&lsn) {
-            self.by_page.remove(&(m.page, lsn));
+        if let Some(m) = self.records.remove(lsn) {
+            self.by_page.remove(m.page, lsn);
             if let Some(n) = self.live_by_file.get_mut(&m.loc.file) {
                 *n -= 1;
                 if *n == 0 {
@@ -255,7 +248,7 @@ impl Segment {
     /// (and no version waits to be healed), and it is above the current floor.
     pub fn floor_candidate(&self, target: Lsn) -> Option<Lsn> {
         let target = target.min(self.scl);
-        let last = self.records.range(..=target).next_back().map(|(l, _)| *l)?;
+        let last = self.records.range(..=target).next_back().map(|m| m.lsn)?;
         if last <= self.floor || !self.heal.is_empty() {
             return None;
         }
@@ -267,12 +260,7 @@ impl Segment {
             .filter(|p| !self.lost.contains(p))
             .all(|page| {
                 let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
-                stored >= last
-                    || self
-                        .by_page
-                        .range((*page, Lsn(stored.0 + 1))..=(*page, last))
-                        .next()
-                        .is_none()
+                stored >= last || self.by_page.count(*page, stored, last) == 0
             });
         all_stored.then_some(last)
     }
@@ -281,7 +269,7 @@ impl Segment {
     /// with their pages' versions synced).
     pub fn advance_floor(&mut self, floor: Lsn) {
         assert!(floor <= self.scl, "floor {floor} above SCL {}", self.scl);
-        let gone: Vec<Lsn> = self.records.range(..=floor).map(|(l, _)| *l).collect();
+        let gone: Vec<Lsn> = self.records.range(..=floor).map(|m| m.lsn).collect();
         for lsn in gone {
             self.forget(lsn);
         }
@@ -292,7 +280,7 @@ impl Segment {
     /// below `floor` is now in synced page versions, as if coalesced here. Drops the records
     /// held below it and starts the SCL there at least.
     pub fn adopt_baseline(&mut self, floor: Lsn) {
-        let gone: Vec<Lsn> = self.records.range(..=floor).map(|(l, _)| *l).collect();
+        let gone: Vec<Lsn> = self.records.range(..=floor).map(|m| m.lsn).collect();
         for lsn in gone {
             self.forget(lsn);
         }
@@ -311,17 +299,17 @@ impl Segment {
     /// exactly the records to pull.
     pub fn missing_ranges(&self, upto: Lsn) -> Vec<(Lsn, Lsn)> {
         let mut ranges = Vec::new();
-        for (lsn, m) in self.records.range(Lsn(self.scl.0 + 1)..) {
-            if *lsn > upto {
+        for m in self.records.range(Lsn(self.scl.0 + 1)..) {
+            if m.lsn > upto {
                 break;
             }
             let prev = m.prev_lsn_pg;
-            if prev > self.scl && !self.records.contains_key(&prev) {
+            if prev > self.scl && !self.records.contains(prev) {
                 let below = self
                     .records
                     .range(..prev)
                     .next_back()
-                    .map_or(self.scl, |(l, _)| *l)
+                    .map_or(self.scl, |b| b.lsn)
                     .max(self.scl);
                 ranges.push((below, prev));
             }
@@ -338,7 +326,7 @@ impl Segment {
         let holes = self
             .records
             .range(Lsn(self.scl.0 + 1)..)
-            .filter(|(_, m)| m.prev_lsn_pg > self.scl && !self.records.contains_key(&m.prev_lsn_pg))
+            .filter(|m| m.prev_lsn_pg > self.scl && !self.records.contains(m.prev_lsn_pg))
             .count();
         u32::try_from(holes).unwrap_or(u32::MAX)
     }
@@ -378,8 +366,8 @@ impl Segment {
         let gone: Vec<Lsn> = self
             .records
             .iter()
-            .filter(|(lsn, m)| t.annuls(m.epoch, **lsn))
-            .map(|(lsn, _)| *lsn)
+            .filter(|m| t.annuls(m.epoch, m.lsn))
+            .map(|m| m.lsn)
             .collect();
         for lsn in &gone {
             self.forget(*lsn);
@@ -390,7 +378,7 @@ impl Segment {
             self.successors = self
                 .records
                 .iter()
-                .map(|(lsn, m)| (m.prev_lsn_pg, *lsn))
+                .map(|m| (m.prev_lsn_pg, m.lsn))
                 .collect();
             self.advance_scl();
         }
@@ -452,10 +440,8 @@ impl Segment {
     /// The highest LSN received, also when it has left memory below the floor.
     pub fn highest_lsn(&self) -> Lsn {
         self.records
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(Lsn::NONE)
+            .last()
+            .map_or(Lsn::NONE, |m| m.lsn)
             .max(self.floor)
     }
 
@@ -471,7 +457,7 @@ impl Segment {
                 std::ops::Bound::Excluded(after),
                 std::ops::Bound::Included(hi),
             ))
-            .map(|(l, m)| (*l, *m))
+            .map(|m| (m.lsn, *m))
     }
 }
 
