@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpListener;
 use hexad_client::wire::frame::{frame_len_hint, take_frame};
 use hexad_client::wire::{
@@ -30,7 +30,7 @@ use hexad_client::sync::Notify;
 /// Requests of one connection being handled at once; the reader waits beyond it.
 pub const MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION: usize = 4096;
 /// Bytes asked of the socket per read when no frame size is known yet.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+const READ_CHUNK_BYTES: usize = hexad_client::wire::recv::READ_CHUNK_BYTES;
 /// Size of a connection's receive buffer allocation; frames are split off it zero-copy.
 const RECV_BUFFER_BYTES: usize = 1 << 20;
 /// Reply bytes buffered for a connection before request handling waits for the socket.
@@ -163,22 +163,21 @@ where
         if buf.capacity() - buf.len() < want {
             buf.reserve(want.max(RECV_BUFFER_BYTES));
         }
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        match rd.read(&mut buf[start..]).await {
-            Ok(n) if n > 0 => buf.truncate(start + n),
-            _ => {
-                buf.truncate(start);
-                if !buf.is_empty() {
-                    // The peer may have closed only its sending side: tell it why.
-                    let why = format!(
-                        "truncated frame: the connection closed after {} bytes of a frame",
-                        buf.len()
-                    );
-                    out.push(0, &Reply::error(ErrorCode::Malformed, 0, why));
-                }
-                break;
+        // Up to one read chunk goes through a scratch buffer (no zero-fill per read); the
+        // rest of a larger announced frame is read straight into `buf`.
+        if hexad_client::wire::recv::read_more(&mut rd, &mut buf, want)
+            .await
+            .is_err()
+        {
+            if !buf.is_empty() {
+                // The peer may have closed only its sending side: tell it why.
+                let why = format!(
+                    "truncated frame: the connection closed after {} bytes of a frame",
+                    buf.len()
+                );
+                out.push(0, &Reply::error(ErrorCode::Malformed, 0, why));
             }
+            break;
         }
     }
     out.done.set(true);

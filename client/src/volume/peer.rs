@@ -19,7 +19,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::Inner;
@@ -36,8 +36,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
 /// Most record bytes in one `AppendBatch`.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Bytes asked of the socket per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Least time between two `Progress` messages on an idle connection, and on a busy one.
 const PROGRESS_EVERY: Duration = Duration::from_millis(2);
 const PROGRESS_EVERY_UNDER_LOAD: Duration = Duration::from_millis(10);
@@ -465,21 +463,12 @@ async fn read_reply<R: futures_lite::AsyncRead + Unpin>(
     }
 }
 
+/// Reads what the node sent next into `buf` ([`crate::wire::recv::read_more`]).
 pub(super) async fn read_more<R: futures_lite::AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<()> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK_BYTES, 0);
-    let n = rd.read(&mut buf[start..]).await;
-    buf.truncate(start + *n.as_ref().unwrap_or(&0));
-    match n? {
-        0 => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        )),
-        _ => Ok(()),
-    }
+    crate::wire::recv::read_more(rd, buf, 0).await.map(|_| ())
 }
 
 fn io_other(e: impl std::fmt::Display) -> std::io::Error {

@@ -7,12 +7,14 @@
 //!   so a node copies record bytes from the socket buffer into its DMA buffer without
 //!   re-encoding them.
 //! - [`message`]: the one message enum of the storage protocol.
+//! - [`recv`]: reading a socket into a receive buffer without zero-filling per read.
 //! - [`transport`]: the small trait another network stack would implement instead of TCP.
 
 pub mod codec;
 pub mod frame;
 pub mod message;
 pub mod record;
+pub mod recv;
 pub mod transport;
 
 pub use frame::{FrameError, FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};

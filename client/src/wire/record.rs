@@ -196,8 +196,31 @@ impl Record {
         crc = crc32c::crc32c_append(crc, payload);
         raw.put_u32_le(crc);
         raw.put_slice(payload);
-        Record::decode(&mut Reader::new(raw.freeze(), "record"))
-            .expect("writer built an invalid record")
+        // The writer's own data, not input: the checks decoding would make are asserted
+        // here, without computing the CRC a second time.
+        assert!(lsn > Lsn::NONE, "record LSN must be > 0");
+        assert!(
+            prev_lsn_pg < lsn && prev_lsn_page < lsn,
+            "record LSN {lsn}: backlinks {prev_lsn_pg}, {prev_lsn_page} must be below it"
+        );
+        if let Err(e) = op.check_payload(payload) {
+            panic!("record LSN {lsn}: {e}");
+        }
+        let record = Record {
+            lsn,
+            prev_lsn_pg,
+            prev_lsn_page,
+            page,
+            op,
+            cpl,
+            prev_page_bound: matches!(page_link, PageLink::AtMost(_)),
+            raw: raw.freeze(),
+        };
+        debug_assert_eq!(
+            Record::decode(&mut Reader::new(record.raw.clone(), "record")).as_ref(),
+            Ok(&record)
+        );
+        record
     }
 
     /// Decodes one record from the reader, checking its CRC, LSN, backlinks and payload shape.
