@@ -54,8 +54,8 @@ pub struct PeerStats {
 }
 
 /// Requests of a session awaiting their reply: request id → when it was sent, and the PG
-/// of a batch.
-type InFlight = HashMap<u64, (Instant, Option<PgIndex>)>;
+/// of a batch. Ids grow with time, so the first entry is the oldest request.
+type InFlight = BTreeMap<u64, (Instant, Option<PgIndex>)>;
 
 /// The reply to a request sent with [`Peer::request`]; `None` if the connection broke first.
 pub(crate) type ReplyRx = Receiver<Message>;
@@ -249,7 +249,7 @@ impl Peer {
             if reader_done.get() {
                 break Err("connection closed by the node".to_string());
             }
-            let oldest = in_flight.borrow().values().map(|(at, _)| *at).min();
+            let oldest = in_flight.borrow().first_key_value().map(|(_, (at, _))| *at);
             if let Some(sent) = oldest {
                 if sent.elapsed() > cfg.request_timeout {
                     break Err(format!(

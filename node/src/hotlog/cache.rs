@@ -79,9 +79,12 @@ impl BlockCache {
     /// The record's bytes, if its whole block is cached (zero-copy).
     pub fn get(&self, loc: RecordLoc) -> Option<Bytes> {
         let (&(f, o), (_, b)) = self.blocks.range(..=(loc.file, loc.offset)).next_back()?;
+        if f != loc.file {
+            return None;
+        }
         let from = usize::try_from(loc.offset - o).ok()?;
         let to = from + loc.bytes as usize;
-        (f == loc.file && to <= b.len()).then(|| b.slice(from..to))
+        (to <= b.len()).then(|| b.slice(from..to))
     }
 
     pub fn cached_bytes(&self) -> usize {
