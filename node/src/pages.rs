@@ -422,7 +422,11 @@ impl<D: Disk + 'static> Shard<D> {
                 }
             }
             match self.coalesce_pass(&store).await {
-                Ok(0) => glommio::timer::sleep(IDLE_WAIT).await,
+                // A pass that wrote a few versions paid a page-store sync for them: unless
+                // the log needs room, let more pages reach their chain first.
+                Ok(n) if n < PAGES_IN_FLIGHT && !self.under_pressure() => {
+                    glommio::timer::sleep(IDLE_WAIT).await;
+                }
                 Ok(_) => glommio::yield_if_needed().await,
                 Err(e) => {
                     eprintln!("hexad-node: coalescing failed (retrying in {ERROR_WAIT:?}): {e}");
