@@ -3,7 +3,7 @@
 # one session, smallest first:
 #   1. the device: one 4 KiB write + fdatasync, then six at once (six nodes share the disk);
 #   2. one node, no quorum: a 200 B record appended and acknowledged (loopback, decode, log
-#      write, fdatasync, ack);
+#      write, fdatasync or an O_DSYNC write, ack);
 #   3. the quorum: a commit through the client to 6 local nodes (4 of 6 acks).
 # Usage: bench/issue15-latency.sh [RUNTIME_S]
 set -euo pipefail
@@ -25,7 +25,9 @@ for depth in 1 6; do
 done
 rm -f "$root/raw"
 
-cat > "$root/node.toml" <<TOML
+for sync in fdatasync dsync; do
+  rm -rf "$root/data" && mkdir -p "$root/data"
+  cat > "$root/node.toml" <<TOML
 node_id = 1
 az = "az1"
 data_dir = "$root/data"
@@ -35,13 +37,16 @@ pin_shards = false
 [hot_log]
 file_bytes = 67108864
 file_count = 8
+sync = "$sync"
 TOML
-"$node" --config "$root/node.toml" > "$root/node.log" 2>&1 &
-until grep -q " ready: " "$root/node.log"; do sleep 0.1; done
-printf 'one node, 200 B append acknowledged:         '
-"$bench" write --target "node:127.0.0.1:$port" --bs 200 --iodepth 1 --runtime "$runtime" \
-  --output-format json 2>/dev/null | summary
-pkill -f -- "--config $root/node.toml"
+  "$node" --config "$root/node.toml" > "$root/node.log" 2>&1 &
+  until grep -q " ready: " "$root/node.log"; do sleep 0.1; done
+  printf 'one node (%-9s), 200 B append acked:   ' "$sync"
+  "$bench" write --target "node:127.0.0.1:$port" --bs 200 --iodepth 1 --runtime "$runtime" \
+    --output-format json 2>/dev/null | summary
+  pkill -f -- "--config $root/node.toml"
+  while pgrep -f -- "--config $root/node.toml" > /dev/null; do sleep 0.1; done
+done
 
 printf 'quorum, 200 B commit on 4 of 6 local nodes:  '
 (cd /var/tmp && "$bench" write --target local --bs 200 --iodepth 1 --runtime "$runtime" \

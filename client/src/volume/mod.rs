@@ -268,7 +268,7 @@ impl Volume {
     /// for a read point below `lsn` (PGMRPL): they may then coalesce and drop what lies
     /// below it, and answer older reads with `TooOld`. `None` (the default) follows VDL.
     /// Sent to the nodes with the writer's VDL (`Progress`): every 10 ms while batches flow,
-    /// within 2 ms of VDL moving when a connection is idle.
+    /// within 10 ms of VDL moving when a connection is idle.
     pub fn set_min_read_point(&self, lsn: Option<Lsn>) {
         self.inner.min_read_point.set(lsn);
     }
