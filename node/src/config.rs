@@ -11,7 +11,7 @@
 //! [hot_log]
 //! file_bytes = 67108864     # 64 MiB per file, a multiple of 1 MiB
 //! file_count = 16           # files per shard
-//! sync = "fdatasync"        # or "dsync" (O_DSYNC writes)
+//! sync = "dsync"            # O_DSYNC writes; or "fdatasync" (write, then fdatasync)
 //! cache_bytes = 33554432    # newest log blocks kept in memory for reading records back
 //! [group_commit]
 //! max_block_bytes = 1048576
@@ -86,8 +86,11 @@ mod defaults {
     pub fn file_count() -> u32 {
         16
     }
+    /// One submission per block, durable when it completes: measured here (issue #8), it
+    /// cost 0.7–0.8× the CPU per commit of a write and an `fdatasync` (which `io_uring`
+    /// hands to a worker thread), with lower latency.
     pub fn sync() -> SyncMode {
-        SyncMode::Fdatasync
+        SyncMode::Dsync
     }
     pub fn cache_bytes() -> usize {
         32 << 20

@@ -86,7 +86,7 @@ impl Default for NodeOpts {
             shards: 1,
             file_bytes: 8 << 20,
             file_count: 8,
-            sync: "fdatasync",
+            sync: "dsync",
             max_writes_in_flight: 2,
             env: Vec::new(),
         }

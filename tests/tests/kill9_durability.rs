@@ -168,12 +168,20 @@ fn acknowledged_records_survive_kill9() {
     // This test appends raw batches and sends no `Progress`, so nothing is coalesced and
     // no hot-log space is released: size the log for every record the cycles write (about
     // 10 MiB per cycle in a debug build).
-    let opts = NodeOpts {
-        file_bytes: 16 << 20,
-        file_count: 24,
-        ..NodeOpts::default()
+    // Both ways of making a block durable, in turns: the same files restart under either.
+    let config_for = |cycle: usize| {
+        let opts = NodeOpts {
+            file_bytes: 16 << 20,
+            file_count: 24,
+            sync: if cycle.is_multiple_of(2) {
+                "dsync"
+            } else {
+                "fdatasync"
+            },
+            ..NodeOpts::default()
+        };
+        write_config(&dir, port, &opts)
     };
-    let config = write_config(&dir, port, &opts);
     let mut acked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); WRITERS as usize];
     let mut rng = seed | 1;
     let mut total_acked_before_kill = 0usize;
@@ -181,7 +189,7 @@ fn acknowledged_records_survive_kill9() {
     // byte for byte (earlier ones were checked after their own kill), the last restart all.
     let mut cycle_start = vec![1u64; WRITERS as usize];
     for cycle in 0..=cycles {
-        let node = NodeProcess::start(&bin(), &config, port);
+        let node = NodeProcess::start(&bin(), &config_for(cycle), port);
         let mut next = Vec::new();
         for w in 0..WRITERS {
             let volume = VolumeId(w + 1);

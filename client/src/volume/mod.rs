@@ -112,6 +112,9 @@ pub struct Change {
     pub payload: Bytes,
 }
 
+/// Each PG's connections, with the membership epoch they belong to.
+type PgPeers = HashMap<PgIndex, (MembershipEpoch, Rc<[Rc<Peer>]>)>;
+
 pub(crate) struct Inner {
     cfg: VolumeConfig,
     cluster: ClusterMap,
@@ -131,7 +134,7 @@ pub(crate) struct Inner {
     peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
     /// Each PG's connections, for the membership epoch they were looked up at: an append
     /// takes them in one lookup instead of one per member.
-    pg_peers: RefCell<HashMap<PgIndex, (MembershipEpoch, Rc<[Rc<Peer>]>)>>,
+    pg_peers: RefCell<PgPeers>,
     /// Records kept for resending until the core releases them.
     retained: RefCell<BTreeMap<Lsn, (PgIndex, Record)>>,
     /// Last LSN per page, for `prev_lsn_page`. Unbounded until PGMRPL (issue #4) lets it

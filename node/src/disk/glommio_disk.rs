@@ -157,6 +157,10 @@ impl Disk for GlommioDisk {
         Ok(self.files[file as usize].fdatasync().await?)
     }
 
+    async fn sync_always(&self, file: u32) -> io::Result<()> {
+        Ok(self.files[file as usize].fdatasync().await?)
+    }
+
     fn sync_is_needed(&self) -> bool {
         !self.dsync
     }

@@ -28,8 +28,14 @@ pub trait Disk {
         buf: Self::Buf,
         bytes: usize,
     ) -> io::Result<()>;
-    /// Makes every completed write to `file` durable.
+    /// Makes every completed write to `file` durable (nothing to do when writes are
+    /// synchronous).
     async fn sync(&self, file: u32) -> io::Result<()>;
+    /// Makes `file` durable whatever this disk's write mode: what an earlier process wrote
+    /// (perhaps in another mode) may still sit in a volatile cache. Recovery calls it.
+    async fn sync_always(&self, file: u32) -> io::Result<()> {
+        self.sync(file).await
+    }
     /// Whether `sync` does real work (false when writes are already synchronous).
     fn sync_is_needed(&self) -> bool {
         true

@@ -159,7 +159,7 @@ impl<D: Disk + 'static> HotLog<D> {
         // Whatever the scan found may still sit in a volatile cache after a process crash:
         // make it durable before acknowledging anything that builds on it.
         for file in 0..disk.file_count() {
-            disk.sync(file).await?;
+            disk.sync_always(file).await?;
         }
         let recovery = scanner.finish();
         let ring = Ring::from_tail(
