@@ -46,8 +46,8 @@ const MAX_RUN_SLOTS: usize = 32;
 /// writes per record). When appends pause for [`IDLE_AFTER`], or the log is half full,
 /// every page is, so that floors move and log files are released. Records are applied from
 /// the hot log's block cache, so a long chain costs little more than a short one, while
-/// each version costs a 12 KiB slot write: 32 records per version cost 12% less CPU per
-/// commit than 8 did (bench/RESULTS.md, issue #8).
+/// each version costs a 12 KiB slot write: 32 records per version cost 0.84× the CPU per
+/// commit of 8 (bench/RESULTS.md, issue #8).
 const LAZY_CHAIN: usize = 32;
 const IDLE_AFTER: Duration = Duration::from_millis(50);
 /// Sleep between passes that found nothing to do.

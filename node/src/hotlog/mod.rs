@@ -89,9 +89,6 @@ pub struct HotLogStats {
     pub blocks_written: u64,
     pub bytes_written: u64,
     pub syncs: u64,
-    /// Records read back from the block cache, and from the disk.
-    pub records_read_cached: u64,
-    pub records_read_disk: u64,
 }
 
 type Completion = Sender<Result<(), LogError>>;
@@ -387,10 +384,6 @@ impl<D: Disk + 'static> HotLog<D> {
                 .collect()
         };
         let missed: Vec<usize> = (0..locs.len()).filter(|&i| out[i].is_none()).collect();
-        let mut s = self.stats.get();
-        s.records_read_cached += (locs.len() - missed.len()) as u64;
-        s.records_read_disk += missed.len() as u64;
-        self.stats.set(s);
         if !missed.is_empty() {
             let from_disk: Vec<RecordLoc> = missed.iter().map(|&i| locs[i]).collect();
             for (i, read) in missed
