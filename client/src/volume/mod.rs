@@ -112,9 +112,6 @@ pub struct Change {
     pub payload: Bytes,
 }
 
-/// Each PG's connections, with the membership epoch they belong to.
-type PgPeers = HashMap<PgIndex, (MembershipEpoch, Rc<[Rc<Peer>]>)>;
-
 pub(crate) struct Inner {
     cfg: VolumeConfig,
     cluster: ClusterMap,
@@ -132,9 +129,6 @@ pub(crate) struct Inner {
     refreshing: Cell<bool>,
     members_changed: Notify,
     peers: RefCell<HashMap<(NodeId, ShardId), Rc<Peer>>>,
-    /// Each PG's connections, for the membership epoch they were looked up at: an append
-    /// takes them in one lookup instead of one per member.
-    pg_peers: RefCell<PgPeers>,
     /// Records kept for resending until the core releases them.
     retained: RefCell<BTreeMap<Lsn, (PgIndex, Record)>>,
     /// Last LSN per page, for `prev_lsn_page`. Unbounded until PGMRPL (issue #4) lets it
@@ -177,7 +171,6 @@ impl Volume {
                 refreshing: Cell::new(false),
                 members_changed: Notify::default(),
                 peers: RefCell::default(),
-                pg_peers: RefCell::default(),
                 retained: RefCell::default(),
                 page_heads: RefCell::default(),
                 vdl_changed: Notify::default(),
@@ -307,7 +300,7 @@ impl Volume {
         let mut commit = Lsn::NONE;
         for (i, c) in changes.iter().enumerate() {
             let pg = c.page.pg();
-            let peers = inner.peers_of(pg);
+            let members = inner.members_of(pg).nodes();
             let alloc = inner
                 .core
                 .borrow_mut()
@@ -333,8 +326,8 @@ impl Volume {
                 .retained
                 .borrow_mut()
                 .insert(alloc.lsn, (pg, record.clone()));
-            for peer in peers.iter() {
-                peer.enqueue(pg, record.clone());
+            for node in members {
+                inner.peer(node, pg).enqueue(pg, record.clone());
             }
             commit = alloc.lsn;
         }
@@ -499,25 +492,6 @@ impl Inner {
         let m = MemberSets::stable(MembershipEpoch::PLACEMENT, placement);
         self.core.borrow_mut().add_pg(pg, m, Lsn::NONE);
         m
-    }
-
-    /// The connections to every member of the PG (both sets while a change is under way).
-    fn peers_of(self: &Rc<Self>, pg: PgIndex) -> Rc<[Rc<Peer>]> {
-        let members = self.members_of(pg);
-        if let Some((epoch, peers)) = self.pg_peers.borrow().get(&pg) {
-            if *epoch == members.epoch {
-                return peers.clone();
-            }
-        }
-        let peers: Rc<[Rc<Peer>]> = members
-            .nodes()
-            .into_iter()
-            .map(|n| self.peer(n, pg))
-            .collect();
-        self.pg_peers
-            .borrow_mut()
-            .insert(pg, (members.epoch, peers.clone()));
-        peers
     }
 
     fn shard_of(&self, node: NodeId, pg: PgIndex) -> ShardId {

@@ -36,12 +36,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(20);
 /// Most record bytes in one `AppendBatch`.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Least time between two `Progress` messages on an idle connection, and on a busy one.
-/// Each lone `Progress` is a send, a request on the node and an ack back: at 2 ms they were
-/// a third of the messages of a commit with one in flight (bench/RESULTS.md, issue #8). A
-/// reader learns a new VDL from the nodes within about this long.
+/// Least time between two `Progress` messages on a connection, busy or idle. Each lone
+/// `Progress` is a send, a request on the node and an ack back: at 2 ms on idle connections
+/// they were a third of the messages of a commit with one in flight (bench/RESULTS.md,
+/// issue #8). A reader learns a new VDL from the nodes within about this long.
 const PROGRESS_EVERY: Duration = Duration::from_millis(10);
-const PROGRESS_EVERY_UNDER_LOAD: Duration = Duration::from_millis(10);
 
 /// What the writer knows of one peer, for stats and errors.
 #[derive(Debug, Clone)]
@@ -263,17 +262,12 @@ impl Peer {
             }
             let batch = std::mem::take(&mut *self.outbox.borrow_mut());
             let mut requests = std::mem::take(&mut *self.requests.borrow_mut());
-            // The writer's VDL and read point, when they moved: under load a Progress every
-            // 10 ms rides with the batches; when idle, one goes out within 10 ms of VDL
-            // moving (what a reader waits for).
+            // The writer's VDL and read point, when they moved, at most every PROGRESS_EVERY:
+            // under load it rides with the batches; when idle, one goes out within
+            // PROGRESS_EVERY of VDL moving (what a reader waits for).
             let (vdl, pgmrpl) = (inner.core.borrow().vdl(), inner.pgmrpl());
-            let every = if batch.is_empty() {
-                PROGRESS_EVERY
-            } else {
-                PROGRESS_EVERY_UNDER_LOAD
-            };
             let due = progress_sent
-                .is_none_or(|(at, v, m)| (v, m) != (vdl, pgmrpl) && at.elapsed() >= every);
+                .is_none_or(|(at, v, m)| (v, m) != (vdl, pgmrpl) && at.elapsed() >= PROGRESS_EVERY);
             if due {
                 let (tx, _ignored) = oneshot();
                 requests.push((inner.progress_for(self.node, self.shard), tx));
