@@ -9,8 +9,9 @@ use hexad_client::{VolumeEpoch, VolumeId};
 use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
 use crate::meta::MAX_TRUNCATIONS;
+use crate::reply::{stale_epoch, Reply};
 use crate::segment::Segment;
-use crate::shard::{stale_epoch, Reply, Shard};
+use crate::shard::Shard;
 
 impl<D: Disk + 'static> Shard<D> {
     pub(crate) async fn fence(

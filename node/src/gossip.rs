@@ -34,8 +34,9 @@ use hexad_client::{Lsn, MembershipEpoch, NodeId, ShardId, VolumeEpoch};
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::rebuild::{DISCOVER_EVERY, PIN_RENEW};
+use crate::reply::Reply;
 use crate::segment::Segment;
-use crate::shard::{Reply, Shard};
+use crate::shard::Shard;
 
 /// How often each segment compares its SCL with its peers'.
 pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);

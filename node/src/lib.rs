@@ -29,6 +29,7 @@ pub mod pagestore;
 pub mod preflight;
 pub mod readers;
 mod rebuild;
+pub mod reply;
 pub mod segment;
 pub mod server;
 pub mod shard;

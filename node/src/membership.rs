@@ -11,8 +11,9 @@ use hexad_client::MembershipEpoch;
 
 use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
+use crate::reply::{no_such_segment, Reply};
 use crate::segment::Segment;
-use crate::shard::{no_such_segment, Reply, Shard};
+use crate::shard::Shard;
 
 impl<D: Disk + 'static> Shard<D> {
     /// Refuses a request (a writer's batch, a peer's repair request) of an older membership

@@ -32,8 +32,9 @@ use crate::disk::Disk;
 use crate::hotlog::format::SegmentKey;
 use crate::pagestore::format::{self, Slot};
 use crate::pagestore::{PageSlots, PageStore};
+use crate::reply::{no_such_segment, Reply};
 use crate::segment::Segment;
-use crate::shard::{no_such_segment, Reply, Shard, VolumeProgress};
+use crate::shard::{Shard, VolumeProgress};
 
 /// Pages per segment per pass.
 const PAGES_PER_PASS: usize = 64;

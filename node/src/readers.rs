@@ -16,7 +16,8 @@ use hexad_client::wire::{ErrorCode, Message};
 use hexad_client::{VolumeId, MAX_READERS};
 
 use crate::disk::Disk;
-use crate::shard::{Reply, Shard};
+use crate::reply::Reply;
+use crate::shard::Shard;
 
 /// How long a grant lasts without a renewal.
 pub const READER_LEASE: Duration = Duration::from_secs(30);

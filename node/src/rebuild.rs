@@ -53,8 +53,9 @@ use crate::meta::MAX_TRUNCATIONS;
 use crate::pages::Built;
 use crate::pagestore::format::{self, Slot, EXTENT_PAGES, SLOT_BYTES};
 use crate::pagestore::PageStore;
+use crate::reply::{below_floor, no_such_segment, Reply};
 use crate::segment::Segment;
-use crate::shard::{below_floor, no_such_segment, Reply, Shard};
+use crate::shard::Shard;
 
 /// How long a peer keeps its floor for a rebuild that stopped asking.
 pub const PIN_LEASE: Duration = Duration::from_secs(30);

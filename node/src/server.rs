@@ -24,7 +24,8 @@ use hexad_client::wire::{
 };
 
 use crate::disk::Disk;
-use crate::shard::{decode_error_reply, Reply, Shard};
+use crate::reply::{decode_error_reply, Reply};
+use crate::shard::Shard;
 use hexad_client::sync::Notify;
 
 /// Requests of one connection being handled at once; the reader waits beyond it.

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use hexad_client::placement::segment_shard;
-use hexad_client::wire::message::MessageError;
 use hexad_client::wire::message::MAX_INDEX_ENTRIES;
 use hexad_client::wire::{ErrorCode, IndexEntry, Message, NodeStats, Record, PROTOCOL_VERSION};
 use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
@@ -18,6 +17,8 @@ use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
 use crate::meta::{MetaStore, SegmentMeta};
 use crate::pagestore::PageStore;
 use crate::readers::ReaderSlots;
+use crate::reply::Reply;
+use crate::reply::{below_floor, no_such_segment, saturate, stale_epoch};
 use crate::segment::{RecordMeta, Segment};
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -30,38 +31,6 @@ pub struct ShardIdentity {
     pub shard: ShardId,
     /// Every shard's port, indexed by shard.
     pub shard_ports: Vec<u16>,
-}
-
-/// What to send back, and whether to close the connection afterwards.
-#[derive(Debug)]
-pub struct Reply {
-    pub message: Message,
-    pub close: bool,
-    /// Fault injection (tests): flip the last byte of the body before framing, so that only
-    /// the end-to-end CRC inside the message (a record's, a baseline page's) can catch it.
-    pub corrupt: bool,
-}
-
-impl Reply {
-    pub(crate) fn ok(message: Message) -> Reply {
-        Reply {
-            message,
-            close: false,
-            corrupt: false,
-        }
-    }
-
-    pub fn error(code: ErrorCode, detail: u32, message: String) -> Reply {
-        Reply {
-            message: Message::Error {
-                code,
-                detail,
-                message,
-            },
-            close: code.closes_connection(),
-            corrupt: false,
-        }
-    }
 }
 
 pub(crate) type Segments = Rc<RefCell<HashMap<SegmentKey, Segment>>>;
@@ -709,46 +678,6 @@ fn request_segment(msg: &Message) -> Option<SegmentKey> {
         }),
         _ => None,
     }
-}
-
-/// Replies to a frame that did not decode.
-pub fn decode_error_reply(e: &MessageError) -> Reply {
-    Reply::error(e.code(), 0, e.to_string())
-}
-
-pub(crate) fn stale_epoch(key: SegmentKey, asked: VolumeEpoch, held: VolumeEpoch) -> Reply {
-    Reply::error(
-        ErrorCode::StaleEpoch,
-        saturate(held),
-        format!(
-            "volume {} pg {}: request volume epoch {asked} is older than the segment's {held}",
-            key.volume, key.pg
-        ),
-    )
-}
-
-fn saturate(epoch: VolumeEpoch) -> u32 {
-    u32::try_from(epoch.0).unwrap_or(u32::MAX)
-}
-
-/// Records at or below a segment's floor live only in its page versions.
-pub(crate) fn below_floor(key: SegmentKey, after: Lsn, floor: Lsn) -> Reply {
-    Reply::error(
-        ErrorCode::TooOld,
-        0,
-        format!(
-            "volume {} pg {}: records up to LSN {floor} are coalesced into pages and gone from the log; asked for records after {after}",
-            key.volume, key.pg
-        ),
-    )
-}
-
-pub(crate) fn no_such_segment(key: SegmentKey) -> Reply {
-    Reply::error(
-        ErrorCode::NoSuchSegment,
-        0,
-        format!("volume {} pg {}: no segment here", key.volume, key.pg),
-    )
 }
 
 /// Checks what a decoded batch cannot prove by itself: non-empty, every page inside the
