@@ -8,7 +8,9 @@
 //!   child node process, in clock ticks (10 ms here, so a window of seconds is exact to
 //!   well under 1%);
 //! - the nodes of `cluster:` and `node:` targets: the `process_cpu_us` field of each node's
-//!   `Stats` (its own `getrusage`, reported by shard 0).
+//!   `Stats` (its own `getrusage`, reported by shard 0). That sample is a blocking
+//!   `GetStats` per shard on the load's executor thread, at the two edges of the window
+//!   only: about a millisecond on loopback, during which no operation is started.
 //!
 //! Kernel work done for a process outside its threads (softirq network processing that
 //! lands on another task, the block layer's completion interrupts) is not charged to it, so
