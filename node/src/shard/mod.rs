@@ -44,15 +44,26 @@ pub(crate) struct VolumeProgress {
     pub(crate) complete: HashMap<hexad_client::PgIndex, Lsn>,
 }
 
+/// Whether a metadata change became durable; `None` until a save carried it.
+type MetaOutcome = Rc<Cell<Option<bool>>>;
+
+fn persist_failed(detail: &dyn std::fmt::Display) -> Reply {
+    Reply::error(
+        ErrorCode::Io,
+        0,
+        format!("cannot persist segment metadata: {detail}"),
+    )
+}
+
 pub struct Shard<D: Disk> {
     pub(crate) id: ShardIdentity,
     log: Rc<HotLog<D>>,
     pub(crate) segments: Segments,
     /// Durable epochs and truncation ranges; saved before any reply that depends on them.
     pub(crate) meta: RefCell<MetaStore>,
-    /// Metadata changes made in memory, and how many of them are durable.
-    meta_changes: Cell<u64>,
-    meta_saved: Cell<u64>,
+    /// Metadata changes made in memory and not yet saved: a save carries all of them and
+    /// tells each whether it became durable (a failed save undoes them all).
+    meta_waiting: RefCell<Vec<MetaOutcome>>,
     /// What writers reported (`Progress`), per volume; in memory only.
     pub(crate) progress: RefCell<HashMap<VolumeId, VolumeProgress>>,
     /// Read-only attachments' slots, for volumes whose PG 0 this shard serves.
@@ -140,8 +151,7 @@ impl<D: Disk + 'static> Shard<D> {
             log,
             segments,
             meta: RefCell::new(meta),
-            meta_changes: Cell::new(0),
-            meta_saved: Cell::new(0),
+            meta_waiting: RefCell::default(),
             progress: RefCell::default(),
             records_appended: Cell::new(0),
             bytes_appended: Cell::new(0),
@@ -542,28 +552,31 @@ impl<D: Disk + 'static> Shard<D> {
         self.persist_with(|m| m.segments.extend(changes)).await
     }
 
-    /// Applies `change` to the metadata and makes it durable, as [`Shard::persist`].
+    /// Applies `change` to the metadata and makes it durable, as [`Shard::persist`]. If the
+    /// save fails, every change it carried is undone in memory and each of their requests
+    /// gets the error: nothing refused as undurable may still take effect.
     pub(crate) async fn persist_with(
         &self,
         change: impl FnOnce(&mut MetaStore),
     ) -> Result<(), Reply> {
         change(&mut self.meta.borrow_mut());
-        let mine = self.meta_changes.get() + 1;
-        self.meta_changes.set(mine);
+        let outcome: MetaOutcome = Rc::default();
+        self.meta_waiting.borrow_mut().push(outcome.clone());
         futures_lite::future::yield_now().await;
-        if self.meta_saved.get() >= mine {
-            return Ok(());
+        if outcome.get().is_none() {
+            // No save carried this change yet: save everything made so far.
+            let saved = self.meta.borrow_mut().save().map_err(|e| e.to_string());
+            for waiting in self.meta_waiting.borrow_mut().drain(..) {
+                waiting.set(Some(saved.is_ok()));
+            }
+            if let Err(e) = saved {
+                return Err(persist_failed(&e));
+            }
         }
-        let upto = self.meta_changes.get();
-        self.meta.borrow().save().map_err(|e| {
-            Reply::error(
-                ErrorCode::Io,
-                0,
-                format!("cannot persist segment metadata: {e}"),
-            )
-        })?;
-        self.meta_saved.set(upto);
-        Ok(())
+        match outcome.get() {
+            Some(true) => Ok(()),
+            _ => Err(persist_failed(&"the save that carried this change failed")),
+        }
     }
 
     pub(crate) async fn fetch(
