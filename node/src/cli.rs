@@ -124,7 +124,9 @@ fn run(args: &Args) -> Result<(), String> {
         return Ok(());
     };
     if args.check {
-        preflight::check(&cfg)?;
+        for warning in preflight::check(&cfg)? {
+            println!("hexad-node {}: WARNING: {warning}", cfg.node_id);
+        }
         println!(
             "hexad-node {}: configuration and environment OK",
             cfg.node_id
@@ -149,7 +151,8 @@ fn run(args: &Args) -> Result<(), String> {
 
 /// A node whose shards are running on their own executor threads.
 pub struct RunningNode {
-    /// One line per shard: what it recovered and where it listens, then the ready line.
+    /// Warnings from the preflight checks, one line per shard (what it recovered and where
+    /// it listens), then the ready line.
     pub startup: Vec<String>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     errors: mpsc::Receiver<Result<String, String>>,
@@ -171,7 +174,7 @@ impl RunningNode {
 /// Starts every shard of a node (after the preflight checks) and returns once all of them
 /// serve. Used by the `hexad-node` command and by hexad-bench's embedded local cluster.
 pub fn start(cfg: &NodeConfig, faults: Faults) -> Result<RunningNode, String> {
-    preflight::check(cfg)?;
+    let warnings = preflight::check(cfg)?;
     let shards = cfg.shard_count();
     let ports: Vec<u16> = (0..shards).map(|s| cfg.shard_port(s)).collect();
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -202,7 +205,10 @@ pub fn start(cfg: &NodeConfig, faults: Faults) -> Result<RunningNode, String> {
         handles.push(handle);
     }
     drop(ready_tx);
-    let mut startup = Vec::new();
+    let mut startup: Vec<String> = warnings
+        .iter()
+        .map(|w| format!("hexad-node {}: WARNING: {w}", cfg.node_id))
+        .collect();
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok(line)) => startup.push(line),

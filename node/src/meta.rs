@@ -7,10 +7,21 @@
 //! time: write `segments.meta.tmp`, fsync it, rename it over `segments.meta`, fsync the
 //! directory. A crash leaves either the old or the new file. This uses blocking std I/O on
 //! the shard's thread: a few milliseconds per volume open, never on the append path.
+//!
+//! A save that fails leaves no trace: the store goes back to what the media last took, so
+//! memory never claims an epoch or a range the file does not hold (found on a full disk:
+//! a `Fence` whose save hit ENOSPC was refused, yet its epoch stayed in memory and refused
+//! a later `Truncate` at the old epoch). The next save writes the whole file again from
+//! memory, so nothing trusts a page cache that a failed fsync may have left dirty.
+//!
+//! Where the file lives is a [`MetaMedia`]: a directory for the real node, memory for
+//! tests and simulations, which can make a save fail.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hexad_client::membership::Membership;
@@ -52,14 +63,108 @@ impl Default for SegmentMeta {
     }
 }
 
-/// The metadata of every segment of a shard; `dir: None` keeps it in memory (tests).
-#[derive(Debug, Default)]
+/// Where a shard's metadata file is kept. `replace` is atomic: after a crash the media
+/// holds either the old bytes or the new ones.
+pub trait MetaMedia {
+    /// The file's bytes; `None` if there is no file yet.
+    fn read(&self) -> io::Result<Option<Vec<u8>>>;
+    fn replace(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Names the file in errors.
+    fn describe(&self) -> String;
+}
+
+/// `dir/segments.meta`, replaced by write, fsync, rename and directory fsync.
+pub struct DirMedia {
+    dir: PathBuf,
+}
+
+impl MetaMedia for DirMedia {
+    fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        let _ = std::fs::remove_file(self.dir.join(TMP));
+        match std::fs::read(self.dir.join(FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn replace(&self, bytes: &[u8]) -> io::Result<()> {
+        let (tmp, path) = (self.dir.join(TMP), self.dir.join(FILE));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all())
+    }
+
+    fn describe(&self) -> String {
+        self.dir.join(FILE).display().to_string()
+    }
+}
+
+/// The file in memory, for tests and simulations: `fail_next(n, kind)` makes the next `n`
+/// saves fail as a full or broken disk would.
+#[derive(Default)]
+pub struct MemMedia {
+    bytes: RefCell<Option<Vec<u8>>>,
+    failures: Cell<u32>,
+    failure: Cell<Option<io::ErrorKind>>,
+    saves: Cell<u64>,
+}
+
+impl MemMedia {
+    pub fn fail_next(&self, saves: u32, kind: io::ErrorKind) {
+        self.failures.set(saves);
+        self.failure.set(Some(kind));
+    }
+
+    /// Saves that reached the media.
+    pub fn saves(&self) -> u64 {
+        self.saves.get()
+    }
+}
+
+impl MetaMedia for MemMedia {
+    fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.bytes.borrow().clone())
+    }
+
+    fn replace(&self, bytes: &[u8]) -> io::Result<()> {
+        if self.failures.get() > 0 {
+            self.failures.set(self.failures.get() - 1);
+            let kind = self.failure.get().unwrap_or(io::ErrorKind::Other);
+            return Err(io::Error::new(kind, "injected metadata save failure"));
+        }
+        *self.bytes.borrow_mut() = Some(bytes.to_vec());
+        self.saves.set(self.saves.get() + 1);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "segments.meta (in memory)".into()
+    }
+}
+
+/// The metadata of every segment of a shard.
 pub struct MetaStore {
-    dir: Option<PathBuf>,
+    media: Rc<dyn MetaMedia>,
     pub segments: BTreeMap<SegmentKey, SegmentMeta>,
     /// Per volume, the epoch every segment of it on this shard refuses to go below, held
     /// or created later (`Fence` mode `Volume`).
     pub volumes: BTreeMap<VolumeId, VolumeEpoch>,
+    /// What the media holds: a failed save puts `segments` and `volumes` back to this.
+    durable: (BTreeMap<SegmentKey, SegmentMeta>, Volumes),
+}
+
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStore")
+            .field("media", &self.media.describe())
+            .field("segments", &self.segments)
+            .field("volumes", &self.volumes)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,53 +179,55 @@ pub enum MetaError {
 }
 
 impl MetaStore {
+    /// An empty store kept in memory only.
     pub fn in_memory() -> MetaStore {
-        MetaStore::default()
+        MetaStore::open(Rc::new(MemMedia::default())).expect("an empty in-memory store loads")
     }
 
     /// Loads `dir/segments.meta`; a missing file is an empty store.
     pub fn load(dir: &Path) -> Result<MetaStore, MetaError> {
-        let path = dir.join(FILE);
-        let io = |source| MetaError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let _ = std::fs::remove_file(dir.join(TMP));
-        let (segments, volumes) = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|detail| MetaError::Corrupt {
-                path: path.display().to_string(),
-                detail,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => return Err(io(e)),
+        MetaStore::open(Rc::new(DirMedia {
+            dir: dir.to_path_buf(),
+        }))
+    }
+
+    /// Loads the store `media` holds; no file is an empty store.
+    pub fn open(media: Rc<dyn MetaMedia>) -> Result<MetaStore, MetaError> {
+        let path = media.describe();
+        let (segments, volumes) = match media.read() {
+            Ok(Some(bytes)) => {
+                decode(&bytes).map_err(|detail| MetaError::Corrupt { path, detail })?
+            }
+            Ok(None) => Default::default(),
+            Err(source) => return Err(MetaError::Io { path, source }),
         };
         Ok(MetaStore {
-            dir: Some(dir.to_path_buf()),
+            media,
+            durable: (segments.clone(), volumes.clone()),
             segments,
             volumes,
         })
     }
 
-    /// Makes the current contents durable (see the module comment).
-    pub fn save(&self) -> Result<(), MetaError> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        let (tmp, path) = (dir.join(TMP), dir.join(FILE));
-        let io = |p: &Path| {
-            let p = p.display().to_string();
-            move |source| MetaError::Io { path: p, source }
-        };
+    /// Makes the current contents durable (see the module comment). On failure the store
+    /// is as the media holds it: every change since the last good save is undone.
+    pub fn save(&mut self) -> Result<(), MetaError> {
         let bytes = encode(&self.segments, &self.volumes);
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(())
+        match self.media.replace(&bytes) {
+            Ok(()) => {
+                self.durable = (self.segments.clone(), self.volumes.clone());
+                Ok(())
+            }
+            Err(source) => {
+                let (segments, volumes) = self.durable.clone();
+                self.segments = segments;
+                self.volumes = volumes;
+                Err(MetaError::Io {
+                    path: self.media.describe(),
+                    source,
+                })
+            }
+        }
     }
 }
 

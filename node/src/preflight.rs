@@ -16,9 +16,10 @@ const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a start waits for a lingering listener on its port to disappear.
 pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs every check; the error is one line.
-pub fn check(cfg: &NodeConfig) -> Result<(), String> {
-    check_data_dir(&cfg.data_dir)?;
+/// Runs every check; the error is one line. What is worth saying but does not stop a
+/// start (a full disk) comes back as warnings.
+pub fn check(cfg: &NodeConfig) -> Result<Vec<String>, String> {
+    let warnings = check_data_dir(&cfg.data_dir)?.into_iter().collect();
     check_io_uring()?;
     for shard in 0..cfg.shard_count() {
         check_port_free(
@@ -26,11 +27,13 @@ pub fn check(cfg: &NodeConfig) -> Result<(), String> {
             shard,
         )?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
-/// The data directory exists, is writable, and supports `O_DIRECT`.
-pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+/// The data directory exists, is writable, and supports `O_DIRECT`. A full disk is not a
+/// reason to refuse: the hot log is preallocated, so a node restarted there can serve what
+/// it holds and take appends; the warning says what will fail.
+pub fn check_data_dir(dir: &Path) -> Result<Option<String>, String> {
     let meta = std::fs::metadata(dir).map_err(|e| {
         format!(
             "data directory {} is not usable: {e} (create it, or fix data_dir)",
@@ -67,13 +70,17 @@ fn check_not_in_memory(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn probe_file(probe: &Path) -> Result<(), String> {
-    OpenOptions::new()
+fn probe_file(probe: &Path) -> Result<Option<String>, String> {
+    if let Err(e) = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(probe)
-        .map_err(|e| format!("data directory {} is not writable: {e}", parent(probe)))?;
+    {
+        return full_or(probe, &e, || {
+            format!("data directory {} is not writable: {e}", parent(probe))
+        });
+    }
     let mut direct = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
@@ -87,12 +94,32 @@ fn probe_file(probe: &Path) -> Result<(), String> {
     // An aligned buffer without unsafe: the aligned window inside a larger Vec.
     let backing = vec![0u8; 2 * PROBE_BYTES];
     let skip = backing.as_ptr().align_offset(PROBE_BYTES);
-    direct.write_all(&backing[skip..skip + PROBE_BYTES]).map_err(|e| {
-        format!(
-            "data directory {} rejected an O_DIRECT write ({e}); put data_dir on a filesystem that supports direct I/O",
+    match direct.write_all(&backing[skip..skip + PROBE_BYTES]) {
+        Ok(()) => Ok(None),
+        Err(e) => full_or(probe, &e, || {
+            format!(
+                "data directory {} rejected an O_DIRECT write ({e}); put data_dir on a filesystem that supports direct I/O",
+                parent(probe)
+            )
+        }),
+    }
+}
+
+/// A probe that failed for want of space (or quota) is a warning; any other failure is the
+/// error `other` describes.
+fn full_or(
+    probe: &Path,
+    e: &std::io::Error,
+    other: impl FnOnce() -> String,
+) -> Result<Option<String>, String> {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Ok(Some(format!(
+            "data directory {} is full ({e}): starting with the space it has; the preallocated hot log takes appends, \
+             but saving segment metadata (fences, truncations, floors) and growing the page store fail until space is freed",
             parent(probe)
-        )
-    })
+        ))),
+        _ => Err(other()),
+    }
 }
 
 fn parent(p: &Path) -> String {
@@ -140,5 +167,22 @@ pub fn check_port_free(addr: SocketAddr, shard: u16) -> Result<(), String> {
             }
             Err(_) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_a_warning_and_anything_else_an_error() {
+        let probe = Path::new("/data/.hexad-probe");
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            let warning = full_or(probe, &e, || "other".into()).unwrap().unwrap();
+            assert!(warning.contains("/data is full"), "{warning}");
+        }
+        let e = std::io::Error::from_raw_os_error(libc::EINVAL);
+        assert_eq!(full_or(probe, &e, || "other".into()), Err("other".into()));
     }
 }

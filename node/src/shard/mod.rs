@@ -774,3 +774,6 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
         corruption: recovery.corruption.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;
