@@ -201,7 +201,11 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| {
+    parse_toml(&text, path)
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| {
             let line = text[..s.start].matches('\n').count() + 1;
             format!("line {line}: ")
@@ -219,7 +223,15 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let cfg: NodeConfig = read_toml(path)?;
+        NodeConfig::checked(read_toml(path)?, path)
+    }
+
+    /// A config from `text`, as [`NodeConfig::load`] reads it from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::checked(parse_toml(text, path)?, path)
+    }
+
+    fn checked(cfg: NodeConfig, path: &Path) -> Result<NodeConfig, ConfigError> {
         cfg.validate().map_err(|detail| ConfigError::Invalid {
             path: path.to_owned(),
             detail,

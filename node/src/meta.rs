@@ -114,6 +114,14 @@ pub struct MemMedia {
 }
 
 impl MemMedia {
+    /// A file that already holds `bytes` (as a restart, or a fuzzer, finds it).
+    pub fn holding(bytes: Vec<u8>) -> MemMedia {
+        MemMedia {
+            bytes: RefCell::new(Some(bytes)),
+            ..MemMedia::default()
+        }
+    }
+
     pub fn fail_next(&self, saves: u32, kind: io::ErrorKind) {
         self.failures.set(saves);
         self.failure.set(Some(kind));

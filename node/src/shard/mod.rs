@@ -775,5 +775,6 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
     }
 }
 
+pub mod sim;
 #[cfg(test)]
 mod tests;

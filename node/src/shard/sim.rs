@@ -1,0 +1,468 @@
+//! One shard under a stream of requests picked by a [`Choices`] — a seeded generator in the
+//! simulation test (`shard/tests.rs`), the fuzzer's bytes in `fuzz/fuzz_targets/shard.rs` —
+//! on the simulated disk and metadata media, with power cuts and failed metadata saves in
+//! between. After every step it checks what the shard promised:
+//!
+//! - every record of an acknowledged `AppendBatch` that no acknowledged truncation annulled
+//!   is held, with its exact bytes, and still is after every power cut;
+//! - no append is acknowledged at an epoch below one that an acknowledged `Fence` or
+//!   `Truncate` raised the segment (or the volume) to, and `Fence Look` never reports an
+//!   epoch below an acknowledged one;
+//! - nothing panics, whatever decoded message arrives.
+//!
+//! Requests go one at a time (each answered before the next), so the checker's model is
+//! the order of the acknowledgements. Not covered here yet (issue #11): concurrent
+//! requests, the coalescer and page store, gossip, rebuild, membership steps, and several
+//! nodes; the whole-cluster simulator is still to be built.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use hexad_client::membership::Membership;
+use hexad_client::wire::{ErrorCode, FenceMode, Message, Op, Record, Truncation};
+use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
+
+use super::{Shard, ShardIdentity};
+use crate::disk::sim::{Rng, SimDisk};
+use crate::hotlog::HotLogConfig;
+use crate::meta::{MemMedia, MetaStore};
+
+const CFG: HotLogConfig = HotLogConfig {
+    max_block_bytes: 16 * 1024,
+    max_writes_in_flight: 2,
+    max_queue_bytes: 64 * 1024,
+    cache_bytes: 32 * 1024,
+};
+/// Small hot-log files, so that sessions also fill and recycle them.
+const FILES: u32 = 4;
+const FILE_BYTES: u64 = 256 * 1024;
+const VOLUME: VolumeId = VolumeId(7);
+const PG: PgIndex = PgIndex(0);
+/// Requests per session at most.
+pub const MAX_STEPS: usize = 400;
+/// Trace lines kept for a failure report.
+const TRACE_TAIL: usize = 40;
+
+/// Where a session's decisions come from. `None`: no more input, the session ends.
+pub trait Choices {
+    /// A number below `n` (`n` ≥ 1).
+    fn below(&mut self, n: u64) -> Option<u64>;
+}
+
+impl Choices for Rng {
+    fn below(&mut self, n: u64) -> Option<u64> {
+        Some(Rng::below(self, n))
+    }
+}
+
+/// A fuzzer's input read as a stream of choices, one or two bytes each.
+pub struct ByteChoices<'a>(pub &'a [u8]);
+
+impl Choices for ByteChoices<'_> {
+    fn below(&mut self, n: u64) -> Option<u64> {
+        let width = if n <= 256 { 1 } else { 2 };
+        let (head, rest) = self.0.split_at_checked(width)?;
+        self.0 = rest;
+        let v = head.iter().fold(0u64, |v, b| v << 8 | u64::from(*b));
+        Some(v % n)
+    }
+}
+
+/// What a session did, for the test's summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub steps: usize,
+    pub appends_acked: usize,
+    pub power_cuts: usize,
+    pub failed_saves: usize,
+}
+
+/// The shard and what it promised so far.
+struct Session {
+    media: Rc<MemMedia>,
+    shard: Rc<Shard<SimDisk>>,
+    writer: glommio::Task<()>,
+    /// Acknowledged records not annulled since: LSN → (epoch, exact bytes).
+    acked: BTreeMap<Lsn, (VolumeEpoch, Bytes)>,
+    /// The highest epoch an acknowledged fence or truncation raised the segment to, and
+    /// the volume to (`Fence Volume`).
+    segment_epoch: VolumeEpoch,
+    volume_epoch: VolumeEpoch,
+    next_lsn: u64,
+    last_lsn: u64,
+    trace: Vec<String>,
+    stats: SessionStats,
+}
+
+/// Runs one session; the error describes the first broken promise and the steps before it.
+pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, String> {
+    let Some(seed) = choices.below(1 << 16) else {
+        return Ok(SessionStats::default());
+    };
+    let media = Rc::new(MemMedia::default());
+    let disk = SimDisk::new(FILES, FILE_BYTES, seed);
+    let (shard, writer) = open(&media, disk).await?;
+    let mut s = Session {
+        media,
+        shard,
+        writer,
+        acked: BTreeMap::new(),
+        segment_epoch: VolumeEpoch(0),
+        volume_epoch: VolumeEpoch(0),
+        next_lsn: 1,
+        last_lsn: 0,
+        trace: Vec::new(),
+        stats: SessionStats::default(),
+    };
+    let outcome = s.steps(choices).await;
+    let outcome = match outcome {
+        Ok(()) => s.power_cut().await,
+        Err(e) => Err(e),
+    };
+    let Session {
+        writer,
+        trace,
+        stats,
+        ..
+    } = s;
+    drop(writer);
+    outcome.map(|()| stats).map_err(|e| {
+        let from = trace.len().saturating_sub(TRACE_TAIL);
+        let mut out = format!("{e}\nthe last {} steps:\n", trace.len() - from);
+        for line in &trace[from..] {
+            let _ = writeln!(out, "  {line}");
+        }
+        out
+    })
+}
+
+async fn open(
+    media: &Rc<MemMedia>,
+    disk: SimDisk,
+) -> Result<(Rc<Shard<SimDisk>>, glommio::Task<()>), String> {
+    let id = ShardIdentity {
+        node_id: NodeId(1),
+        shard: ShardId(0),
+        shard_ports: vec![1],
+    };
+    let meta = MetaStore::open(media.clone()).map_err(|e| format!("metadata: {e}"))?;
+    let (shard, _) = Shard::open(id, disk, CFG, meta, None)
+        .await
+        .map_err(|e| format!("the shard does not reopen: {e}"))?;
+    let writer = glommio::spawn_local(shard.log().clone().run_writer());
+    Ok((shard, writer))
+}
+
+impl Session {
+    async fn steps(&mut self, c: &mut dyn Choices) -> Result<(), String> {
+        while self.stats.steps < MAX_STEPS {
+            let Some(kind) = c.below(16) else {
+                return Ok(());
+            };
+            self.stats.steps += 1;
+            let done = match kind {
+                0..=6 => self.append(c).await,
+                7 | 8 => self.fence(c).await,
+                9 => self.truncate(c).await,
+                10 => Ok(self.fail_saves(c)),
+                11 => self.power_cut().await.map(Some),
+                12 => self.check_held("a read").await.map(Some),
+                _ => self.arbitrary(c).await,
+            };
+            if done?.is_none() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// An epoch for a request: mostly the newest acknowledged one plus `ahead` (the current
+    /// writer, or a new open), sometimes any small epoch (an old writer, a racing open).
+    fn epoch(&self, c: &mut dyn Choices, ahead: u64) -> Option<u64> {
+        let newest = self.segment_epoch.max(self.volume_epoch).0;
+        Some(match c.below(8)? {
+            0 | 1 => c.below(newest + 3)?,
+            _ => newest + ahead,
+        })
+    }
+
+    fn note(&mut self, line: &str) {
+        self.trace.push(format!("{}: {line}", self.stats.steps));
+    }
+
+    async fn append(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let (Some(epoch), Some(count)) = (self.epoch(c, 0), c.below(4)) else {
+            return Ok(None);
+        };
+        let mut records = Vec::new();
+        let mut last = self.last_lsn;
+        for _ in 0..=count {
+            let (Some(jump), Some(back), Some(page), Some(len)) =
+                (c.below(16), c.below(16), c.below(16), c.below(48))
+            else {
+                return Ok(None);
+            };
+            // Mostly the next LSN after the last, sometimes a resend or a gap.
+            let lsn = match jump {
+                0 => 1 + (self.next_lsn * 7 + back) % self.next_lsn,
+                1 => self.next_lsn + 1 + back,
+                _ => self.next_lsn.max(last + 1),
+            };
+            let prev = if back == 0 {
+                lsn - 1
+            } else {
+                last.min(lsn - 1)
+            };
+            let mut payload = vec![0u8; 4 + len as usize];
+            payload[4..].fill(lsn as u8 ^ epoch as u8);
+            records.push(Record::new(
+                Lsn(lsn),
+                Lsn(prev),
+                Lsn(0),
+                PageNo(page),
+                Op::WriteBytes,
+                back % 3 == 0,
+                &payload,
+            ));
+            last = lsn;
+            self.next_lsn = self.next_lsn.max(lsn + 1);
+        }
+        let msg = Message::AppendBatch {
+            volume: VOLUME,
+            pg: PG,
+            volume_epoch: VolumeEpoch(epoch),
+            membership_epoch: Membership::placement().epoch,
+            records,
+        };
+        self.send(msg).await.map(Some)
+    }
+
+    async fn fence(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let (Some(mode), Some(epoch)) = (c.below(4), self.epoch(c, 1)) else {
+            return Ok(None);
+        };
+        let mode = [
+            FenceMode::Look,
+            FenceMode::Raise,
+            FenceMode::Exclusive,
+            FenceMode::Volume,
+        ][mode as usize];
+        self.send(Message::Fence {
+            volume: VOLUME,
+            pg: PG,
+            epoch: VolumeEpoch(epoch),
+            mode,
+        })
+        .await
+        .map(Some)
+    }
+
+    async fn truncate(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let (Some(epoch), Some(start), Some(len), Some(sealed)) = (
+            self.epoch(c, 0),
+            c.below(self.next_lsn + 1),
+            c.below(self.next_lsn + 4),
+            c.below(2),
+        ) else {
+            return Ok(None);
+        };
+        self.send(Message::Truncate {
+            volume: VOLUME,
+            pg: PG,
+            truncation: Truncation {
+                epoch: VolumeEpoch(epoch),
+                start: Lsn(start),
+                end: Lsn(start + len),
+                sealed: sealed == 1,
+            },
+        })
+        .await
+        .map(Some)
+    }
+
+    fn fail_saves(&mut self, c: &mut dyn Choices) -> Option<()> {
+        let (saves, kind) = (c.below(3)?, c.below(2)?);
+        let kind = [std::io::ErrorKind::StorageFull, std::io::ErrorKind::Other][kind as usize];
+        self.media.fail_next(1 + saves as u32, kind);
+        self.stats.failed_saves += 1;
+        self.note(&format!(
+            "the next {} metadata saves fail ({kind:?})",
+            1 + saves
+        ));
+        Some(())
+    }
+
+    /// Any message the decoder accepts, built from the input's bytes.
+    async fn arbitrary(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let (Some(kind), Some(len)) = (c.below(64), c.below(96)) else {
+            return Ok(None);
+        };
+        let mut body = Vec::with_capacity(len as usize);
+        for _ in 0..len {
+            let Some(b) = c.below(256) else {
+                return Ok(None);
+            };
+            body.push(b as u8);
+        }
+        if let Ok(msg) = Message::decode(kind as u16, Bytes::from(body)) {
+            self.send(msg).await?;
+        }
+        Ok(Some(()))
+    }
+
+    /// Sends one request and checks its answer against the promises so far.
+    async fn send(&mut self, msg: Message) -> Result<(), String> {
+        let asked = describe(&msg);
+        let reply = self.shard.handle(msg.clone()).await.message;
+        self.note(&format!("{asked} -> {}", describe(&reply)));
+        match (&msg, &reply) {
+            (
+                Message::AppendBatch {
+                    volume,
+                    pg,
+                    volume_epoch,
+                    records,
+                    ..
+                },
+                Message::AppendAck { .. },
+            ) if (*volume, *pg) == (VOLUME, PG) => {
+                let floor = self.segment_epoch.max(self.volume_epoch);
+                if *volume_epoch < floor {
+                    return Err(format!(
+                        "an append at epoch {volume_epoch} was acknowledged after epoch {floor} was"
+                    ));
+                }
+                self.stats.appends_acked += 1;
+                for r in records {
+                    self.acked
+                        .entry(r.lsn)
+                        .or_insert((*volume_epoch, r.raw().clone()));
+                    self.last_lsn = self.last_lsn.max(r.lsn.0);
+                }
+            }
+            (Message::Fence { epoch, mode, .. }, Message::FenceOk { view, .. }) => match mode {
+                FenceMode::Look if view.volume_epoch < self.segment_epoch => {
+                    return Err(format!(
+                        "Fence Look reports epoch {}, below the acknowledged {}",
+                        view.volume_epoch, self.segment_epoch
+                    ))
+                }
+                FenceMode::Look => {}
+                FenceMode::Volume => self.volume_epoch = self.volume_epoch.max(*epoch),
+                FenceMode::Raise | FenceMode::Exclusive => {
+                    self.segment_epoch = self.segment_epoch.max(*epoch);
+                }
+            },
+            (Message::Truncate { truncation: t, .. }, Message::TruncateAck { .. }) => {
+                self.segment_epoch = self.segment_epoch.max(t.epoch);
+                self.acked.retain(|lsn, (epoch, _)| !t.annuls(*epoch, *lsn));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Cuts the power: unsynced writes are lost or torn; the shard reopens from what its
+    /// disk and metadata media hold.
+    async fn power_cut(&mut self) -> Result<(), String> {
+        self.check_held("before a power cut").await?;
+        let disk = self.shard.log().disk().crash();
+        let (shard, writer) = open(&self.media, disk).await?;
+        self.shard = shard;
+        drop(std::mem::replace(&mut self.writer, writer));
+        self.stats.power_cuts += 1;
+        self.note("power cut; reopened");
+        self.check_held("after a power cut").await
+    }
+
+    /// Every acknowledged record still promised is held with its exact bytes.
+    async fn check_held(&mut self, when: &str) -> Result<(), String> {
+        let mut held: BTreeMap<Lsn, Bytes> = BTreeMap::new();
+        let mut after = Lsn::NONE;
+        for _ in 0..=MAX_STEPS * 4 {
+            let reply = self
+                .shard
+                .handle(Message::FetchRecords {
+                    volume: VOLUME,
+                    pg: PG,
+                    after_lsn: after,
+                    to_lsn: Lsn(u64::MAX),
+                    max_bytes: 64 * 1024,
+                })
+                .await
+                .message;
+            let (records, more) = match reply {
+                Message::Records { records, more, .. } => (records, more),
+                Message::Error {
+                    code: ErrorCode::NoSuchSegment,
+                    ..
+                } => (Vec::new(), false),
+                other => {
+                    return Err(format!(
+                        "{when}: FetchRecords answered {}",
+                        describe(&other)
+                    ))
+                }
+            };
+            for r in &records {
+                held.insert(r.lsn, r.raw().clone());
+            }
+            match records.last() {
+                Some(last) if more => after = last.lsn,
+                _ => break,
+            }
+        }
+        for (lsn, (epoch, bytes)) in &self.acked {
+            match held.get(lsn) {
+                None => {
+                    return Err(format!(
+                        "{when}: acknowledged LSN {lsn} (epoch {epoch}) is not held"
+                    ))
+                }
+                Some(b) if b != bytes => {
+                    return Err(format!(
+                        "{when}: LSN {lsn} is held with other bytes than acknowledged"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for the trace.
+fn describe(m: &Message) -> String {
+    match m {
+        Message::AppendBatch {
+            volume_epoch,
+            records,
+            ..
+        } => format!(
+            "AppendBatch epoch {volume_epoch} lsns {:?}",
+            records.iter().map(|r| r.lsn.0).collect::<Vec<_>>()
+        ),
+        Message::AppendAck {
+            durable_lsn, scl, ..
+        } => {
+            format!("AppendAck durable {durable_lsn} scl {scl}")
+        }
+        Message::Fence { epoch, mode, .. } => format!("Fence {mode:?} {epoch}"),
+        Message::FenceOk { view, .. } => {
+            format!("FenceOk epoch {} scl {}", view.volume_epoch, view.scl)
+        }
+        Message::Truncate { truncation: t, .. } => format!(
+            "Truncate epoch {} ({}, {}] sealed {}",
+            t.epoch, t.start, t.end, t.sealed
+        ),
+        Message::Error { code, message, .. } => format!("Error {code:?}: {message}"),
+        Message::Records { records, .. } => format!("Records ({})", records.len()),
+        other => {
+            let mut s = format!("{other:?}");
+            s.truncate(120);
+            s
+        }
+    }
+}
