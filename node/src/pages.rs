@@ -439,7 +439,10 @@ impl<D: Disk + 'static> Shard<D> {
 
     /// One pass over every segment; returns the page versions written. A segment's pages
     /// are built and written concurrently, then its file is synced once.
-    async fn coalesce_pass(self: &Rc<Self>, store: &Rc<PageStore>) -> Result<usize, String> {
+    pub(crate) async fn coalesce_pass(
+        self: &Rc<Self>,
+        store: &Rc<PageStore>,
+    ) -> Result<usize, String> {
         let log = self.log();
         let busy = self.last_append.get().elapsed() < IDLE_AFTER;
         let min_chain = if busy && log.files_free() * 2 > log.file_count() {

@@ -3,8 +3,11 @@
 //! (`shard-N/pages/v<volume>-pg<pg>.v2.pages`).
 //! The slot format and the rules that make it crash-safe are in [`format`] and FORMAT.md §4;
 //! what writes versions, and when records may leave the hot log, is in `pages.rs`.
+//! [`PageStore::simulated`] keeps the files in memory instead ([`sim`]), where a power cut
+//! loses or tears what was not synced, so simulations test that argument too.
 
 pub mod format;
+pub mod sim;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,8 +43,17 @@ impl PageSlots {
 }
 
 pub struct PageStore {
-    dir: PathBuf,
-    files: RefCell<HashMap<SegmentKey, Rc<DmaFile>>>,
+    media: Media,
+}
+
+/// Where the page files live.
+enum Media {
+    /// `O_DIRECT` files in a directory, through glommio.
+    Files {
+        dir: PathBuf,
+        files: RefCell<HashMap<SegmentKey, Rc<DmaFile>>>,
+    },
+    Simulated(sim::SimPages),
 }
 
 impl PageStore {
@@ -61,26 +73,46 @@ impl PageStore {
             }
         }
         Ok(PageStore {
-            dir: dir.to_path_buf(),
-            files: RefCell::default(),
+            media: Media::Files {
+                dir: dir.to_path_buf(),
+                files: RefCell::default(),
+            },
         })
     }
 
-    fn path(&self, key: SegmentKey) -> PathBuf {
-        self.dir.join(file_name(key))
+    /// An empty store in memory; `seed` decides what a power cut keeps.
+    pub fn simulated(seed: u64) -> PageStore {
+        PageStore {
+            media: Media::Simulated(sim::SimPages::new(seed)),
+        }
+    }
+
+    /// A power cut (simulated stores only): the store as it comes back.
+    #[must_use]
+    pub fn crash(&self) -> PageStore {
+        match &self.media {
+            Media::Simulated(pages) => PageStore {
+                media: Media::Simulated(pages.crash()),
+            },
+            Media::Files { .. } => panic!("only a simulated page store can be crashed"),
+        }
     }
 
     /// The segment's file, opened (and created, durably) on first use.
-    async fn file(&self, key: SegmentKey) -> io::Result<Rc<DmaFile>> {
-        if let Some(f) = self.files.borrow().get(&key) {
+    async fn file(
+        dir: &Path,
+        files: &RefCell<HashMap<SegmentKey, Rc<DmaFile>>>,
+        key: SegmentKey,
+    ) -> io::Result<Rc<DmaFile>> {
+        if let Some(f) = files.borrow().get(&key) {
             return Ok(f.clone());
         }
-        let path = self.path(key);
+        let path = dir.join(file_name(key));
         let created = !path.exists();
         if created {
             // Created with plain I/O, not glommio: see `disk::glommio_disk` on probing.
             std::fs::File::create(&path)?.sync_all()?;
-            std::fs::File::open(&self.dir)?.sync_all()?;
+            std::fs::File::open(dir)?.sync_all()?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -89,20 +121,30 @@ impl PageStore {
             .await
             .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
         let file = Rc::new(file);
-        self.files.borrow_mut().insert(key, file.clone());
+        files.borrow_mut().insert(key, file.clone());
         Ok(file)
     }
 
     /// Reads both slots of `page`, at once (a hole or past the end reads as empty).
     pub async fn read(&self, key: SegmentKey, page: PageNo) -> io::Result<PageSlots> {
-        let file = self.file(key).await?;
-        let read = |s| file.read_at_aligned(format::slot_offset(key.pg, page, s), SLOT_BYTES);
-        let (a, b) = futures_lite::future::zip(read(0), read(1)).await;
+        let offsets = [0, 1].map(|s| format::slot_offset(key.pg, page, s));
         let mut bytes = Vec::with_capacity(SLOTS * SLOT_BYTES);
-        for got in [a?, b?] {
-            let start = bytes.len();
-            bytes.extend_from_slice(&got);
-            bytes.resize(start + SLOT_BYTES, 0);
+        match &self.media {
+            Media::Files { dir, files } => {
+                let file = PageStore::file(dir, files, key).await?;
+                let read = |at| file.read_at_aligned(at, SLOT_BYTES);
+                let (a, b) = futures_lite::future::zip(read(offsets[0]), read(offsets[1])).await;
+                for got in [a?, b?] {
+                    let start = bytes.len();
+                    bytes.extend_from_slice(&got);
+                    bytes.resize(start + SLOT_BYTES, 0);
+                }
+            }
+            Media::Simulated(pages) => {
+                for at in offsets {
+                    bytes.extend_from_slice(&pages.read(key, at, SLOT_BYTES));
+                }
+            }
         }
         let slots = [0, 1].map(|s| {
             let slot = &bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
@@ -122,7 +164,11 @@ impl PageStore {
         count: usize,
     ) -> io::Result<(Vec<(u64, Vec<u8>)>, Option<u64>)> {
         use std::os::fd::AsRawFd;
-        let file = self.file(key).await?;
+        let (dir, files) = match &self.media {
+            Media::Files { dir, files } => (dir, files),
+            Media::Simulated(pages) => return Ok(pages.read_extents(key, from, count)),
+        };
+        let file = PageStore::file(dir, files, key).await?;
         let extent_bytes = format::EXTENT_BYTES as u64;
         let mut found = Vec::new();
         let mut next = Some(from);
@@ -165,7 +211,14 @@ impl PageStore {
     /// Writes encoded slots ([`format::encode`]) that sit back to back from offset `at`
     /// with one write (not yet durable: see [`PageStore::sync`]).
     pub async fn write_run(&self, key: SegmentKey, at: u64, slots: &[Vec<u8>]) -> io::Result<()> {
-        let file = self.file(key).await?;
+        let (dir, files) = match &self.media {
+            Media::Files { dir, files } => (dir, files),
+            Media::Simulated(pages) => {
+                pages.write(key, at, &slots.concat());
+                return Ok(());
+            }
+        };
+        let file = PageStore::file(dir, files, key).await?;
         let len = slots.len() * SLOT_BYTES;
         let mut buf = file.alloc_dma_buffer(len);
         for (i, slot) in slots.iter().enumerate() {
@@ -182,7 +235,15 @@ impl PageStore {
 
     /// Makes every completed write to the segment's file durable.
     pub async fn sync(&self, key: SegmentKey) -> io::Result<()> {
-        Ok(self.file(key).await?.fdatasync().await?)
+        match &self.media {
+            Media::Files { dir, files } => {
+                Ok(PageStore::file(dir, files, key).await?.fdatasync().await?)
+            }
+            Media::Simulated(pages) => {
+                pages.sync(key);
+                Ok(())
+            }
+        }
     }
 }
 

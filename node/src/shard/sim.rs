@@ -1,19 +1,30 @@
 //! One shard under a stream of requests picked by a [`Choices`] — a seeded generator in the
 //! simulation test (`shard/tests.rs`), the fuzzer's bytes in `fuzz/fuzz_targets/shard.rs` —
-//! on the simulated disk and metadata media, with power cuts and failed metadata saves in
-//! between. After every step it checks what the shard promised:
+//! on the simulated disk, page store and metadata media, with power cuts (unsynced writes
+//! lost or torn), failed metadata saves and coalescing passes in between. The requests are
+//! a writer's: appends above the VDL it announced (with resends, gaps, and old and new
+//! epochs), `Progress`, fences of every mode and truncations from volume opens, plus any
+//! message the decoder accepts. After every step it checks what the shard promised:
 //!
-//! - every record of an acknowledged `AppendBatch` that no acknowledged truncation annulled
-//!   is held, with its exact bytes, and still is after every power cut;
 //! - no append is acknowledged at an epoch below one that an acknowledged `Fence` or
 //!   `Truncate` raised the segment (or the volume) to, and `Fence Look` never reports an
 //!   epoch below an acknowledged one;
+//! - at every check (a step of its own, and around each power cut): every acknowledged
+//!   record that no acknowledged truncation annulled is held with its exact bytes, or is at
+//!   or below the segment's floor (coalesced into synced page versions); the segment's
+//!   highest LSN is at least every such record's; and each page read at the SCL equals the
+//!   reference page built from those records;
 //! - nothing panics, whatever decoded message arrives.
 //!
-//! Requests go one at a time (each answered before the next), so the checker's model is
-//! the order of the acknowledgements. Not covered here yet (issue #11): concurrent
-//! requests, the coalescer and page store, gossip, rebuild, membership steps, and several
-//! nodes; the whole-cluster simulator is still to be built.
+//! A decoded arbitrary message that changes state may break the writer's rules the checks
+//! rely on (an LSN at or below the VDL, a truncation below it); after one, only the epoch
+//! rule and "no panic" are checked.
+//!
+//! Requests go one at a time (each answered before the next), so the model is the order of
+//! the acknowledgements. Not covered yet (issue #11): concurrent requests, gossip, rebuild,
+//! membership steps, several nodes and writers, and a simulated clock (the coalescer's
+//! laziness and back-pressure read the real one); the whole-cluster simulator is still to
+//! be built.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,13 +32,15 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use hexad_client::membership::Membership;
-use hexad_client::wire::{ErrorCode, FenceMode, Message, Op, Record, Truncation};
-use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
+use hexad_client::wire::{FenceMode, Message, Op, Record, Truncation};
+use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, PAGE_BYTES};
 
 use super::{Shard, ShardIdentity};
 use crate::disk::sim::{Rng, SimDisk};
+use crate::hotlog::format::SegmentKey;
 use crate::hotlog::HotLogConfig;
 use crate::meta::{MemMedia, MetaStore};
+use crate::pagestore::PageStore;
 
 const CFG: HotLogConfig = HotLogConfig {
     max_block_bytes: 16 * 1024,
@@ -40,6 +53,12 @@ const FILES: u32 = 4;
 const FILE_BYTES: u64 = 256 * 1024;
 const VOLUME: VolumeId = VolumeId(7);
 const PG: PgIndex = PgIndex(0);
+const KEY: SegmentKey = SegmentKey {
+    volume: VOLUME,
+    pg: PG,
+};
+/// Pages the records touch (the first of the PG).
+const PAGES: u64 = 16;
 /// Requests per session at most.
 pub const MAX_STEPS: usize = 400;
 /// Trace lines kept for a failure report.
@@ -77,6 +96,19 @@ pub struct SessionStats {
     pub appends_acked: usize,
     pub power_cuts: usize,
     pub failed_saves: usize,
+    pub versions_coalesced: usize,
+    pub pages_checked: usize,
+}
+
+impl SessionStats {
+    pub fn add(&mut self, o: &SessionStats) {
+        self.steps += o.steps;
+        self.appends_acked += o.appends_acked;
+        self.power_cuts += o.power_cuts;
+        self.failed_saves += o.failed_saves;
+        self.versions_coalesced += o.versions_coalesced;
+        self.pages_checked += o.pages_checked;
+    }
 }
 
 /// The shard and what it promised so far.
@@ -92,6 +124,11 @@ struct Session {
     volume_epoch: VolumeEpoch,
     next_lsn: u64,
     last_lsn: u64,
+    /// The VDL and PGMRPL the writer announced (`Progress`); new LSNs go above the VDL.
+    vdl: Lsn,
+    pgmrpl: Lsn,
+    /// A decoded arbitrary message changed state: only the epoch rule is checked now.
+    lawless: bool,
     trace: Vec<String>,
     stats: SessionStats,
 }
@@ -103,7 +140,8 @@ pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, Stri
     };
     let media = Rc::new(MemMedia::default());
     let disk = SimDisk::new(FILES, FILE_BYTES, seed);
-    let (shard, writer) = open(&media, disk).await?;
+    let pages = PageStore::simulated(seed);
+    let (shard, writer) = open(&media, disk, pages).await?;
     let mut s = Session {
         media,
         shard,
@@ -113,6 +151,9 @@ pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, Stri
         volume_epoch: VolumeEpoch(0),
         next_lsn: 1,
         last_lsn: 0,
+        vdl: Lsn::NONE,
+        pgmrpl: Lsn::NONE,
+        lawless: false,
         trace: Vec::new(),
         stats: SessionStats::default(),
     };
@@ -141,6 +182,7 @@ pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, Stri
 async fn open(
     media: &Rc<MemMedia>,
     disk: SimDisk,
+    pages: PageStore,
 ) -> Result<(Rc<Shard<SimDisk>>, glommio::Task<()>), String> {
     let id = ShardIdentity {
         node_id: NodeId(1),
@@ -148,7 +190,7 @@ async fn open(
         shard_ports: vec![1],
     };
     let meta = MetaStore::open(media.clone()).map_err(|e| format!("metadata: {e}"))?;
-    let (shard, _) = Shard::open(id, disk, CFG, meta, None)
+    let (shard, _) = Shard::open(id, disk, CFG, meta, Some(pages))
         .await
         .map_err(|e| format!("the shard does not reopen: {e}"))?;
     let writer = glommio::spawn_local(shard.log().clone().run_writer());
@@ -158,17 +200,20 @@ async fn open(
 impl Session {
     async fn steps(&mut self, c: &mut dyn Choices) -> Result<(), String> {
         while self.stats.steps < MAX_STEPS {
-            let Some(kind) = c.below(16) else {
+            let Some(kind) = c.below(20) else {
                 return Ok(());
             };
             self.stats.steps += 1;
             let done = match kind {
                 0..=6 => self.append(c).await,
-                7 | 8 => self.fence(c).await,
-                9 => self.truncate(c).await,
-                10 => Ok(self.fail_saves(c)),
-                11 => self.power_cut().await.map(Some),
-                12 => self.check_held("a read").await.map(Some),
+                7 => self.resend(c).await,
+                8 | 9 => self.fence(c).await,
+                10 => self.truncate(c).await,
+                11 => Ok(self.fail_saves(c)),
+                12 => self.power_cut().await.map(Some),
+                13 => self.check("a check").await.map(Some),
+                14 | 15 => self.progress(c).await,
+                16 | 17 => self.coalesce().await.map(Some),
                 _ => self.arbitrary(c).await,
             };
             if done?.is_none() {
@@ -204,11 +249,15 @@ impl Session {
             else {
                 return Ok(None);
             };
-            // Mostly the next LSN after the last, sometimes a resend or a gap.
+            // Mostly the next LSN after the last, sometimes one reused above the VDL (a
+            // writer's LSNs at or below it are final) or a gap.
+            let above = self.vdl.0;
             let lsn = match jump {
-                0 => 1 + (self.next_lsn * 7 + back) % self.next_lsn,
+                0 if self.next_lsn > above + 1 => {
+                    above + 1 + (self.next_lsn * 7 + back) % (self.next_lsn - above)
+                }
                 1 => self.next_lsn + 1 + back,
-                _ => self.next_lsn.max(last + 1),
+                _ => self.next_lsn.max(last + 1).max(above + 1),
             };
             let prev = if back == 0 {
                 lsn - 1
@@ -228,6 +277,11 @@ impl Session {
             ));
             last = lsn;
             self.next_lsn = self.next_lsn.max(lsn + 1);
+        }
+        // A nearly full log holds appends until the coalescer frees a file, in real time:
+        // coalesce first, as the node's own coalescer would meanwhile.
+        if self.shard.under_pressure() {
+            self.coalesce().await?;
         }
         let msg = Message::AppendBatch {
             volume: VOLUME,
@@ -260,6 +314,8 @@ impl Session {
     }
 
     async fn truncate(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        // A volume open truncates above the VDL it recovered, which is at least any VDL a
+        // writer announced.
         let (Some(epoch), Some(start), Some(len), Some(sealed)) = (
             self.epoch(c, 0),
             c.below(self.next_lsn + 1),
@@ -268,6 +324,7 @@ impl Session {
         ) else {
             return Ok(None);
         };
+        let start = start.max(self.vdl.0);
         self.send(Message::Truncate {
             volume: VOLUME,
             pg: PG,
@@ -307,6 +364,12 @@ impl Session {
             body.push(b as u8);
         }
         if let Ok(msg) = Message::decode(kind as u16, Bytes::from(body)) {
+            if !read_only(&msg) && !self.lawless {
+                self.lawless = true;
+                self.note(
+                    "a state-changing arbitrary message: only the epoch rule is checked from here",
+                );
+            }
             self.send(msg).await?;
         }
         Ok(Some(()))
@@ -364,23 +427,236 @@ impl Session {
         Ok(())
     }
 
-    /// Cuts the power: unsynced writes are lost or torn; the shard reopens from what its
-    /// disk and metadata media hold.
+    /// Resends an acknowledged record, byte for byte, at the newest epoch.
+    async fn resend(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let Some(pick) = c.below(self.acked.len().max(1) as u64) else {
+            return Ok(None);
+        };
+        let Some((_, (_, raw))) = self.acked.iter().nth(pick as usize) else {
+            return Ok(Some(()));
+        };
+        let mut r = hexad_client::wire::codec::Reader::new(raw.clone(), "record");
+        let record = Record::decode(&mut r).map_err(|e| format!("an acked record: {e}"))?;
+        let epoch = self.segment_epoch.max(self.volume_epoch);
+        self.send(Message::AppendBatch {
+            volume: VOLUME,
+            pg: PG,
+            volume_epoch: epoch,
+            membership_epoch: Membership::placement().epoch,
+            records: vec![record],
+        })
+        .await
+        .map(Some)
+    }
+
+    /// The writer's `Progress`: a VDL no higher than the segment's SCL (all it holds up to
+    /// there was acknowledged, as a quorum would have), a PGMRPL at or below it.
+    async fn progress(&mut self, c: &mut dyn Choices) -> Result<Option<()>, String> {
+        let scl = self.segment().map_or(Lsn::NONE, |(scl, _, _)| scl);
+        let (Some(v), Some(m)) = (c.below(4), c.below(4)) else {
+            return Ok(None);
+        };
+        if scl > self.vdl {
+            self.vdl = Lsn(self.vdl.0 + (scl.0 - self.vdl.0) * (v + 1) / 4);
+        }
+        if self.vdl > self.pgmrpl {
+            self.pgmrpl = Lsn(self.pgmrpl.0 + (self.vdl.0 - self.pgmrpl.0) * m / 3);
+        }
+        let complete = self
+            .acked
+            .range(..=self.vdl)
+            .next_back()
+            .map_or(Lsn::NONE, |(l, _)| *l);
+        self.send(Message::Progress {
+            volume: VOLUME,
+            vdl: self.vdl,
+            pgmrpl: self.pgmrpl,
+            pgs: vec![(PG, complete)],
+        })
+        .await
+        .map(Some)
+    }
+
+    /// One coalescing pass, then the floors move and hot-log files are released.
+    async fn coalesce(&mut self) -> Result<(), String> {
+        let store = self
+            .shard
+            .pages
+            .clone()
+            .expect("the simulated shard keeps pages");
+        let written = self.shard.coalesce_pass(&store).await;
+        let floors = self.shard.advance_floors().await;
+        let (_, floor, _) = self.segment().unwrap_or_default();
+        self.note(&format!(
+            "coalesce: {written:?} versions, floors {floors:?}, floor now {floor}"
+        ));
+        if let Ok(n) = written {
+            self.stats.versions_coalesced += n;
+        }
+        Ok(())
+    }
+
+    /// The segment's SCL, floor and highest LSN, if it exists.
+    fn segment(&self) -> Option<(Lsn, Lsn, Lsn)> {
+        self.shard
+            .segments
+            .borrow()
+            .get(&KEY)
+            .map(|s| (s.scl(), s.floor(), s.highest_lsn()))
+    }
+
+    /// Cuts the power: unsynced writes to the hot log and the page store are lost or torn;
+    /// the shard reopens from what they and the metadata media hold.
     async fn power_cut(&mut self) -> Result<(), String> {
-        self.check_held("before a power cut").await?;
+        self.check_records("before a power cut").await?;
         let disk = self.shard.log().disk().crash();
-        let (shard, writer) = open(&self.media, disk).await?;
+        let pages = self
+            .shard
+            .pages
+            .as_ref()
+            .expect("the simulated shard keeps pages")
+            .crash();
+        let (shard, writer) = open(&self.media, disk, pages).await?;
         self.shard = shard;
         drop(std::mem::replace(&mut self.writer, writer));
         self.stats.power_cuts += 1;
         self.note("power cut; reopened");
-        self.check_held("after a power cut").await
+        self.check("after a power cut").await
     }
 
-    /// Every acknowledged record still promised is held with its exact bytes.
-    async fn check_held(&mut self, when: &str) -> Result<(), String> {
-        let mut held: BTreeMap<Lsn, Bytes> = BTreeMap::new();
-        let mut after = Lsn::NONE;
+    /// The promises about held records and pages (see the module comment).
+    async fn check(&mut self, when: &str) -> Result<(), String> {
+        self.check_records(when).await?;
+        self.check_pages(when).await
+    }
+
+    /// Every acknowledged record not annulled since is held with its bytes or is at or
+    /// below the floor, and the highest LSN covers them all.
+    async fn check_records(&mut self, when: &str) -> Result<(), String> {
+        if self.lawless {
+            return Ok(());
+        }
+        let Some((_, floor, highest)) = self.segment() else {
+            return match self.acked.keys().next_back() {
+                Some(lsn) => Err(format!("{when}: acknowledged LSN {lsn}, but no segment")),
+                None => Ok(()),
+            };
+        };
+        if let Some(lsn) = self.acked.keys().next_back() {
+            if highest < *lsn {
+                return Err(format!(
+                    "{when}: the segment's highest LSN {highest} is below the acknowledged {lsn} (floor {floor})"
+                ));
+            }
+        }
+        let held = self.fetch_above(floor, when).await?;
+        for (lsn, (epoch, bytes)) in self.acked.range(Lsn(floor.0 + 1)..) {
+            match held.get(lsn) {
+                None => {
+                    return Err(format!(
+                        "{when}: acknowledged LSN {lsn} (epoch {epoch}) is not held (floor {floor})"
+                    ))
+                }
+                Some(b) if b != bytes => {
+                    return Err(format!(
+                        "{when}: LSN {lsn} is held with other bytes than acknowledged"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Each page read at the SCL equals the reference page.
+    async fn check_pages(&mut self, when: &str) -> Result<(), String> {
+        let Some((scl, floor, _)) = self.segment().filter(|_| !self.lawless) else {
+            return Ok(());
+        };
+        if scl < self.node_pgmrpl() {
+            return Ok(());
+        }
+        for page in 0..PAGES {
+            let reply = self
+                .shard
+                .handle(Message::GetPage {
+                    volume: VOLUME,
+                    pg: PG,
+                    page: PageNo(page),
+                    read_lsn: scl,
+                    complete_lsn: scl,
+                    page_head: Lsn::NONE,
+                })
+                .await
+                .message;
+            let Message::Page { data, .. } = reply else {
+                return Err(format!(
+                    "{when}: page {page} at the SCL {scl} answered {}",
+                    describe(&reply)
+                ));
+            };
+            let expected = self.reference_page(PageNo(page), scl)?;
+            if data[..] != expected[..] {
+                let model: Vec<u64> = self
+                    .acked
+                    .range(..=scl)
+                    .filter(|(_, (_, raw))| page_of(raw) == Some(PageNo(page)))
+                    .map(|(l, _)| l.0)
+                    .collect();
+                let held: Vec<u64> =
+                    self.shard
+                        .segments
+                        .borrow()
+                        .get(&KEY)
+                        .map_or_else(Vec::new, |s| {
+                            s.page_records(PageNo(page), Lsn::NONE, scl)
+                                .iter()
+                                .map(|m| m.lsn.0)
+                                .collect()
+                        });
+                return Err(format!(
+                    "{when}: page {page} read at the SCL {scl} (floor {floor}) differs from the reference \
+                     (acknowledged records of the page: {model:?}; held in memory: {held:?}; \
+                     read {:?}, expected {:?})",
+                    &data[..48],
+                    &expected[..48]
+                ));
+            }
+            self.stats.pages_checked += 1;
+        }
+        Ok(())
+    }
+
+    /// The PGMRPL the shard holds now (reads below it are refused as too old).
+    fn node_pgmrpl(&self) -> Lsn {
+        self.shard
+            .progress
+            .borrow()
+            .get(&VOLUME)
+            .map_or(Lsn::NONE, |p| p.pgmrpl)
+    }
+
+    /// Every acknowledged record of `page` up to `upto`, applied in LSN order.
+    fn reference_page(&self, page: PageNo, upto: Lsn) -> Result<[u8; PAGE_BYTES], String> {
+        let mut out = [0u8; PAGE_BYTES];
+        for (_, raw) in self.acked.range(..=upto).map(|(_, v)| v) {
+            let mut r = hexad_client::wire::codec::Reader::new(raw.clone(), "record");
+            let record = Record::decode(&mut r).map_err(|e| format!("an acked record: {e}"))?;
+            if record.page == page {
+                record.apply_to(&mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records the segment holds above `after`, by LSN.
+    async fn fetch_above(
+        &mut self,
+        after: Lsn,
+        when: &str,
+    ) -> Result<BTreeMap<Lsn, Bytes>, String> {
+        let mut held = BTreeMap::new();
+        let mut after = after;
         for _ in 0..=MAX_STEPS * 4 {
             let reply = self
                 .shard
@@ -395,10 +671,6 @@ impl Session {
                 .message;
             let (records, more) = match reply {
                 Message::Records { records, more, .. } => (records, more),
-                Message::Error {
-                    code: ErrorCode::NoSuchSegment,
-                    ..
-                } => (Vec::new(), false),
                 other => {
                     return Err(format!(
                         "{when}: FetchRecords answered {}",
@@ -414,23 +686,31 @@ impl Session {
                 _ => break,
             }
         }
-        for (lsn, (epoch, bytes)) in &self.acked {
-            match held.get(lsn) {
-                None => {
-                    return Err(format!(
-                        "{when}: acknowledged LSN {lsn} (epoch {epoch}) is not held"
-                    ))
-                }
-                Some(b) if b != bytes => {
-                    return Err(format!(
-                        "{when}: LSN {lsn} is held with other bytes than acknowledged"
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
+        Ok(held)
     }
+}
+
+/// The page a record's bytes name.
+fn page_of(raw: &Bytes) -> Option<PageNo> {
+    let mut r = hexad_client::wire::codec::Reader::new(raw.clone(), "record");
+    Record::decode(&mut r).ok().map(|r| r.page)
+}
+
+/// Whether a request leaves the shard's state as it was.
+fn read_only(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::GetSegmentState { .. }
+            | Message::FetchRecords { .. }
+            | Message::GetStats
+            | Message::ListSegments { .. }
+            | Message::FetchIndex { .. }
+            | Message::GetPage { .. }
+            | Message::Fence {
+                mode: FenceMode::Look,
+                ..
+            }
+    )
 }
 
 /// One line for the trace.

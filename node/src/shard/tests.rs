@@ -189,12 +189,7 @@ fn seeded_shard_sessions_keep_every_promise() {
         let mut total = super::sim::SessionStats::default();
         for seed in 0..count {
             match super::sim::run_session(&mut Rng::new(seed)).await {
-                Ok(s) => {
-                    total.steps += s.steps;
-                    total.appends_acked += s.appends_acked;
-                    total.power_cuts += s.power_cuts;
-                    total.failed_saves += s.failed_saves;
-                }
+                Ok(s) => total.add(&s),
                 Err(e) => panic!(
                     "seed {seed}: {e}\nreplay: HEXAD_SHARD_SIM_SEED={seed} cargo test -p hexad-node --lib replay_shard_seed -- --nocapture"
                 ),
@@ -202,6 +197,7 @@ fn seeded_shard_sessions_keep_every_promise() {
         }
         eprintln!("{count} seeds: {total:?}");
         assert!(total.appends_acked > 0 && total.power_cuts > 0 && total.failed_saves > 0);
+        assert!(total.versions_coalesced > 0 && total.pages_checked > 0);
     });
 }
 
