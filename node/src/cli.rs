@@ -1,6 +1,7 @@
 //! The `hexad-node` command.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -261,10 +262,16 @@ async fn run_shard(
     let meta = crate::meta::MetaStore::load(&dir).map_err(|e| format!("shard {shard}: {e}"))?;
     let pages = crate::pagestore::PageStore::open(&dir.join("pages"))
         .map_err(|e| format!("shard {shard}: cannot open the page store: {e}"))?;
-    let (shard_state, report) =
-        Shard::open(identity, disk, cfg.hot_log_config(), meta, Some(pages))
-            .await
-            .map_err(|e| format!("shard {shard}: recovery failed: {e}"))?;
+    let (shard_state, report) = Shard::open(
+        identity,
+        disk,
+        cfg.hot_log_config(),
+        meta,
+        Some(pages),
+        Rc::new(crate::clock::SystemClock),
+    )
+    .await
+    .map_err(|e| format!("shard {shard}: recovery failed: {e}"))?;
     for c in &report.corruption {
         eprintln!(
             "hexad-node: CORRUPTION in shard {shard} hot log: blocks {}..={} were durable and are unreadable \

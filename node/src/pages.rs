@@ -444,7 +444,7 @@ impl<D: Disk + 'static> Shard<D> {
         store: &Rc<PageStore>,
     ) -> Result<usize, String> {
         let log = self.log();
-        let busy = self.last_append.get().elapsed() < IDLE_AFTER;
+        let busy = self.clock.now() - self.last_append.get() < IDLE_AFTER;
         let min_chain = if busy && log.files_free() * 2 > log.file_count() {
             LAZY_CHAIN
         } else {

@@ -73,7 +73,7 @@ impl<D: Disk + 'static> Shard<D> {
         slot: u32,
         release: bool,
     ) -> Reply {
-        let now = Instant::now();
+        let now = self.clock.now();
         match self
             .readers
             .borrow_mut()

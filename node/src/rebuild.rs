@@ -91,7 +91,7 @@ impl<D: Disk + 'static> Shard<D> {
     pub(crate) fn floor_pin(&self, key: SegmentKey) -> Option<Lsn> {
         let mut pins = self.floor_pins.borrow_mut();
         match pins.get(&key) {
-            Some(p) if p.until > Instant::now() => Some(p.lsn),
+            Some(p) if p.until > self.clock.now() => Some(p.lsn),
             Some(_) => {
                 pins.remove(&key);
                 None
@@ -163,7 +163,7 @@ impl<D: Disk + 'static> Shard<D> {
         } else if floor > pin {
             return below_floor(key, pin, floor);
         } else {
-            let until = Instant::now() + PIN_LEASE;
+            let until = self.clock.now() + PIN_LEASE;
             let held = self.floor_pin(key).unwrap_or(pin);
             let lsn = held.min(pin);
             self.floor_pins

@@ -10,6 +10,7 @@ use hexad_client::wire::message::MAX_INDEX_ENTRIES;
 use hexad_client::wire::{ErrorCode, IndexEntry, Message, NodeStats, Record, PROTOCOL_VERSION};
 use hexad_client::{Lsn, MembershipEpoch, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId};
 
+use crate::clock::Clock;
 use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
@@ -104,6 +105,8 @@ pub struct Shard<D: Disk> {
     pub(crate) backpressure_waits: Cell<u64>,
     /// When the last `AppendBatch` arrived (the coalescer works harder when appends stop).
     pub(crate) last_append: Cell<std::time::Instant>,
+    /// What every decision that depends on time reads.
+    pub(crate) clock: Rc<dyn Clock>,
 }
 
 /// What a shard found at startup.
@@ -124,6 +127,7 @@ impl<D: Disk + 'static> Shard<D> {
         cfg: HotLogConfig,
         meta: MetaStore,
         pages: Option<PageStore>,
+        clock: Rc<dyn Clock>,
     ) -> std::io::Result<(Rc<Shard<D>>, OpenReport)> {
         let segments: Segments = Rc::default();
         // Epochs and truncation ranges first, so that replaying the log drops what they annul.
@@ -179,7 +183,8 @@ impl<D: Disk + 'static> Shard<D> {
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             backpressure_waits: Cell::new(0),
-            last_append: Cell::new(std::time::Instant::now()),
+            last_append: Cell::new(clock.now()),
+            clock,
         });
         Ok((shard, report))
     }
@@ -263,7 +268,7 @@ impl<D: Disk + 'static> Shard<D> {
                 );
             }
         }
-        self.last_append.set(std::time::Instant::now());
+        self.last_append.set(self.clock.now());
         self.wait_for_log_space().await;
         let durable_lsn = records.last().expect("batch checked non-empty").lsn;
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();

@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hexad_client::membership::Membership;
@@ -36,6 +37,7 @@ use hexad_client::wire::{FenceMode, Message, Op, Record, Truncation};
 use hexad_client::{Lsn, NodeId, PageNo, PgIndex, ShardId, VolumeEpoch, VolumeId, PAGE_BYTES};
 
 use super::{Shard, ShardIdentity};
+use crate::clock::SimClock;
 use crate::disk::sim::{Rng, SimDisk};
 use crate::hotlog::format::SegmentKey;
 use crate::hotlog::HotLogConfig;
@@ -114,6 +116,7 @@ impl SessionStats {
 /// The shard and what it promised so far.
 struct Session {
     media: Rc<MemMedia>,
+    clock: Rc<SimClock>,
     shard: Rc<Shard<SimDisk>>,
     writer: glommio::Task<()>,
     /// Acknowledged records not annulled since: LSN → (epoch, exact bytes).
@@ -135,15 +138,26 @@ struct Session {
 
 /// Runs one session; the error describes the first broken promise and the steps before it.
 pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, String> {
+    run_traced(choices).await.0
+}
+
+/// [`run_session`], also returning every step's trace line: the same choices give the same
+/// trace.
+pub async fn run_traced(choices: &mut dyn Choices) -> (Result<SessionStats, String>, Vec<String>) {
     let Some(seed) = choices.below(1 << 16) else {
-        return Ok(SessionStats::default());
+        return (Ok(SessionStats::default()), Vec::new());
     };
     let media = Rc::new(MemMedia::default());
+    let clock = Rc::new(SimClock::default());
     let disk = SimDisk::new(FILES, FILE_BYTES, seed);
     let pages = PageStore::simulated(seed);
-    let (shard, writer) = open(&media, disk, pages).await?;
+    let (shard, writer) = match open(&media, &clock, disk, pages).await {
+        Ok(opened) => opened,
+        Err(e) => return (Err(e), Vec::new()),
+    };
     let mut s = Session {
         media,
+        clock,
         shard,
         writer,
         acked: BTreeMap::new(),
@@ -169,18 +183,20 @@ pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, Stri
         ..
     } = s;
     drop(writer);
-    outcome.map(|()| stats).map_err(|e| {
+    let outcome = outcome.map(|()| stats).map_err(|e| {
         let from = trace.len().saturating_sub(TRACE_TAIL);
         let mut out = format!("{e}\nthe last {} steps:\n", trace.len() - from);
         for line in &trace[from..] {
             let _ = writeln!(out, "  {line}");
         }
         out
-    })
+    });
+    (outcome, trace)
 }
 
 async fn open(
     media: &Rc<MemMedia>,
+    clock: &Rc<SimClock>,
     disk: SimDisk,
     pages: PageStore,
 ) -> Result<(Rc<Shard<SimDisk>>, glommio::Task<()>), String> {
@@ -190,7 +206,7 @@ async fn open(
         shard_ports: vec![1],
     };
     let meta = MetaStore::open(media.clone()).map_err(|e| format!("metadata: {e}"))?;
-    let (shard, _) = Shard::open(id, disk, CFG, meta, Some(pages))
+    let (shard, _) = Shard::open(id, disk, CFG, meta, Some(pages), clock.clone())
         .await
         .map_err(|e| format!("the shard does not reopen: {e}"))?;
     let writer = glommio::spawn_local(shard.log().clone().run_writer());
@@ -200,10 +216,17 @@ async fn open(
 impl Session {
     async fn steps(&mut self, c: &mut dyn Choices) -> Result<(), String> {
         while self.stats.steps < MAX_STEPS {
-            let Some(kind) = c.below(20) else {
+            let (Some(kind), Some(pause)) = (c.below(20), c.below(8)) else {
                 return Ok(());
             };
             self.stats.steps += 1;
+            // Mostly back to back, sometimes long enough for the coalescer to see appends
+            // stopped or a lease to run out.
+            self.clock.advance(Duration::from_micros(match pause {
+                0..=4 => 100 * pause,
+                5 | 6 => 20_000,
+                _ => 5_000_000,
+            }));
             let done = match kind {
                 0..=6 => self.append(c).await,
                 7 => self.resend(c).await,
@@ -516,7 +539,7 @@ impl Session {
             .as_ref()
             .expect("the simulated shard keeps pages")
             .crash();
-        let (shard, writer) = open(&self.media, disk, pages).await?;
+        let (shard, writer) = open(&self.media, &self.clock, disk, pages).await?;
         self.shard = shard;
         drop(std::mem::replace(&mut self.writer, writer));
         self.stats.power_cuts += 1;

@@ -39,7 +39,8 @@ async fn open_shard(media: Rc<MemMedia>) -> Rc<Shard<SimDisk>> {
         shard_ports: vec![1],
     };
     let meta = MetaStore::open(media).expect("metadata loads");
-    let (shard, _) = Shard::open(id, SimDisk::new(4, 1 << 20, 1), CFG, meta, None)
+    let clock = Rc::new(crate::clock::SimClock::default());
+    let (shard, _) = Shard::open(id, SimDisk::new(4, 1 << 20, 1), CFG, meta, None, clock)
         .await
         .expect("shard opens");
     glommio::spawn_local(shard.log().clone().run_writer()).detach();
@@ -198,6 +199,28 @@ fn seeded_shard_sessions_keep_every_promise() {
         eprintln!("{count} seeds: {total:?}");
         assert!(total.appends_acked > 0 && total.power_cuts > 0 && total.failed_saves > 0);
         assert!(total.versions_coalesced > 0 && total.pages_checked > 0);
+    });
+}
+
+/// A seed decides everything: the same seed gives the same trace, line for line.
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    run(async {
+        for seed in [3, 18, 77] {
+            let (a, trace_a) = super::sim::run_traced(&mut Rng::new(seed)).await;
+            let (b, trace_b) = super::sim::run_traced(&mut Rng::new(seed)).await;
+            assert!(a.is_ok() && b.is_ok(), "seed {seed}: {a:?} {b:?}");
+            assert!(trace_a.len() > 100, "seed {seed}: {} steps", trace_a.len());
+            if let Some(i) =
+                (0..trace_a.len().max(trace_b.len())).find(|&i| trace_a.get(i) != trace_b.get(i))
+            {
+                panic!(
+                    "seed {seed}: the traces part at line {i}:\n  {:?}\n  {:?}",
+                    trace_a.get(i),
+                    trace_b.get(i)
+                );
+            }
+        }
     });
 }
 
