@@ -107,25 +107,36 @@ fn the_hot_log_stays_bounded_under_sustained_writes() {
                 }
             }
             let capacity = FILE_BYTES * u64::from(FILES);
+            let mut recycling = 0u32;
             for id in 1..=6 {
                 let s = cluster.borrow().stats(id);
                 eprintln!(
-                    "node {id}: {} MB of log written into {} MB; {} page versions, {} records coalesced, {} back-pressure waits, {}/{} files free",
+                    "node {id}: {} MB of log written into {} MB; {} page versions, {} records coalesced, {} back-pressure waits, {}/{} files free, {} MB rebuilt",
                     s.log_bytes_written >> 20,
                     capacity >> 20,
                     s.page_versions_written,
                     s.records_coalesced,
                     s.backpressure_waits,
                     s.hot_log_files_free,
-                    s.hot_log_files
+                    s.hot_log_files,
+                    s.rebuild_bytes_copied >> 20
                 );
+                // A node that falls behind on a slow machine (its log full of records
+                // above a gap it cannot fill) catches up by copying a page baseline
+                // instead (DESIGN §8): the writer needs only 4 of 6, so it never waits.
+                let recycled = s.log_bytes_written > 3 * capacity;
                 assert!(
-                    s.log_bytes_written > 3 * capacity,
-                    "node {id} wrote {} bytes of log, not several times its {capacity}",
+                    recycled || s.rebuild_bytes_copied > 0,
+                    "node {id} wrote {} bytes of log, not several times its {capacity}, and did not rebuild",
                     s.log_bytes_written
                 );
+                recycling += u32::from(recycled);
                 assert!(s.page_versions_written > 0);
             }
+            assert!(
+                recycling >= 4,
+                "only {recycling} nodes recycled their hot log several times over"
+            );
             let check = |page: u64, data: &[u8]| {
                 let (_, i) = last[&page];
                 assert!(
