@@ -276,6 +276,9 @@ impl<D: Disk + 'static> Shard<D> {
             }
             self.chain_reads.set(self.chain_reads.get() + 1);
         }
+        if let Some(why) = self.version_gone(key, page, read_lsn, slots.as_ref()) {
+            return Reply::error(ErrorCode::TooOld, 0, why);
+        }
         let (page_lsn, data) = match self.build_page(key, page, read_lsn, slots.as_ref()).await {
             Ok((lsn, data, _)) => (lsn, data),
             Err((code, why)) => return Reply::error(code, 0, why),
@@ -322,6 +325,31 @@ impl<D: Disk + 'static> Shard<D> {
             }
         }
         Ok(Some(slots))
+    }
+
+    /// Why `page` cannot be read at `read_lsn` any more, if so: the version below it is
+    /// older than the floor while a newer version (above `read_lsn`) exists, so the
+    /// records between that version and the floor may be only in the newer one, gone from
+    /// the log. (Only the newest version is sure to hold every record up to the floor.) A
+    /// reader never asks below the writer's PGMRPL, but a node that restarted does not know
+    /// the PGMRPL until the writer's next `Progress`.
+    fn version_gone(
+        &self,
+        key: SegmentKey,
+        page: PageNo,
+        read_lsn: Lsn,
+        slots: Option<&PageSlots>,
+    ) -> Option<String> {
+        let slots = slots?;
+        let base = format::base_for(&slots.slots, read_lsn).map_or(Lsn::NONE, |(_, l)| l);
+        let newer = format::newest(&slots.slots).map(|(_, l)| l)?;
+        let floor = self.segments.borrow().get(&key).map(Segment::floor)?;
+        (base < floor && newer > read_lsn).then(|| {
+            format!(
+                "volume {} pg {} page {page}: reading at {read_lsn} would need the records from its version at {base} up to the floor {floor}, coalesced into its version at {newer} and gone from the log; read at or above {newer}",
+                key.volume, key.pg
+            )
+        })
     }
 
     /// `page` as of `upto`: its page LSN, bytes, and how many records were applied on top
