@@ -243,26 +243,27 @@ impl Segment {
         self.floor
     }
 
-    /// The floor the segment could move to once versions up to `target` are synced: the
-    /// last record at or below `target`, if every page's records up to there are stored
-    /// (and no version waits to be healed), and it is above the current floor.
+    /// The floor the segment could move to now: the last record at or below `target` that
+    /// is below every page's oldest record not yet in its stored (synced) version, if it is
+    /// above the current floor and no version waits to be healed. Every record at or below
+    /// it is then in its page's stored version. (While appends arrive most pages hold a few
+    /// records above their version, so waiting for every page to be stored up to `target`
+    /// would keep the floor still, and every record in memory, until the log fills.)
     pub fn floor_candidate(&self, target: Lsn) -> Option<Lsn> {
-        let target = target.min(self.scl);
-        let last = self.records.range(..=target).next_back().map(|m| m.lsn)?;
-        if last <= self.floor || !self.heal.is_empty() {
+        if !self.heal.is_empty() {
             return None;
         }
+        let mut bound = target.min(self.scl);
         // A lost page does not hold the floor back: its copy from a peer must then be at
         // least as new as the floor.
-        let all_stored = self
-            .dirty
-            .iter()
-            .filter(|p| !self.lost.contains(p))
-            .all(|page| {
-                let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
-                stored >= last || self.by_page.count(*page, stored, last) == 0
-            });
-        all_stored.then_some(last)
+        for page in self.dirty.iter().filter(|p| !self.lost.contains(p)) {
+            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+            if let Some(first) = self.by_page.range(*page, stored, bound).next() {
+                bound = Lsn(first.0 - 1);
+            }
+        }
+        let last = self.records.range(..=bound).next_back().map(|m| m.lsn)?;
+        (last > self.floor).then_some(last)
     }
 
     /// Drops every record at or below `floor` (durably recorded as the segment's floor,
@@ -528,6 +529,33 @@ mod tests {
         // The head itself in the stored version; a head at the read point.
         assert!(s.page_chain_complete(PageNo(11), Lsn(4), Lsn(12), Lsn(4)));
         assert!(s.page_chain_complete(p, Lsn(5), Lsn(5), Lsn::NONE));
+    }
+
+    /// The floor follows the oldest record not yet in its page's stored version; before,
+    /// it waited until every page was stored up to the target, which under steady appends
+    /// (most pages a few records behind) kept it at 0 until the log filled.
+    #[test]
+    fn the_floor_stops_below_the_oldest_record_not_yet_stored() {
+        let mut s = seg();
+        // Pages (LSN % 3): 1 holds 1 and 4, 2 holds 2 and 5, 0 holds 3 and 6.
+        for lsn in 1..=6 {
+            s.insert(meta(Lsn(lsn), Lsn(lsn - 1), E1));
+        }
+        assert_eq!(s.floor_candidate(Lsn(6)), None, "nothing is stored");
+        s.stored(PageNo(1), Lsn(4));
+        s.stored(PageNo(2), Lsn(2));
+        s.stored(PageNo(0), Lsn(6));
+        assert_eq!(s.floor_candidate(Lsn(6)), Some(Lsn(4)), "5 is not stored");
+        assert_eq!(
+            s.floor_candidate(Lsn(3)),
+            Some(Lsn(3)),
+            "the target bounds it"
+        );
+        s.advance_floor(Lsn(4));
+        assert_eq!(s.floor_candidate(Lsn(6)), None, "still below 5");
+        s.stored(PageNo(2), Lsn(5));
+        assert_eq!(s.floor_candidate(Lsn(6)), Some(Lsn(6)));
+        assert_eq!(s.floor_candidate(Lsn(5)), Some(Lsn(5)));
     }
 
     #[test]
