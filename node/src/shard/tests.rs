@@ -249,7 +249,7 @@ fn a_read_below_a_version_that_swallowed_its_records_is_refused() {
                 volume: VOLUME,
                 pg: PG,
             })
-            .map(|s| s.floor());
+            .map(crate::segment::Segment::floor);
         assert_eq!(floor, Some(Lsn(3)));
         let disk = shard.log().disk().crash();
         drop(shard);
