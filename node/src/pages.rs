@@ -465,12 +465,44 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
+    /// Syncs the segment's page file. After a failed sync the writes it should have made
+    /// durable may never reach the media, even if a later sync succeeds (Linux drops the
+    /// dirty state of what it failed to write), while reads still return them: nothing
+    /// written since the last good sync can be trusted, so from then on every sync fails
+    /// and no version counts as stored until the node restarts and rebuilds its pages from
+    /// the log above its floor (as `PostgreSQL` panics on a failed `fsync`).
+    pub(crate) async fn sync_pages(
+        &self,
+        store: &PageStore,
+        key: SegmentKey,
+    ) -> Result<(), String> {
+        if let Some(why) = self.page_store_failed.borrow().as_ref() {
+            return Err(format!(
+                "the page store failed a sync earlier ({why}); no page version is stored until the node restarts"
+            ));
+        }
+        store.sync(key).await.map_err(|e| {
+            let why = format!(
+                "volume {} pg {}: page-store sync failed: {e}",
+                key.volume, key.pg
+            );
+            eprintln!("hexad-node: {why}; coalescing and rebuilds stop until the node restarts");
+            *self.page_store_failed.borrow_mut() = Some(why.clone());
+            why
+        })
+    }
+
     /// One pass over every segment; returns the page versions written. A segment's pages
     /// are built and written concurrently, then its file is synced once.
     pub(crate) async fn coalesce_pass(
         self: &Rc<Self>,
         store: &Rc<PageStore>,
     ) -> Result<usize, String> {
+        if let Some(why) = self.page_store_failed.borrow().as_ref() {
+            return Err(format!(
+                "not coalescing: the page store failed a sync earlier ({why}); restart the node"
+            ));
+        }
         let log = self.log();
         let busy = self.clock.now() - self.last_append.get() < IDLE_AFTER;
         let min_chain = if busy && log.files_free() * 2 > log.file_count() {
@@ -513,9 +545,20 @@ impl<D: Disk + 'static> Shard<D> {
                     }
                 }
             }
+            // A version read back that is not known durable (written by an earlier process,
+            // perhaps only into the device's cache) is synced before it counts as stored.
+            let unsynced = {
+                let segs = self.segments.borrow();
+                let seg = segs.get(&key);
+                built
+                    .iter()
+                    .any(|b| b.write.is_none() && seg.is_some_and(|s| b.lsn > s.stored_lsn(b.page)))
+            };
             let wrote = self.write_versions(store, key, &mut built).await?;
+            if wrote > 0 || unsynced {
+                self.sync_pages(store, key).await?;
+            }
             if wrote > 0 {
-                store.sync(key).await.map_err(|e| e.to_string())?;
                 self.page_versions_written
                     .set(self.page_versions_written.get() + wrote as u64);
                 let applied: usize = built.iter().map(|b| b.applied).sum();

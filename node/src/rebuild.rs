@@ -495,7 +495,7 @@ impl<D: Disk + 'static> Shard<D> {
             });
         }
         let wrote = self.write_versions(store, key, &mut built).await?;
-        store.sync(key).await.map_err(|e| e.to_string())?;
+        self.sync_pages(store, key).await?;
         let bytes = (pages.len() * PAGE_BYTES) as u64;
         self.rebuild_pages_copied
             .set(self.rebuild_pages_copied.get() + wrote as u64);

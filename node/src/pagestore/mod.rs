@@ -87,6 +87,14 @@ impl PageStore {
         }
     }
 
+    /// Makes the next `n` syncs fail (simulated stores only; see `sim.rs`).
+    pub fn fail_next_syncs(&self, n: u32) {
+        match &self.media {
+            Media::Simulated(pages) => pages.fail_next_syncs(n),
+            Media::Files { .. } => panic!("only a simulated page store fails on demand"),
+        }
+    }
+
     /// A power cut (simulated stores only): the store as it comes back.
     #[must_use]
     pub fn crash(&self) -> PageStore {
@@ -239,10 +247,7 @@ impl PageStore {
             Media::Files { dir, files } => {
                 Ok(PageStore::file(dir, files, key).await?.fdatasync().await?)
             }
-            Media::Simulated(pages) => {
-                pages.sync(key);
-                Ok(())
-            }
+            Media::Simulated(pages) => pages.sync(key),
         }
     }
 }

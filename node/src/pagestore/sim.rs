@@ -1,7 +1,10 @@
 //! Page-store files in memory, for simulations: reads see every completed write (like a
 //! page cache), `sync` makes a segment's writes durable, and a power cut keeps each
 //! unsynced write whole, drops it, or tears it at a 4 KiB sector boundary, chosen by a
-//! seeded generator. Files are sparse: a sector never written reads as zeros.
+//! seeded generator. Files are sparse: a sector never written reads as zeros. A sync can be
+//! made to fail (`fail_next_syncs`) as Linux fails an `fsync`: the writes it should have
+//! made durable stay visible to reads but never reach the media, even if a later sync
+//! succeeds; a power cut loses them.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +21,8 @@ struct SimFile {
     durable: BTreeMap<u64, Vec<u8>>,
     /// Completed writes since the last sync, in order: (offset, bytes).
     pending: Vec<(u64, Vec<u8>)>,
+    /// Writes a failed sync left behind: read back, never durable (older than `pending`).
+    lost: Vec<(u64, Vec<u8>)>,
 }
 
 impl SimFile {
@@ -29,7 +34,7 @@ impl SimFile {
             .cloned()
             .unwrap_or_else(|| vec![0; SECTOR_BYTES]);
         let start = index * SECTOR_BYTES as u64;
-        for (at, data) in &self.pending {
+        for (at, data) in self.lost.iter().chain(&self.pending) {
             let end = at + data.len() as u64;
             if *at < start + SECTOR_BYTES as u64 && end > start {
                 let from = start.max(*at);
@@ -55,6 +60,8 @@ impl SimFile {
 pub struct SimPages {
     files: RefCell<HashMap<SegmentKey, SimFile>>,
     rng: RefCell<Rng>,
+    /// Syncs still to fail.
+    failing_syncs: std::cell::Cell<u32>,
 }
 
 impl SimPages {
@@ -62,6 +69,7 @@ impl SimPages {
         SimPages {
             files: RefCell::default(),
             rng: RefCell::new(Rng::new(seed)),
+            failing_syncs: std::cell::Cell::new(0),
         }
     }
 
@@ -100,8 +108,9 @@ impl SimPages {
                 let first = extent * per_extent;
                 let durable = f.durable.range(first..).next().map(|(s, _)| *s);
                 let pending = f
-                    .pending
+                    .lost
                     .iter()
+                    .chain(&f.pending)
                     .filter_map(|(at, d)| {
                         let last = (at + d.len() as u64 - 1) / SECTOR_BYTES as u64;
                         (last >= first).then(|| (at / SECTOR_BYTES as u64).max(first))
@@ -135,12 +144,31 @@ impl SimPages {
             .push((at, data.to_vec()));
     }
 
-    pub fn sync(&self, key: SegmentKey) {
+    /// Makes the segment's completed writes durable, or fails (see the module comment).
+    pub fn sync(&self, key: SegmentKey) -> std::io::Result<()> {
+        let fail = self.failing_syncs.get() > 0;
+        if fail {
+            self.failing_syncs.set(self.failing_syncs.get() - 1);
+        }
         if let Some(f) = self.files.borrow_mut().get_mut(&key) {
-            for (at, data) in std::mem::take(&mut f.pending) {
-                SimFile::apply(&mut f.durable, at, &data);
+            let pending = std::mem::take(&mut f.pending);
+            if fail {
+                f.lost.extend(pending);
+            } else {
+                for (at, data) in pending {
+                    SimFile::apply(&mut f.durable, at, &data);
+                }
             }
         }
+        if fail {
+            return Err(std::io::Error::other("simulated page-store fsync failure"));
+        }
+        Ok(())
+    }
+
+    /// The next `n` syncs fail.
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.failing_syncs.set(n);
     }
 
     /// The store after a power cut: each unsynced write kept, lost, or torn.
@@ -164,12 +192,14 @@ impl SimPages {
                 SimFile {
                     durable,
                     pending: Vec::new(),
+                    lost: Vec::new(),
                 },
             );
         }
         SimPages {
             files: RefCell::new(files),
             rng: RefCell::new(Rng::new(rng.next_u64())),
+            failing_syncs: std::cell::Cell::new(0),
         }
     }
 }
@@ -188,7 +218,7 @@ mod tests {
     fn reads_see_writes_and_only_synced_ones_survive_for_sure() {
         let p = SimPages::new(1);
         p.write(KEY, 8192, &[7u8; 8192]);
-        p.sync(KEY);
+        p.sync(KEY).unwrap();
         p.write(KEY, 3 * EXTENT_BYTES as u64, &[9u8; 4096]);
         assert_eq!(p.read(KEY, 8192, 4096), vec![7u8; 4096]);
         assert_eq!(p.read(KEY, 0, 4096), vec![0u8; 4096]);
@@ -203,7 +233,7 @@ mod tests {
         for seed in 0..20 {
             let p2 = SimPages::new(seed);
             p2.write(KEY, 0, &[5u8; 12288]);
-            p2.sync(KEY);
+            p2.sync(KEY).unwrap();
             p2.write(KEY, 0, &[6u8; 12288]);
             let after = p2.crash();
             let bytes = after.read(KEY, 0, 12288);
@@ -214,5 +244,19 @@ mod tests {
                 .skip(new)
                 .all(|c| c.iter().all(|b| *b == 5)));
         }
+    }
+
+    #[test]
+    fn a_failed_sync_loses_its_writes_even_after_a_good_sync() {
+        let p = SimPages::new(1);
+        p.write(KEY, 0, &[5u8; 4096]);
+        p.fail_next_syncs(1);
+        assert!(p.sync(KEY).is_err());
+        p.write(KEY, 4096, &[6u8; 4096]);
+        p.sync(KEY).unwrap();
+        assert_eq!(p.read(KEY, 0, 4096), vec![5u8; 4096], "read back");
+        let after = p.crash();
+        assert_eq!(after.read(KEY, 0, 4096), vec![0u8; 4096], "never durable");
+        assert_eq!(after.read(KEY, 4096, 4096), vec![6u8; 4096]);
     }
 }

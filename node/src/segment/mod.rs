@@ -193,6 +193,11 @@ impl Segment {
         work.into_iter().take(max).map(|(_, p)| p).collect()
     }
 
+    /// The LSN of `page`'s newest version known durable in the page store.
+    pub fn stored_lsn(&self, page: PageNo) -> Lsn {
+        self.stored.get(&page).copied().unwrap_or(Lsn::NONE)
+    }
+
     /// A version of `page` at `lsn` is durable in the page store.
     pub fn stored(&mut self, page: PageNo, lsn: Lsn) {
         let held = self.stored.entry(page).or_default();

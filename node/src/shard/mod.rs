@@ -101,6 +101,9 @@ pub struct Shard<D: Disk> {
     pub(crate) fault_corrupt_repair: Cell<u32>,
     pub(crate) records_coalesced: Cell<u64>,
     pub(crate) corrupt_page_versions: Cell<u64>,
+    /// Why a page-store sync failed, if one did: nothing written since the last good sync
+    /// can be trusted (see `Shard::sync_pages`), so no version is stored until a restart.
+    pub(crate) page_store_failed: RefCell<Option<String>>,
     /// Appends delayed because the hot log was nearly full.
     pub(crate) backpressure_waits: Cell<u64>,
     /// When the last `AppendBatch` arrived (the coalescer works harder when appends stop).
@@ -182,6 +185,7 @@ impl<D: Disk + 'static> Shard<D> {
             fault_corrupt_repair: Cell::new(0),
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
+            page_store_failed: RefCell::new(None),
             backpressure_waits: Cell::new(0),
             last_append: Cell::new(clock.now()),
             clock,
