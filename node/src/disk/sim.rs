@@ -35,6 +35,10 @@ struct State {
     rng: Rng,
     /// Set on the old image by `crash`: it takes no more I/O.
     crashed: bool,
+    /// Syncs still to fail (`fail_next_syncs`).
+    failing_syncs: u32,
+    /// Writes a failed sync left behind per file: read back, never durable.
+    lost: Vec<Vec<(u64, Vec<u8>)>>,
 }
 
 pub struct SimDisk {
@@ -50,6 +54,8 @@ impl SimDisk {
                 pending: vec![Vec::new(); files as usize],
                 rng: Rng::new(seed),
                 crashed: false,
+                failing_syncs: 0,
+                lost: vec![Vec::new(); files as usize],
             }),
             file_bytes,
         }
@@ -84,9 +90,18 @@ impl SimDisk {
                 pending: vec![Vec::new(); files],
                 rng: Rng::new(seed),
                 crashed: false,
+                failing_syncs: 0,
+                lost: vec![Vec::new(); files],
             }),
             file_bytes: self.file_bytes,
         }
+    }
+
+    /// The next `n` syncs fail as Linux fails an `fsync`: the writes they should have made
+    /// durable stay readable but never reach the media (a later good sync leaves them
+    /// out), and a power cut loses them.
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.state.borrow_mut().failing_syncs = n;
     }
 
     /// Flips bits in place in the durable image (bit rot).
@@ -109,7 +124,10 @@ impl SimDisk {
     fn view(&self, file: u32) -> Vec<u8> {
         let s = self.state.borrow();
         let mut data = s.durable[file as usize].clone();
-        for (offset, w) in &s.pending[file as usize] {
+        for (offset, w) in s.lost[file as usize]
+            .iter()
+            .chain(&s.pending[file as usize])
+        {
             data[*offset as usize..*offset as usize + w.len()].copy_from_slice(w);
         }
         data
@@ -170,6 +188,11 @@ impl Disk for SimDisk {
             return Err(io::Error::other("simulated disk lost power"));
         }
         let writes = std::mem::take(&mut s.pending[file as usize]);
+        if s.failing_syncs > 0 {
+            s.failing_syncs -= 1;
+            s.lost[file as usize].extend(writes);
+            return Err(io::Error::other("simulated fsync failure"));
+        }
         for (offset, w) in writes {
             s.durable[file as usize][offset as usize..offset as usize + w.len()]
                 .copy_from_slice(&w);

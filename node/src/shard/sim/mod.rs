@@ -369,8 +369,13 @@ impl Session {
     }
 
     fn fail_saves(&mut self, c: &mut dyn Choices) -> Option<()> {
-        let (saves, kind) = (c.below(3)?, c.below(3)?);
+        let (saves, kind) = (c.below(3)?, c.below(4)?);
         self.stats.failed_saves += 1;
+        if kind == 3 {
+            self.shard.log().disk().fail_next_syncs(1 + saves as u32);
+            self.note(&format!("the next {} hot-log syncs fail", 1 + saves));
+            return Some(());
+        }
         if kind == 2 {
             let store = self
                 .shard
