@@ -48,11 +48,15 @@ impl<D: Disk + 'static> Shard<D> {
         if refused {
             return stale_epoch(key, epoch, held);
         }
-        if meta.volume_epoch < epoch {
+        let made_durable = if meta.volume_epoch < epoch {
             meta.volume_epoch = epoch;
-            if let Err(reply) = self.persist(key, meta).await {
-                return reply;
-            }
+            self.persist(key, meta).await
+        } else {
+            // The epoch may be another request's change still being saved.
+            self.meta_durable().await
+        };
+        if let Err(reply) = made_durable {
+            return reply;
         }
         // Durable: now the segment refuses older writers.
         let mut segs = self.segments.borrow_mut();
@@ -82,16 +86,17 @@ impl<D: Disk + 'static> Shard<D> {
         if held > epoch {
             return stale_epoch(key, epoch, held);
         }
-        if self.volume_fence(key.volume) < epoch {
-            if let Err(reply) = self
-                .persist_with(|m| {
-                    let e = m.volumes.entry(key.volume).or_default();
-                    *e = (*e).max(epoch);
-                })
-                .await
-            {
-                return reply;
-            }
+        let made_durable = if self.volume_fence(key.volume) < epoch {
+            self.persist_with(|m| {
+                let e = m.volumes.entry(key.volume).or_default();
+                *e = (*e).max(epoch);
+            })
+            .await
+        } else {
+            self.meta_durable().await
+        };
+        if let Err(reply) = made_durable {
+            return reply;
         }
         let view = self
             .segments

@@ -588,6 +588,16 @@ impl<D: Disk + 'static> Shard<D> {
         }
     }
 
+    /// Waits until every metadata change made so far is durable: a request that answers
+    /// from the metadata without changing it may be looking at another request's change
+    /// whose save is still to come, and may fail.
+    pub(crate) async fn meta_durable(&self) -> Result<(), Reply> {
+        if self.meta_waiting.borrow().is_empty() {
+            return Ok(());
+        }
+        self.persist_with(|_| {}).await
+    }
+
     pub(crate) async fn fetch(
         &self,
         key: SegmentKey,

@@ -152,7 +152,7 @@ impl Session {
     }
 
     /// The records the segment holds above `after`, by LSN.
-    async fn fetch_above(
+    pub(super) async fn fetch_above(
         &mut self,
         after: Lsn,
         when: &str,
