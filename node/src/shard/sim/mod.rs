@@ -141,6 +141,15 @@ struct Session {
     stats: SessionStats,
 }
 
+/// What a step drew from its choices.
+enum Drawn {
+    Request(Message),
+    /// No request this time (nothing acknowledged yet to resend).
+    Nothing,
+    /// The choices ran out: the session ends.
+    End,
+}
+
 /// Runs one session; the error describes the first broken promise and the steps before it.
 pub async fn run_session(choices: &mut dyn Choices) -> Result<SessionStats, String> {
     run_traced(choices).await.0
@@ -238,9 +247,9 @@ impl Session {
             }));
             let done = match kind {
                 0..=5 | 7..=10 | 14 | 15 => match self.request(kind, c).await? {
-                    Some(Some(msg)) => self.send(msg).await.map(Some),
-                    Some(None) => Ok(Some(())),
-                    None => Ok(None),
+                    Drawn::Request(msg) => self.send(msg).await.map(Some),
+                    Drawn::Nothing => Ok(Some(())),
+                    Drawn::End => Ok(None),
                 },
                 6 => self.burst(c).await,
                 11 => Ok(self.fail_saves(c)),
@@ -256,19 +265,16 @@ impl Session {
         Ok(())
     }
 
-    /// A request of step kind `kind` (see `steps`); `Some(None)`: none this time.
-    async fn request(
-        &mut self,
-        kind: u64,
-        c: &mut dyn Choices,
-    ) -> Result<Option<Option<Message>>, String> {
-        Ok(match kind {
-            0..=6 => self.append(c).await?.map(Some),
+    /// A request of step kind `kind` (see `steps`).
+    async fn request(&mut self, kind: u64, c: &mut dyn Choices) -> Result<Drawn, String> {
+        let drawn = match kind {
+            0..=6 => self.append(c).await?,
             7 => return self.resend(c),
-            8 | 9 => self.fence(c).map(Some),
-            10 => self.truncate(c).map(Some),
-            _ => self.progress(c).map(Some),
-        })
+            8 | 9 => self.fence(c),
+            10 => self.truncate(c),
+            _ => self.progress(c),
+        };
+        Ok(drawn.map_or(Drawn::End, Drawn::Request))
     }
 
     /// Two to four requests at once, answered in whatever order the shard finishes them,
@@ -285,9 +291,9 @@ impl Session {
                 return Ok(None);
             };
             match self.request(KINDS[kind as usize], c).await? {
-                Some(Some(msg)) => msgs.push(msg),
-                Some(None) => {}
-                None => return Ok(None),
+                Drawn::Request(msg) => msgs.push(msg),
+                Drawn::Nothing => {}
+                Drawn::End => return Ok(None),
             }
         }
         self.note(&format!("{} requests at once", msgs.len()));
@@ -591,24 +597,23 @@ impl Session {
     }
 
     /// Resends an acknowledged record, byte for byte, at the newest epoch.
-    /// `Ok(Some(None))`: nothing acknowledged yet to resend.
-    fn resend(&self, c: &mut dyn Choices) -> Result<Option<Option<Message>>, String> {
+    fn resend(&self, c: &mut dyn Choices) -> Result<Drawn, String> {
         let Some(pick) = c.below(self.acked.len().max(1) as u64) else {
-            return Ok(None);
+            return Ok(Drawn::End);
         };
         let Some((_, (_, raw))) = self.acked.iter().nth(pick as usize) else {
-            return Ok(Some(None));
+            return Ok(Drawn::Nothing);
         };
         let mut r = hexad_client::wire::codec::Reader::new(raw.clone(), "record");
         let record = Record::decode(&mut r).map_err(|e| format!("an acked record: {e}"))?;
         let epoch = self.segment_epoch.max(self.volume_epoch);
-        Ok(Some(Some(Message::AppendBatch {
+        Ok(Drawn::Request(Message::AppendBatch {
             volume: VOLUME,
             pg: PG,
             volume_epoch: epoch,
             membership_epoch: Membership::placement().epoch,
             records: vec![record],
-        })))
+        }))
     }
 
     /// The writer's `Progress`: a VDL no higher than the segment's SCL (all it holds up to
