@@ -15,12 +15,13 @@ use crate::disk::Disk;
 use crate::hotlog::format::{Entry, SegmentKey};
 use crate::hotlog::scan::Recovery;
 use crate::hotlog::{DurableRecord, HotLog, HotLogConfig, LogError};
-use crate::meta::{MetaStore, SegmentMeta};
+use crate::meta::MetaStore;
 use crate::pagestore::PageStore;
 use crate::readers::ReaderSlots;
 use crate::reply::Reply;
 use crate::reply::{below_floor, no_such_segment, saturate, stale_epoch};
 use crate::segment::{RecordMeta, Segment};
+use persist::MetaOutcome;
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
 pub const MAX_FETCH_REPLY_BYTES: usize = 4 << 20;
@@ -43,17 +44,6 @@ pub(crate) struct VolumeProgress {
     pub(crate) pgmrpl: Lsn,
     /// Per PG: its last record at or below `vdl`.
     pub(crate) complete: HashMap<hexad_client::PgIndex, Lsn>,
-}
-
-/// Whether a metadata change became durable; `None` until a save carried it.
-type MetaOutcome = Rc<Cell<Option<bool>>>;
-
-fn persist_failed(detail: &dyn std::fmt::Display) -> Reply {
-    Reply::error(
-        ErrorCode::Io,
-        0,
-        format!("cannot persist segment metadata: {detail}"),
-    )
 }
 
 pub struct Shard<D: Disk> {
@@ -528,76 +518,6 @@ impl<D: Disk + 'static> Shard<D> {
         })
     }
 
-    /// A segment's metadata as it will be once every save under way is done.
-    pub(crate) fn meta_entry(&self, key: SegmentKey) -> SegmentMeta {
-        let seg_epoch = self
-            .segments
-            .borrow()
-            .get(&key)
-            .map_or(VolumeEpoch(0), |s| s.volume_epoch);
-        let mut m = self
-            .meta
-            .borrow()
-            .segments
-            .get(&key)
-            .cloned()
-            .unwrap_or_default();
-        m.volume_epoch = m.volume_epoch.max(seg_epoch);
-        m
-    }
-
-    /// Makes `meta` durable for `key` before a reply depends on it. Saves coalesce: the
-    /// request yields once, so every metadata change already queued on this shard rides
-    /// the same file write and fsync (a volume open sends one per PG).
-    pub(crate) async fn persist(&self, key: SegmentKey, meta: SegmentMeta) -> Result<(), Reply> {
-        self.persist_all(vec![(key, meta)]).await
-    }
-
-    /// [`Shard::persist`] for several segments at once.
-    pub(crate) async fn persist_all(
-        &self,
-        changes: Vec<(SegmentKey, SegmentMeta)>,
-    ) -> Result<(), Reply> {
-        self.persist_with(|m| m.segments.extend(changes)).await
-    }
-
-    /// Applies `change` to the metadata and makes it durable, as [`Shard::persist`]. If the
-    /// save fails, every change it carried is undone in memory and each of their requests
-    /// gets the error: nothing refused as undurable may still take effect.
-    pub(crate) async fn persist_with(
-        &self,
-        change: impl FnOnce(&mut MetaStore),
-    ) -> Result<(), Reply> {
-        change(&mut self.meta.borrow_mut());
-        let outcome: MetaOutcome = Rc::default();
-        self.meta_waiting.borrow_mut().push(outcome.clone());
-        futures_lite::future::yield_now().await;
-        if outcome.get().is_none() {
-            // No save carried this change yet: save everything made so far.
-            let saved = self.meta.borrow_mut().save().map_err(|e| e.to_string());
-            for waiting in self.meta_waiting.borrow_mut().drain(..) {
-                waiting.set(Some(saved.is_ok()));
-            }
-            if let Err(e) = saved {
-                return Err(persist_failed(&e));
-            }
-        }
-        match outcome.get() {
-            Some(true) => Ok(()),
-            _ => Err(persist_failed(&"the save that carried this change failed")),
-        }
-    }
-
-    /// Waits until every metadata change made so far is durable: a request that answers
-    /// from the metadata without changing it may be looking at another request's change
-    /// whose save is still to come, and may fail.
-    pub(crate) async fn meta_durable(&self) -> Result<(), Reply> {
-        if self.meta_waiting.borrow().is_empty() {
-            return Ok(());
-        }
-        self.persist_with(|_| {}).await
-    }
-
     pub(crate) async fn fetch(
         &self,
         key: SegmentKey,
@@ -794,6 +714,7 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
     }
 }
 
+mod persist;
 pub mod sim;
 #[cfg(test)]
 mod tests;
