@@ -94,6 +94,9 @@ pub struct Shard<D: Disk> {
     /// Why a page-store sync failed, if one did: nothing written since the last good sync
     /// can be trusted (see `Shard::sync_pages`), so no version is stored until a restart.
     pub(crate) page_store_failed: RefCell<Option<String>>,
+    /// Per segment, the epochs of the batches taken but not yet durable, and how many of
+    /// each: the epoch checks count them as held.
+    appending: Appending,
     /// Appends delayed because the hot log was nearly full.
     pub(crate) backpressure_waits: Cell<u64>,
     /// When the last `AppendBatch` arrived (the coalescer works harder when appends stop).
@@ -176,6 +179,7 @@ impl<D: Disk + 'static> Shard<D> {
             records_coalesced: Cell::new(0),
             corrupt_page_versions: Cell::new(0),
             page_store_failed: RefCell::new(None),
+            appending: RefCell::default(),
             backpressure_waits: Cell::new(0),
             last_append: Cell::new(clock.now()),
             clock,
@@ -248,19 +252,36 @@ impl<D: Disk + 'static> Shard<D> {
         if let Some(reply) = self.check_membership(key, membership_epoch) {
             return reply;
         }
-        if let Some(seg) = self.segments.borrow().get(&key) {
-            if volume_epoch < seg.volume_epoch {
-                return stale_epoch(key, volume_epoch, seg.volume_epoch);
-            }
-            if seg.needs_truncation_for(volume_epoch) {
-                return Reply::error(
-                    ErrorCode::TruncationNeeded,
-                    saturate(seg.volume_epoch),
-                    format!(
-                        "volume {volume} pg {pg}: holds records of epochs below {volume_epoch} and no truncation range of epoch {volume_epoch}; send Truncate first"
-                    ),
-                );
-            }
+        // Batches still being written count as held: a batch of an older epoch than one
+        // in flight is stale, and a first batch of a new epoch must not overtake an older
+        // one still in flight (it would be taken without the truncation range that
+        // annuls the older records).
+        let (oldest, newest) = self.appending.borrow().get(&key).map_or((None, None), |m| {
+            (m.keys().next().copied(), m.keys().next_back().copied())
+        });
+        if let Some(newest) = newest.filter(|e| volume_epoch < *e) {
+            return stale_epoch(key, volume_epoch, newest);
+        }
+        let (held_epoch, needs_truncation) = match self.segments.borrow().get(&key) {
+            Some(seg) => (
+                seg.volume_epoch,
+                seg.needs_truncation_for(volume_epoch)
+                    || oldest.is_some_and(|e| e < volume_epoch)
+                        && !seg.has_truncation(volume_epoch),
+            ),
+            None => (VolumeEpoch(0), oldest.is_some_and(|e| e < volume_epoch)),
+        };
+        if volume_epoch < held_epoch {
+            return stale_epoch(key, volume_epoch, held_epoch);
+        }
+        if needs_truncation {
+            return Reply::error(
+                ErrorCode::TruncationNeeded,
+                saturate(held_epoch),
+                format!(
+                    "volume {volume} pg {pg}: holds records of epochs below {volume_epoch} and no truncation range of epoch {volume_epoch}; send Truncate first"
+                ),
+            );
         }
         self.last_append.set(self.clock.now());
         self.wait_for_log_space().await;
@@ -276,7 +297,10 @@ impl<D: Disk + 'static> Shard<D> {
                 record,
             })
             .collect();
-        match self.log.append(entries).await {
+        let in_flight = InFlight::new(&self.appending, key, volume_epoch);
+        let appended = self.log.append(entries).await;
+        drop(in_flight);
+        match appended {
             Ok(()) => {
                 // A volume open may have fenced this segment while the batch was
                 // being written: the records stay (a truncation range annuls them),
@@ -670,6 +694,51 @@ fn check_batch(key: SegmentKey, records: &[Record]) -> Option<Reply> {
         prev = r.lsn;
     }
     None
+}
+
+/// Per segment, the epochs of the batches being written and how many of each.
+type Appending = RefCell<HashMap<SegmentKey, std::collections::BTreeMap<VolumeEpoch, u32>>>;
+
+/// A batch being written, counted in `Shard::appending` until it is dropped (also when
+/// its request is): then it is durable or failed.
+struct InFlight<'a> {
+    appending: &'a Appending,
+    key: SegmentKey,
+    epoch: VolumeEpoch,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(appending: &'a Appending, key: SegmentKey, epoch: VolumeEpoch) -> Self {
+        *appending
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .entry(epoch)
+            .or_default() += 1;
+        InFlight {
+            appending,
+            key,
+            epoch,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut appending = self.appending.borrow_mut();
+        let Some(epochs) = appending.get_mut(&self.key) else {
+            return;
+        };
+        if let Some(n) = epochs.get_mut(&self.epoch) {
+            *n -= 1;
+            if *n == 0 {
+                epochs.remove(&self.epoch);
+            }
+        }
+        if epochs.is_empty() {
+            appending.remove(&self.key);
+        }
+    }
 }
 
 fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {

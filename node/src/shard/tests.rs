@@ -216,6 +216,71 @@ fn a_fence_that_finds_its_epoch_pending_waits_for_its_save() {
     });
 }
 
+/// Found by the shard simulation with concurrent requests (seed 1746): a first batch of
+/// epoch 2 overtook a batch of epoch 1 still being written, on a segment holding no
+/// records yet, so it needed no truncation range; both reached the log, the epoch-1
+/// record at LSN 3 was indexed first, and the epoch-2 record at LSN 3 was acknowledged
+/// as a resend of it, other bytes than the ones held. Batches in flight now count as held.
+#[test]
+fn a_new_epoch_does_not_overtake_an_older_batch_in_flight() {
+    run(async {
+        let shard = open_shard(Rc::new(MemMedia::default())).await;
+        let ok = shard.handle(fence(1, FenceMode::Raise)).await;
+        assert!(matches!(ok.message, Message::FenceOk { .. }), "{ok:?}");
+        let batch = |epoch: u64, lsns: &[u64]| {
+            let mut m = append(epoch, lsns[0], lsns[0] - 1);
+            if let Message::AppendBatch { records, .. } = &mut m {
+                *records = lsns
+                    .iter()
+                    .map(|&l| {
+                        let payload = [0, 0, 0, 0, l as u8, epoch as u8];
+                        Record::new(
+                            Lsn(l),
+                            Lsn(l - 1),
+                            Lsn(0),
+                            PageNo(1),
+                            Op::WriteBytes,
+                            true,
+                            &payload,
+                        )
+                    })
+                    .collect();
+            }
+            m
+        };
+        let (s1, s2) = (shard.clone(), shard.clone());
+        let old = glommio::spawn_local(async move { s1.handle(batch(1, &[1, 2, 3])).await });
+        let new = glommio::spawn_local(async move { s2.handle(batch(2, &[3])).await });
+        let (old, new) = (old.await.message, new.await.message);
+        let held = shard
+            .handle(Message::FetchRecords {
+                volume: VOLUME,
+                pg: PG,
+                after_lsn: Lsn(2),
+                to_lsn: Lsn(3),
+                max_bytes: 4096,
+            })
+            .await
+            .message;
+        let held_epoch_byte = match &held {
+            Message::Records { records, .. } => records.first().map(|r| r.raw()[r.raw().len() - 1]),
+            other => panic!("FetchRecords: {other:?}"),
+        };
+        if matches!(new, Message::AppendAck { .. }) {
+            assert_eq!(
+                held_epoch_byte,
+                Some(2),
+                "epoch 2's LSN 3 acknowledged, another held"
+            );
+        }
+        assert_eq!(
+            error_code(&new),
+            Some(ErrorCode::TruncationNeeded),
+            "{new:?} (and {old:?})"
+        );
+    });
+}
+
 /// A one-shard node with a simulated page store whose records all go to page 0, for the
 /// coalescer's promises across power cuts.
 struct Paged {
