@@ -21,6 +21,7 @@ use crate::readers::ReaderSlots;
 use crate::reply::Reply;
 use crate::reply::{below_floor, no_such_segment, saturate, stale_epoch};
 use crate::segment::{RecordMeta, Segment};
+use in_flight::{Appending, InFlight};
 use persist::MetaOutcome;
 
 /// Most bytes of records in one `Records` reply, whatever the request asks for.
@@ -696,51 +697,6 @@ fn check_batch(key: SegmentKey, records: &[Record]) -> Option<Reply> {
     None
 }
 
-/// Per segment, the epochs of the batches being written and how many of each.
-type Appending = RefCell<HashMap<SegmentKey, std::collections::BTreeMap<VolumeEpoch, u32>>>;
-
-/// A batch being written, counted in `Shard::appending` until it is dropped (also when
-/// its request is): then it is durable or failed.
-struct InFlight<'a> {
-    appending: &'a Appending,
-    key: SegmentKey,
-    epoch: VolumeEpoch,
-}
-
-impl<'a> InFlight<'a> {
-    fn new(appending: &'a Appending, key: SegmentKey, epoch: VolumeEpoch) -> Self {
-        *appending
-            .borrow_mut()
-            .entry(key)
-            .or_default()
-            .entry(epoch)
-            .or_default() += 1;
-        InFlight {
-            appending,
-            key,
-            epoch,
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut appending = self.appending.borrow_mut();
-        let Some(epochs) = appending.get_mut(&self.key) else {
-            return;
-        };
-        if let Some(n) = epochs.get_mut(&self.epoch) {
-            *n -= 1;
-            if *n == 0 {
-                epochs.remove(&self.epoch);
-            }
-        }
-        if epochs.is_empty() {
-            appending.remove(&self.key);
-        }
-    }
-}
-
 fn apply(segments: &mut HashMap<SegmentKey, Segment>, r: &DurableRecord) {
     let seg = segments
         .entry(r.segment)
@@ -783,6 +739,7 @@ fn rebuild(segments: &Segments, recovery: &Recovery) -> OpenReport {
     }
 }
 
+mod in_flight;
 mod persist;
 pub mod sim;
 #[cfg(test)]
