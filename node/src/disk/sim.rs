@@ -113,9 +113,17 @@ impl SimDisk {
     }
 
     /// Yields a random number of times, so concurrent writes complete out of order and
-    /// other tasks run between a write and its sync, as on a real device.
+    /// other tasks run between a write and its sync, as on a real device; one I/O in 64
+    /// is a latency spike (up to 200 yields), long enough for whole requests to overtake it.
     async fn latency(&self) {
-        let yields = self.state.borrow_mut().rng.below(6);
+        let yields = {
+            let rng = &mut self.state.borrow_mut().rng;
+            if rng.below(64) == 0 {
+                20 + rng.below(180)
+            } else {
+                rng.below(6)
+            }
+        };
         for _ in 0..yields {
             futures_lite::future::yield_now().await;
         }
