@@ -172,7 +172,7 @@ impl Segment {
         let mut work = Vec::new();
         let mut clean = Vec::new();
         for page in self.dirty.iter().filter(|p| !self.lost.contains(p)) {
-            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+            let stored = self.stored_lsn(*page);
             let newer = |to: Lsn| {
                 if to <= stored {
                     return 0;
@@ -262,7 +262,7 @@ impl Segment {
         // A lost page does not hold the floor back: its copy from a peer must then be at
         // least as new as the floor.
         for page in self.dirty.iter().filter(|p| !self.lost.contains(p)) {
-            let stored = self.stored.get(page).copied().unwrap_or(Lsn::NONE);
+            let stored = self.stored_lsn(*page);
             if let Some(first) = self.by_page.range(*page, stored, bound).next() {
                 bound = Lsn(first.0 - 1);
             }

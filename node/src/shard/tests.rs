@@ -47,6 +47,14 @@ async fn open_shard(media: Rc<MemMedia>) -> Rc<Shard<SimDisk>> {
     shard
 }
 
+/// [`open_shard`], its segment fenced at epoch 1.
+async fn open_fenced(media: Rc<MemMedia>) -> Rc<Shard<SimDisk>> {
+    let shard = open_shard(media).await;
+    let ok = shard.handle(fence(1, FenceMode::Raise)).await;
+    assert!(matches!(ok.message, Message::FenceOk { .. }), "{ok:?}");
+    shard
+}
+
 fn fence(epoch: u64, mode: FenceMode) -> Message {
     Message::Fence {
         volume: VOLUME,
@@ -109,9 +117,7 @@ async fn looked_epoch(shard: &Shard<SimDisk>) -> VolumeEpoch {
 fn a_fence_whose_metadata_save_fails_leaves_no_trace() {
     run(async {
         let media = Rc::new(MemMedia::default());
-        let shard = open_shard(media.clone()).await;
-        let ok = shard.handle(fence(1, FenceMode::Raise)).await;
-        assert!(matches!(ok.message, Message::FenceOk { .. }), "{ok:?}");
+        let shard = open_fenced(media.clone()).await;
         let acked = shard.handle(append(1, 1, 0)).await;
         assert!(
             matches!(acked.message, Message::AppendAck { .. }),
@@ -189,9 +195,7 @@ fn seeds(var: &str, default: u64) -> u64 {
 fn a_fence_that_finds_its_epoch_pending_waits_for_its_save() {
     run(async {
         let media = Rc::new(MemMedia::default());
-        let shard = open_shard(media.clone()).await;
-        let ok = shard.handle(fence(1, FenceMode::Raise)).await;
-        assert!(matches!(ok.message, Message::FenceOk { .. }), "{ok:?}");
+        let shard = open_fenced(media.clone()).await;
         for mode in [FenceMode::Raise, FenceMode::Volume] {
             media.fail_next(1, ErrorKind::Other);
             let first_mode = if mode == FenceMode::Volume {
@@ -224,9 +228,7 @@ fn a_fence_that_finds_its_epoch_pending_waits_for_its_save() {
 #[test]
 fn a_new_epoch_does_not_overtake_an_older_batch_in_flight() {
     run(async {
-        let shard = open_shard(Rc::new(MemMedia::default())).await;
-        let ok = shard.handle(fence(1, FenceMode::Raise)).await;
-        assert!(matches!(ok.message, Message::FenceOk { .. }), "{ok:?}");
+        let shard = open_fenced(Rc::new(MemMedia::default())).await;
         let batch = |epoch: u64, lsns: &[u64]| {
             let mut m = append(epoch, lsns[0], lsns[0] - 1);
             if let Message::AppendBatch { records, .. } = &mut m {
