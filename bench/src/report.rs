@@ -47,6 +47,8 @@ pub struct PageWork {
     /// Hot-log syncs (group commits) per second over all nodes, and records per sync.
     pub log_syncs_per_s: f64,
     pub records_per_sync: f64,
+    /// Records per acked `AppendBatch` request: how well the writer's boxcar fills a frame.
+    pub records_per_request: f64,
 }
 
 impl PageWork {
@@ -65,6 +67,13 @@ impl PageWork {
                 .records_appended
                 .saturating_sub(before.records_appended) as f64
                 / after.log_syncs.saturating_sub(before.log_syncs).max(1) as f64,
+            records_per_request: after
+                .records_appended
+                .saturating_sub(before.records_appended) as f64
+                / after
+                    .batches_acked
+                    .saturating_sub(before.batches_acked)
+                    .max(1) as f64,
         }
     }
 }
@@ -313,8 +322,8 @@ fn print_text(s: &Summary, shape: &Shape) {
             p.records_coalesced_per_s, p.page_versions_per_s, p.page_writes_per_s, p.backpressure_waits
         );
         println!(
-            "  hot logs: {:.0} group commits/s over all nodes, {:.1} records each",
-            p.log_syncs_per_s, p.records_per_sync
+            "  hot logs: {:.0} group commits/s over all nodes, {:.1} records each; {:.1} records per request",
+            p.log_syncs_per_s, p.records_per_sync, p.records_per_request
         );
     }
     if let Some(f) = &s.file {

@@ -397,17 +397,20 @@ fn resend_order(
     all.into_values().collect()
 }
 
-/// Groups queued records into `AppendBatch` messages: consecutive records of one PG, in
-/// order, up to the batch limits.
+/// Groups queued records into `AppendBatch` messages, one open batch per PG
+/// ([`append_batches`]).
 fn batches(inner: &Inner, queued: Vec<(PgIndex, Record)>) -> Vec<Message> {
     append_batches(inner.cfg.volume, inner.recovered.epoch, queued, |pg| {
         inner.members_of(pg).epoch
     })
 }
 
-/// Groups records into `AppendBatch` messages of `epoch`: consecutive records of one PG,
-/// in order, up to the batch limits (count and `MAX_BATCH_BYTES`), each with its PG's
-/// membership epoch. Also used by volume open to re-replicate.
+/// Groups records into `AppendBatch` messages of `epoch`, each with its PG's membership
+/// epoch: every PG's records in the order given (LSN order), up to the batch limits
+/// (count and `MAX_BATCH_BYTES`). Records of different PGs interleave in the queue (a
+/// writer's pages spread over its PGs), so each PG keeps its own open batch: grouping
+/// only consecutive records sent one record per request (bench/RESULTS.md, issue #8).
+/// Also used by volume open to re-replicate.
 pub(super) fn append_batches(
     volume: VolumeId,
     epoch: VolumeEpoch,
@@ -415,22 +418,18 @@ pub(super) fn append_batches(
     membership_epoch: impl Fn(PgIndex) -> MembershipEpoch,
 ) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::new();
-    let mut bytes = 0usize;
+    // Each PG's open batch: its index in `out` and its record bytes so far. A writer
+    // sends to a few PGs per connection, so a scan beats a map.
+    let mut open: Vec<(PgIndex, usize, usize)> = Vec::new();
     for (pg, record) in queued {
-        let fits = match out.last() {
-            Some(Message::AppendBatch {
-                pg: last_pg,
-                records,
-                ..
-            }) => {
-                *last_pg == pg
-                    && records.len() < MAX_RECORDS_PER_BATCH
-                    && bytes + record.encoded_len() <= MAX_BATCH_BYTES
-            }
-            _ => false,
-        };
+        let len = record.encoded_len();
+        let slot = open.iter().position(|(p, _, _)| *p == pg);
+        let fits = slot.is_some_and(|i| {
+            let (_, at, bytes) = open[i];
+            matches!(&out[at], Message::AppendBatch { records, .. }
+                if records.len() < MAX_RECORDS_PER_BATCH && bytes + len <= MAX_BATCH_BYTES)
+        });
         if !fits {
-            bytes = 0;
             out.push(Message::AppendBatch {
                 volume,
                 pg,
@@ -438,9 +437,15 @@ pub(super) fn append_batches(
                 membership_epoch: membership_epoch(pg),
                 records: Vec::new(),
             });
+            let batch = (pg, out.len() - 1, 0);
+            match slot {
+                Some(i) => open[i] = batch,
+                None => open.push(batch),
+            }
         }
-        bytes += record.encoded_len();
-        if let Some(Message::AppendBatch { records, .. }) = out.last_mut() {
+        let i = slot.unwrap_or(open.len() - 1);
+        open[i].2 += len;
+        if let Some(Message::AppendBatch { records, .. }) = out.get_mut(open[i].1) {
             records.push(record);
         }
     }
@@ -504,5 +509,57 @@ mod tests {
             };
             assert!(records.windows(2).all(|w| w[0].lsn < w[1].lsn));
         }
+    }
+
+    #[test]
+    fn interleaved_pgs_share_one_batch_each_in_lsn_order() {
+        let queued: Vec<(PgIndex, Record)> = (1..=9)
+            .map(|lsn| (PgIndex((lsn % 3) as u32), rec(lsn).1))
+            .collect();
+        let out = append_batches(VolumeId(1), VolumeEpoch(1), queued, |_| MembershipEpoch(1));
+        let got: Vec<(u32, Vec<u64>)> = out
+            .iter()
+            .map(|m| match m {
+                Message::AppendBatch { pg, records, .. } => {
+                    (pg.0, records.iter().map(|r| r.lsn.0).collect())
+                }
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, vec![1, 4, 7]), (2, vec![2, 5, 8]), (0, vec![3, 6, 9])]
+        );
+    }
+
+    #[test]
+    fn a_full_batch_starts_the_next_one_for_its_pg() {
+        let record_bytes = rec(1).1.encoded_len();
+        let per_batch = MAX_RECORDS_PER_BATCH.min(MAX_BATCH_BYTES / record_bytes);
+        let queued: Vec<(PgIndex, Record)> = (1..=(2 * per_batch as u64 + 2))
+            .map(|lsn| (PgIndex((lsn % 2) as u32), rec(lsn).1))
+            .collect();
+        let out = append_batches(VolumeId(1), VolumeEpoch(1), queued, |_| MembershipEpoch(1));
+        let mut last: std::collections::HashMap<u32, u64> = Default::default();
+        let mut sizes: Vec<(u32, usize)> = Vec::new();
+        for m in &out {
+            let Message::AppendBatch { pg, records, .. } = m else {
+                unreachable!()
+            };
+            let bytes: usize = records.iter().map(Record::encoded_len).sum();
+            assert!(records.len() <= MAX_RECORDS_PER_BATCH && bytes <= MAX_BATCH_BYTES);
+            for r in records {
+                let prev = last.insert(pg.0, r.lsn.0).unwrap_or(0);
+                assert!(
+                    r.lsn.0 > prev,
+                    "pg {} went back to {} after {prev}",
+                    pg.0,
+                    r.lsn.0
+                );
+            }
+            sizes.push((pg.0, records.len()));
+        }
+        // Each PG: one full batch, then the one record over.
+        assert_eq!(sizes, vec![(1, per_batch), (0, per_batch), (1, 1), (0, 1)]);
     }
 }
