@@ -540,7 +540,7 @@ mod tests {
             .map(|lsn| (PgIndex((lsn % 2) as u32), rec(lsn).1))
             .collect();
         let out = append_batches(VolumeId(1), VolumeEpoch(1), queued, |_| MembershipEpoch(1));
-        let mut last: std::collections::HashMap<u32, u64> = Default::default();
+        let mut last = std::collections::HashMap::<u32, u64>::new();
         let mut sizes: Vec<(u32, usize)> = Vec::new();
         for m in &out {
             let Message::AppendBatch { pg, records, .. } = m else {
