@@ -260,7 +260,7 @@ async fn run_shard(
         shard_ports: ports.clone(),
     };
     let meta = crate::meta::MetaStore::load(&dir).map_err(|e| format!("shard {shard}: {e}"))?;
-    let pages = crate::pagestore::PageStore::open(&dir.join("pages"))
+    let pages = crate::pagestore::PageStore::open(&dir.join("pages"), cfg.page_store.cache_slots())
         .map_err(|e| format!("shard {shard}: cannot open the page store: {e}"))?;
     let (shard_state, report) = Shard::open(
         identity,

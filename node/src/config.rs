@@ -17,6 +17,8 @@
 //! max_block_bytes = 1048576
 //! max_writes_in_flight = 2
 //! max_queue_bytes = 16777216
+//! [page_store]
+//! cache_bytes = 33554432    # recently read or written page slots kept in memory (coalescer)
 //! [repair]
 //! rebuild_mb_per_s = 0      # a segment rebuild copies at most this fast (0: no limit)
 //! ```
@@ -67,6 +69,32 @@ pub struct GroupCommitSection {
     pub max_queue_bytes: usize,
 }
 
+/// The page store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageStoreSection {
+    /// Bytes of page-store slots kept in memory per shard as the file holds them, so the
+    /// coalescer builds a page's next version without reading its slots back from the
+    /// disk (`pagestore::cache`; `GetPage` always reads the disk). 0: none.
+    #[serde(default = "defaults::page_cache_bytes")]
+    pub cache_bytes: usize,
+}
+
+impl Default for PageStoreSection {
+    fn default() -> Self {
+        PageStoreSection {
+            cache_bytes: defaults::page_cache_bytes(),
+        }
+    }
+}
+
+impl PageStoreSection {
+    /// The cache's size in slots.
+    pub fn cache_slots(&self) -> usize {
+        self.cache_bytes / crate::pagestore::format::SLOT_BYTES
+    }
+}
+
 /// Gossip and segment rebuild.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +121,10 @@ mod defaults {
         SyncMode::Dsync
     }
     pub fn cache_bytes() -> usize {
+        32 << 20
+    }
+    /// 32 MiB: 2,730 slots of 12 KiB, both slots of 1,365 pages.
+    pub fn page_cache_bytes() -> usize {
         32 << 20
     }
     pub fn max_block_bytes() -> usize {
@@ -151,6 +183,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub group_commit: GroupCommitSection,
     #[serde(default)]
+    pub page_store: PageStoreSection,
+    #[serde(default)]
     pub repair: RepairSection,
     /// Every node of the cluster, when the node runs from a cluster file: its segments
     /// gossip with their PG's other members. Empty for a node run from its own config
@@ -170,6 +204,8 @@ pub struct ClusterDefaults {
     pub hot_log: HotLogSection,
     #[serde(default)]
     pub group_commit: GroupCommitSection,
+    #[serde(default)]
+    pub page_store: PageStoreSection,
     #[serde(default)]
     pub repair: RepairSection,
 }
@@ -352,6 +388,7 @@ impl ClusterConfig {
             pin_shards: self.defaults.pin_shards.unwrap_or(false),
             hot_log: self.defaults.hot_log.clone(),
             group_commit: self.defaults.group_commit.clone(),
+            page_store: self.defaults.page_store.clone(),
             repair: self.defaults.repair.clone(),
             peers: self
                 .nodes
@@ -379,6 +416,27 @@ mod tests {
         let r = NodeConfig::load(&dir).map_err(|e| e.to_string());
         let _ = std::fs::remove_file(&dir);
         r
+    }
+
+    #[test]
+    fn the_shipped_config_files_parse_with_every_section() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let node = NodeConfig::load(&root.join("node.toml")).unwrap();
+        assert_eq!(node.page_store.cache_bytes, defaults::page_cache_bytes());
+        let cluster = ClusterConfig::load(&root.join("cluster.toml")).unwrap();
+        let first = cluster.nodes[0].id;
+        let cfg = cluster
+            .node_config(&root.join("cluster.toml"), first, Path::new("/var/tmp/x"))
+            .unwrap();
+        assert_eq!(
+            cfg.page_store.cache_slots(),
+            (32 << 20) / crate::pagestore::format::SLOT_BYTES
+        );
+        assert!(parse("node_id = 1\naz = \"a\"\ndata_dir = \"/x\"\nbase_port = 7000\n[page_store]\ncache_bytes = 0\n")
+            .unwrap()
+            .page_store
+            .cache_slots()
+            == 0);
     }
 
     #[test]

@@ -642,7 +642,10 @@ impl<D: Disk + 'static> Shard<D> {
         page: PageNo,
         target: Lsn,
     ) -> Result<Option<Built>, String> {
-        let slots = store.read(key, page).await.map_err(|e| e.to_string())?;
+        let slots = store
+            .read_cached(key, page)
+            .await
+            .map_err(|e| e.to_string())?;
         if self.cannot_rebuild(key, page, target, &slots) {
             return Ok(None);
         }

@@ -6,6 +6,7 @@
 //! [`PageStore::simulated`] keeps the files in memory instead ([`sim`]), where a power cut
 //! loses or tears what was not synced, so simulations test that argument too.
 
+pub mod cache;
 pub mod format;
 pub mod sim;
 
@@ -19,6 +20,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use hexad_client::{Lsn, PageNo, PAGE_BYTES};
 
 use crate::hotlog::format::SegmentKey;
+use cache::SlotCache;
 use format::{Slot, SLOTS, SLOT_BYTES};
 
 /// A page's two slots as read.
@@ -44,7 +46,12 @@ impl PageSlots {
 
 pub struct PageStore {
     media: Media,
+    /// Slots as the file holds them, for [`PageStore::read_cached`].
+    cache: RefCell<SlotCache>,
 }
+
+/// Slots a simulated store caches: few, so that simulations evict as well as hit.
+const SIMULATED_CACHE_SLOTS: usize = 16;
 
 /// Where the page files live.
 enum Media {
@@ -60,7 +67,8 @@ impl PageStore {
     /// The store under `dir` (created if missing).
     /// A file of the version-1 layout (named without `.v2`) is refused: this build reads
     /// only version 2.
-    pub fn open(dir: &Path) -> io::Result<PageStore> {
+    /// `cache_slots` bounds [`PageStore::read_cached`]'s memory (slots of [`SLOT_BYTES`]).
+    pub fn open(dir: &Path, cache_slots: usize) -> io::Result<PageStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
         for entry in std::fs::read_dir(dir)? {
@@ -77,6 +85,7 @@ impl PageStore {
                 dir: dir.to_path_buf(),
                 files: RefCell::default(),
             },
+            cache: RefCell::new(SlotCache::new(cache_slots)),
         })
     }
 
@@ -84,6 +93,7 @@ impl PageStore {
     pub fn simulated(seed: u64) -> PageStore {
         PageStore {
             media: Media::Simulated(sim::SimPages::new(seed)),
+            cache: RefCell::new(SlotCache::new(SIMULATED_CACHE_SLOTS)),
         }
     }
 
@@ -101,6 +111,7 @@ impl PageStore {
         match &self.media {
             Media::Simulated(pages) => PageStore {
                 media: Media::Simulated(pages.crash()),
+                cache: RefCell::new(SlotCache::new(SIMULATED_CACHE_SLOTS)),
             },
             Media::Files { .. } => panic!("only a simulated page store can be crashed"),
         }
@@ -133,7 +144,9 @@ impl PageStore {
         Ok(file)
     }
 
-    /// Reads both slots of `page`, at once (a hole or past the end reads as empty).
+    /// Reads both slots of `page` from the disk, at once (a hole or past the end reads as
+    /// empty), and refreshes the cache with them: damage found here is what the coalescer
+    /// sees next.
     pub async fn read(&self, key: SegmentKey, page: PageNo) -> io::Result<PageSlots> {
         let offsets = [0, 1].map(|s| format::slot_offset(key.pg, page, s));
         let mut bytes = Vec::with_capacity(SLOTS * SLOT_BYTES);
@@ -154,11 +167,36 @@ impl PageStore {
                 }
             }
         }
+        let mut cache = self.cache.borrow_mut();
+        for (s, at) in offsets.into_iter().enumerate() {
+            cache.insert(key, at, bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES].into());
+        }
+        Ok(PageStore::decode_slots(key, page, bytes))
+    }
+
+    /// Both slots of `page` as [`PageStore::read`] would read them, from the cache when it
+    /// holds both (the coalescer's reads; `GetPage` reads the disk).
+    pub async fn read_cached(&self, key: SegmentKey, page: PageNo) -> io::Result<PageSlots> {
+        let offsets = [0, 1].map(|s| format::slot_offset(key.pg, page, s));
+        let cached = {
+            let cache = self.cache.borrow();
+            offsets.map(|at| cache.get(key, at))
+        };
+        if let [Some(a), Some(b)] = cached {
+            let mut bytes = Vec::with_capacity(SLOTS * SLOT_BYTES);
+            bytes.extend_from_slice(&a);
+            bytes.extend_from_slice(&b);
+            return Ok(PageStore::decode_slots(key, page, bytes));
+        }
+        self.read(key, page).await
+    }
+
+    fn decode_slots(key: SegmentKey, page: PageNo, bytes: Vec<u8>) -> PageSlots {
         let slots = [0, 1].map(|s| {
             let slot = &bytes[s * SLOT_BYTES..(s + 1) * SLOT_BYTES];
             format::decode(key.volume, key.pg, page, slot)
         });
-        Ok(PageSlots { slots, bytes })
+        PageSlots { slots, bytes }
     }
 
     /// Reads up to `count` extents ([`format::EXTENT_BYTES`] each) of the segment's file,
@@ -219,6 +257,24 @@ impl PageStore {
     /// Writes encoded slots ([`format::encode`]) that sit back to back from offset `at`
     /// with one write (not yet durable: see [`PageStore::sync`]).
     pub async fn write_run(&self, key: SegmentKey, at: u64, slots: &[Vec<u8>]) -> io::Result<()> {
+        let written = self.write_run_uncached(key, at, slots).await;
+        let mut cache = self.cache.borrow_mut();
+        for (i, slot) in slots.iter().enumerate() {
+            let offset = at + (i * SLOT_BYTES) as u64;
+            match &written {
+                Ok(()) => cache.insert(key, offset, slot.as_slice().into()),
+                Err(_) => cache.remove(key, offset),
+            }
+        }
+        written
+    }
+
+    async fn write_run_uncached(
+        &self,
+        key: SegmentKey,
+        at: u64,
+        slots: &[Vec<u8>],
+    ) -> io::Result<()> {
         let (dir, files) = match &self.media {
             Media::Files { dir, files } => (dir, files),
             Media::Simulated(pages) => {
