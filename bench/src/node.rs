@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use hexad_client::blocking::Connection;
+use hexad_client::net::Network;
 use hexad_client::placement::segment_shard;
 use hexad_client::volume::Pipelined;
 use hexad_client::wire::{Message, Op, Record};
@@ -251,7 +252,7 @@ pub fn run(
 /// Connects to the segment's shard and continues its chain after whatever an earlier run
 /// left there.
 async fn open_segment(addr: SocketAddr, volume: VolumeId) -> Result<Segment> {
-    let conn = Pipelined::connect(addr, IO_TIMEOUT, IO_TIMEOUT)
+    let conn = Pipelined::connect(&Network::Tcp, addr, IO_TIMEOUT, IO_TIMEOUT)
         .await
         .map_err(anyhow::Error::msg)?;
     let state = conn

@@ -13,6 +13,7 @@
 
 pub mod blocking;
 pub mod membership;
+pub mod net;
 pub mod placement;
 pub mod quorum;
 pub mod sync;

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use hexad_client::net::Network;
 use hexad_client::placement::{segment_shard, ClusterMap};
 use hexad_client::volume::Pipelined;
 use hexad_client::wire::{ErrorCode, Message, RebuildPhase, Record};
@@ -468,7 +469,7 @@ async fn conn(
     if let Some(c) = conns.get(&addr) {
         return Ok(c.clone());
     }
-    let c = Rc::new(Pipelined::connect(addr, PEER_TIMEOUT, PEER_TIMEOUT).await?);
+    let c = Rc::new(Pipelined::connect(&Network::Tcp, addr, PEER_TIMEOUT, PEER_TIMEOUT).await?);
     conns.insert(addr, c.clone());
     Ok(c)
 }

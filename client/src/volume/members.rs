@@ -94,13 +94,17 @@ impl Inner {
                     continue;
                 };
                 let addr = entry.shard_addr(self.shard_of(node, pg));
-                let (ct, rt) = (self.cfg.connect_timeout, self.cfg.request_timeout);
+                let (net, ct, rt) = (
+                    self.cfg.network.clone(),
+                    self.cfg.connect_timeout,
+                    self.cfg.request_timeout,
+                );
                 let msg = Message::GetMembership {
                     volume: self.cfg.volume,
                     pg,
                 };
                 tasks.push(glommio::spawn_local(async move {
-                    let mut rpc = Rpc::connect(addr, ct, rt).await?;
+                    let mut rpc = Rpc::connect(&net, addr, ct, rt).await?;
                     rpc.call(msg).await
                 }));
             }

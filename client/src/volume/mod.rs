@@ -61,6 +61,8 @@ pub struct VolumeConfig {
     /// follows VDL. Nodes coalesce records into pages, and may drop them from their logs,
     /// only below it.
     pub min_read_point: Option<Lsn>,
+    /// Where connections go: TCP, or a simulation's in-memory network.
+    pub network: crate::net::Network,
 }
 
 impl VolumeConfig {
@@ -76,6 +78,7 @@ impl VolumeConfig {
             progress: None,
             stop_after: None,
             min_read_point: None,
+            network: crate::net::Network::Tcp,
         }
     }
 }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use super::Inner;
 use crate::sync::{oneshot, Notify, Receiver, Sender};
@@ -158,10 +157,11 @@ impl Peer {
 
     async fn session(self: &Rc<Self>, inner: &Rc<Inner>) -> Result<(), String> {
         let cfg = &inner.cfg;
-        let stream = TcpStream::connect_timeout(self.addr, cfg.connect_timeout)
+        let stream = cfg
+            .network
+            .connect(self.addr, cfg.connect_timeout)
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = futures_lite::io::split(stream);
         let hello = Message::Hello {
             protocol_version: PROTOCOL_VERSION,

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::net::{BoxConn, Network};
 use bytes::BytesMut;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use super::peer::read_more;
 use crate::sync::{oneshot, Notify, Sender};
@@ -57,14 +57,15 @@ pub struct Pipelined {
 impl Pipelined {
     /// Connects and shakes hands; every later call must be answered within `timeout`.
     pub async fn connect(
+        network: &Network,
         addr: SocketAddr,
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Pipelined, String> {
-        let stream = TcpStream::connect_timeout(addr, connect_timeout)
+        let stream = network
+            .connect(addr, connect_timeout)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
         let (rd, wr) = futures_lite::io::split(stream);
         let shared = Rc::new(Shared {
             addr,
@@ -133,7 +134,7 @@ impl Drop for Pipelined {
     }
 }
 
-async fn write_loop(s: Rc<Shared>, mut wr: WriteHalf<TcpStream>) {
+async fn write_loop(s: Rc<Shared>, mut wr: WriteHalf<BoxConn>) {
     loop {
         let frames = std::mem::take(&mut *s.outbox.borrow_mut());
         if s.broken.borrow().is_some() {
@@ -150,7 +151,7 @@ async fn write_loop(s: Rc<Shared>, mut wr: WriteHalf<TcpStream>) {
     }
 }
 
-async fn read_loop(s: Rc<Shared>, mut rd: ReadHalf<TcpStream>) {
+async fn read_loop(s: Rc<Shared>, mut rd: ReadHalf<BoxConn>) {
     let mut buf = BytesMut::new();
     loop {
         let frame = match take_frame(&mut buf) {

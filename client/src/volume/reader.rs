@@ -58,7 +58,11 @@ impl VolumeReader {
         let recovered = recovery::Opener::new(&cluster, &cfg, false, None)
             .open()
             .await?;
-        let pool = Rc::new(rpc::RpcPool::new(cfg.connect_timeout, cfg.request_timeout));
+        let pool = Rc::new(rpc::RpcPool::new(
+            cfg.network.clone(),
+            cfg.connect_timeout,
+            cfg.request_timeout,
+        ));
         let shards = |node: NodeId| {
             cluster
                 .node(node)

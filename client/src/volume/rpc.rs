@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::net::{BoxConn, Network};
 use bytes::BytesMut;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use super::peer::read_more;
 use crate::wire::frame::take_frame;
@@ -17,8 +17,8 @@ use crate::wire::{Message, PROTOCOL_VERSION};
 
 pub(crate) struct Rpc {
     pub addr: SocketAddr,
-    rd: ReadHalf<TcpStream>,
-    wr: WriteHalf<TcpStream>,
+    rd: ReadHalf<BoxConn>,
+    wr: WriteHalf<BoxConn>,
     buf: BytesMut,
     next_id: u64,
     timeout: Duration,
@@ -27,14 +27,15 @@ pub(crate) struct Rpc {
 impl Rpc {
     /// Connects and shakes hands; every later call must be answered within `timeout`.
     pub async fn connect(
+        network: &Network,
         addr: SocketAddr,
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Rpc, String> {
-        let stream = TcpStream::connect_timeout(addr, connect_timeout)
+        let stream = network
+            .connect(addr, connect_timeout)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
         let (rd, wr) = futures_lite::io::split(stream);
         let mut rpc = Rpc {
             addr,
@@ -118,15 +119,17 @@ impl Rpc {
 pub(crate) struct RpcPool {
     idle: std::cell::RefCell<HashMap<SocketAddr, Vec<Rpc>>>,
     latency: std::cell::RefCell<HashMap<crate::NodeId, Duration>>,
+    network: Network,
     connect_timeout: Duration,
     timeout: Duration,
 }
 
 impl RpcPool {
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> RpcPool {
+    pub fn new(network: Network, connect_timeout: Duration, timeout: Duration) -> RpcPool {
         RpcPool {
             idle: std::cell::RefCell::default(),
             latency: std::cell::RefCell::default(),
+            network,
             connect_timeout,
             timeout,
         }
@@ -143,7 +146,7 @@ impl RpcPool {
         let idle = self.idle.borrow_mut().get_mut(&addr).and_then(Vec::pop);
         let mut rpc = match idle {
             Some(rpc) => rpc,
-            None => Rpc::connect(addr, self.connect_timeout, self.timeout).await?,
+            None => Rpc::connect(&self.network, addr, self.connect_timeout, self.timeout).await?,
         };
         let started = std::time::Instant::now();
         let reply = rpc.call(msg).await?;

@@ -192,6 +192,11 @@ impl<D: Disk + 'static> Shard<D> {
         &self.log
     }
 
+    /// The shard's page store, if it keeps one (a simulation crashes it with the disk).
+    pub fn page_store(&self) -> Option<&Rc<PageStore>> {
+        self.pages.as_ref()
+    }
+
     /// Handles one decoded request. The write and read paths have their own small futures;
     /// every other request is boxed, so the future a connection spawns per request stays
     /// small (the whole match inline made it 9 KiB, copied and allocated per append).

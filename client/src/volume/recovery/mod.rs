@@ -255,14 +255,15 @@ impl<'a> Opener<'a> {
                 if self.conns.contains_key(&conn) {
                     continue;
                 }
-                let (addr, ct, rt) = (
+                let (net, addr, ct, rt) = (
+                    self.cfg.network.clone(),
                     self.addr(conn),
                     self.cfg.connect_timeout,
                     self.cfg.request_timeout,
                 );
                 tasks.push((
                     conn,
-                    glommio::spawn_local(async move { Rpc::connect(addr, ct, rt).await }),
+                    glommio::spawn_local(async move { Rpc::connect(&net, addr, ct, rt).await }),
                 ));
             }
         }
