@@ -9,7 +9,9 @@
 //! - no bit appears that no commit set (a record that was never written);
 //! - each page's bytes are those of its newest applied commit;
 //! - the writer's VDL never moved backwards;
-//! - the old writer is fenced: it can no longer commit.
+//! - the old writer is fenced: it can no longer commit, on a PG it wrote or a new one;
+//! - every commit was acknowledged: at most two nodes are down at once, so a write quorum
+//!   is always within reach (liveness, within the failure model).
 //!
 //! Not yet deterministic byte for byte: the writer's and the nodes' timers (request
 //! timeouts, reconnect backoff, the coalescer's pauses) run on real time, so a seed fixes
@@ -620,12 +622,18 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
         .await
         .map_err(|e| format!("the second open failed: {e}"))?;
     net.note(&format!("writer 2 opened the volume at VDL {}", vol2.vdl()));
-    let fenced = match vol.append(&changes(page_no(0), 63, &[0xee; 32])).await {
-        Ok(lsn) => vol.wait_durable(lsn).await.is_err(),
-        Err(_) => true,
-    };
-    if !fenced {
-        return Err("the old writer committed after a new writer opened the volume".into());
+    // The old writer must be fenced everywhere: on a PG it wrote, and on one nobody
+    // wrote yet (whose segments the new writer's open never listed).
+    for page in [page_no(0), PageNo(5 * PG_PAGES)] {
+        let fenced = match vol.append(&changes(page, 63, &[0xee; 32])).await {
+            Ok(lsn) => vol.wait_durable(lsn).await.is_err(),
+            Err(_) => true,
+        };
+        if !fenced {
+            return Err(format!(
+                "the old writer committed on page {page} after a new writer opened the volume"
+            ));
+        }
     }
     drop(vol);
     let reference = std::mem::take(&mut *reference.borrow_mut());
@@ -639,6 +647,14 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
     }
     let commits = reference.pages.values().flatten();
     let acked = commits.clone().filter(|c| c.acked).count();
+    // Faults stay within the failure model (at most two nodes down, each back soon), so
+    // a write quorum was always within reach: a commit that failed is a liveness bug.
+    if let Some(c) = commits.clone().find(|c| !c.acked) {
+        return Err(format!(
+            "a commit (bit {}, LSN {:?}) failed although four nodes were always up",
+            c.bit, c.lsn
+        ));
+    }
     Ok(SeedReport {
         acked,
         in_doubt: commits.count() - acked,
