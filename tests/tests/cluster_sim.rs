@@ -65,7 +65,7 @@ const LOG: HotLogConfig = HotLogConfig {
 const LOG_FILES: u32 = 8;
 const LOG_FILE_BYTES: u64 = 1 << 20;
 /// One seed's whole run, faults and checks, must end within this.
-const SEED_DEADLINE: Duration = Duration::from_mins(2);
+const SEED_DEADLINE: Duration = Duration::from_mins(1);
 
 // ---------------------------------------------------------------------------------------
 // The network: in-memory byte pipes that a fault can reset.
