@@ -134,7 +134,7 @@ impl<D: Disk + 'static> Shard<D> {
             let Some(addr) = peer_addr(cluster, node, key) else {
                 continue;
             };
-            let reply = match conn(conns, addr).await {
+            let reply = match conn(conns, addr, &self.network()).await {
                 Ok(c) => {
                     c.call(Message::GetSegmentState {
                         volume: key.volume,
@@ -174,7 +174,7 @@ impl<D: Disk + 'static> Shard<D> {
             }
             return Ok(());
         };
-        let c = conn(conns, peer.addr).await?;
+        let c = conn(conns, peer.addr, &self.network()).await?;
         let mut pinned = None;
         let pulled = self.pull(&c, key, epoch, &peer, &mut pinned).await;
         if let Some((pin, _)) = pinned {
@@ -208,7 +208,7 @@ impl<D: Disk + 'static> Shard<D> {
         addr: SocketAddr,
         key: SegmentKey,
     ) -> Result<(), String> {
-        let c = conn(conns, addr).await?;
+        let c = conn(conns, addr, &self.network()).await?;
         let reply = c
             .call(Message::GetMembership {
                 volume: key.volume,
@@ -236,7 +236,7 @@ impl<D: Disk + 'static> Shard<D> {
             .flat_map(|n| (0..n.shards.unwrap_or(1)).map(|s| n.shard_addr(ShardId(s))))
             .collect();
         for addr in addrs {
-            let reply = match conn(conns, addr).await {
+            let reply = match conn(conns, addr, &self.network()).await {
                 Ok(c) => c.call(Message::GetSegmentStats).await,
                 Err(e) => Err(e),
             };
@@ -257,7 +257,7 @@ impl<D: Disk + 'static> Shard<D> {
                 let placement = cluster.pg_members(s.volume, s.pg);
                 if s.membership_epoch > MembershipEpoch::PLACEMENT {
                     let Ok(Message::MembershipIs { membership, .. }) =
-                        (match conn(conns, addr).await {
+                        (match conn(conns, addr, &self.network()).await {
                             Ok(c) => {
                                 c.call(Message::GetMembership {
                                     volume: s.volume,
@@ -465,11 +465,12 @@ fn peer_addr(cluster: &ClusterMap, node: NodeId, key: SegmentKey) -> Option<Sock
 async fn conn(
     conns: &mut HashMap<SocketAddr, Rc<Pipelined>>,
     addr: SocketAddr,
+    network: &Network,
 ) -> Result<Rc<Pipelined>, String> {
     if let Some(c) = conns.get(&addr) {
         return Ok(c.clone());
     }
-    let c = Rc::new(Pipelined::connect(&Network::Tcp, addr, PEER_TIMEOUT, PEER_TIMEOUT).await?);
+    let c = Rc::new(Pipelined::connect(network, addr, PEER_TIMEOUT, PEER_TIMEOUT).await?);
     conns.insert(addr, c.clone());
     Ok(c)
 }

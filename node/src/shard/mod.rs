@@ -67,6 +67,8 @@ pub struct Shard<D: Disk> {
     /// Page versions, if this shard keeps them (the real node does; simulated-disk tests
     /// build every page from the log).
     pub(crate) pages: Option<Rc<PageStore>>,
+    /// Where gossip and rebuilds connect to peers: TCP, or a simulation's network.
+    network: RefCell<hexad_client::net::Network>,
     /// The slot the coalescer is writing, per page: a read ignores it if torn.
     pub(crate) writing: RefCell<HashMap<(SegmentKey, PageNo), usize>>,
     pub(crate) page_versions_written: Cell<u64>,
@@ -163,6 +165,7 @@ impl<D: Disk + 'static> Shard<D> {
                 .map(|c| c.last_seq - c.first_seq + 1)
                 .sum(),
             pages: pages.map(Rc::new),
+            network: RefCell::default(),
             writing: RefCell::default(),
             readers: RefCell::default(),
             page_versions_written: Cell::new(0),
@@ -190,6 +193,15 @@ impl<D: Disk + 'static> Shard<D> {
 
     pub fn log(&self) -> &Rc<HotLog<D>> {
         &self.log
+    }
+
+    /// Where gossip and rebuilds connect (TCP unless a simulation says otherwise).
+    pub fn set_network(&self, network: hexad_client::net::Network) {
+        *self.network.borrow_mut() = network;
+    }
+
+    pub(crate) fn network(&self) -> hexad_client::net::Network {
+        self.network.borrow().clone()
     }
 
     /// The shard's page store, if it keeps one (a simulation crashes it with the disk).

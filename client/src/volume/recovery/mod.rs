@@ -560,15 +560,12 @@ impl<'a> Opener<'a> {
             tails.insert(*pg, tail);
             // A node joining the PG (transitional membership) fills itself by gossip or a
             // rebuild: its SCL may lie below the source's floor, where no record is left
-            // to send. So does a member that fell behind the source's floor (it was down
-            // while the others coalesced): asking the source for those records would be
-            // answered `TooOld` on every attempt (found by tests/tests/cluster_sim.rs).
+            // to send.
             let members = self.members(*pg);
             let joining =
                 |n: &NodeId| members.new.is_some_and(|s| s.contains(n)) && !members.old.contains(n);
-            let source_floor = state.source_floor(*pg);
             for (node, scl) in got {
-                if *scl < tail && !joining(node) && *scl >= source_floor {
+                if *scl < tail && !joining(node) {
                     behind
                         .entry(self.conn_of(*node, *pg))
                         .or_default()

@@ -100,16 +100,6 @@ impl OpenState {
         (vcl, vdl)
     }
 
-    /// The floor of the PG's source segment when it reported (its `writer_vdl`): it holds
-    /// no record at or below it in its log any more.
-    pub(super) fn source_floor(&self, pg: PgIndex) -> Lsn {
-        let source = self.source.get(&pg);
-        self.reports
-            .get(&pg)
-            .and_then(|rs| rs.iter().find(|r| Some(&r.node) == source))
-            .map_or(Lsn::NONE, |r| r.view.writer_vdl)
-    }
-
     /// The PG's tail as the fetched records show it, when they show it.
     pub(super) fn expected_tail(&self, pg: PgIndex) -> Option<Lsn> {
         let mine = self.fetched.iter().filter(|(_, (p, _))| *p == pg);
