@@ -78,6 +78,8 @@ struct Pipe {
     /// The link was reset: both sides fail at once.
     reset: bool,
     reader: Option<Waker>,
+    /// Bytes (and the close) reach the reader this long after they are written, in order.
+    latency: Duration,
 }
 
 type PipeRef = Rc<RefCell<Pipe>>;
@@ -132,14 +134,21 @@ impl AsyncWrite for End {
         _: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        {
+        let latency = {
             let mut p = self.tx.borrow_mut();
             if p.reset || p.closed {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            p.buf.extend(data);
+            if p.latency.is_zero() {
+                p.buf.extend(data);
+            }
+            p.latency
+        };
+        if latency.is_zero() {
+            wake(&self.tx);
+        } else {
+            deliver_later(&self.tx, latency, data.to_vec(), false);
         }
-        wake(&self.tx);
         Poll::Ready(Ok(data.len()))
     }
 
@@ -148,16 +157,43 @@ impl AsyncWrite for End {
     }
 
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tx.borrow_mut().closed = true;
-        wake(&self.tx);
+        close(&self.tx);
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Delivers `data` (or the close) after `latency`: timers of one duration fire in the
+/// order they were set, so a link stays in order.
+fn deliver_later(p: &PipeRef, latency: Duration, data: Vec<u8>, closes: bool) {
+    let p = p.clone();
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(latency).await;
+        {
+            let mut pipe = p.borrow_mut();
+            if pipe.reset {
+                return;
+            }
+            pipe.buf.extend(data);
+            pipe.closed |= closes;
+        }
+        wake(&p);
+    })
+    .detach();
+}
+
+fn close(p: &PipeRef) {
+    let latency = p.borrow().latency;
+    if latency.is_zero() {
+        p.borrow_mut().closed = true;
+        wake(p);
+    } else {
+        deliver_later(p, latency, Vec::new(), true);
     }
 }
 
 impl Drop for End {
     fn drop(&mut self) {
-        self.tx.borrow_mut().closed = true;
-        wake(&self.tx);
+        close(&self.tx);
     }
 }
 
@@ -177,6 +213,8 @@ struct SimNode {
 
 struct SimNet {
     nodes: RefCell<BTreeMap<u32, SimNode>>,
+    /// One-way latency of every link to a node (none: instant).
+    latency: RefCell<BTreeMap<u32, Duration>>,
     trace: RefCell<Vec<String>>,
     started: Instant,
 }
@@ -280,6 +318,14 @@ impl SimNet {
             return Err(io::ErrorKind::ConnectionRefused.into());
         };
         let (up, down): (PipeRef, PipeRef) = Default::default();
+        let latency = self
+            .latency
+            .borrow()
+            .get(&node_of(addr).unwrap_or(0))
+            .copied();
+        for p in [&up, &down] {
+            p.borrow_mut().latency = latency.unwrap_or_default();
+        }
         let server = End {
             rx: up.clone(),
             tx: down.clone(),
@@ -599,7 +645,7 @@ enum Plan {
     DownThroughout(u32),
     /// A second writer opens the volume halfway through the first one's commits, while
     /// the first goes on and starts writing a PG it never wrote (the fenced-writer race of
-    /// 68de674). Commits of the first writer may then fail; those it was told are
+    /// 68de674), over links of 0-7 ms one way. Commits of the first writer may then fail; those it was told are
     /// committed must be what the second one reads.
     ConcurrentOpen,
 }
@@ -613,6 +659,7 @@ struct SeedReport {
 async fn run_seed(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<String>) {
     let net = Rc::new(SimNet {
         nodes: RefCell::new(BTreeMap::new()),
+        latency: RefCell::default(),
         trace: RefCell::default(),
         started: Instant::now(),
     });
@@ -628,6 +675,17 @@ async fn run_seed(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<Str
 }
 
 async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedReport, String> {
+    if matches!(plan, Plan::ConcurrentOpen) {
+        // Links of different speeds: a writer hears from some nodes well after others.
+        let mut rng = Rng::new(seed ^ 0x1a7e);
+        for id in 1..=NODES {
+            let ms = rng.below(8);
+            net.latency
+                .borrow_mut()
+                .insert(id, Duration::from_millis(ms));
+            net.note(&format!("links to node {id}: {ms} ms one way"));
+        }
+    }
     for id in 1..=NODES {
         net.nodes.borrow_mut().insert(
             id,
