@@ -808,12 +808,17 @@ fn run_on_executor(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<St
                 .await
             {
                 Ok(r) => r,
-                Err(_) => (
-                    Err(format!(
-                        "seed {seed} did not finish within {SEED_DEADLINE:?}"
-                    )),
-                    Vec::new(),
-                ),
+                Err(_) => {
+                    // The run is stuck: its trace is still on the thread's network.
+                    let net = NET.with(|n| n.borrow_mut().take());
+                    let trace = net.map(|n| n.trace.borrow().clone()).unwrap_or_default();
+                    (
+                        Err(format!(
+                            "seed {seed} did not finish within {SEED_DEADLINE:?}"
+                        )),
+                        trace,
+                    )
+                }
             }
         })
 }
