@@ -804,22 +804,20 @@ fn run_on_executor(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<St
         .make()
         .expect("an executor")
         .run(async move {
-            match glommio::timer::timeout(SEED_DEADLINE, async { Ok(run_seed(seed, plan).await) })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    // The run is stuck: its trace is still on the thread's network.
-                    let net = NET.with(|n| n.borrow_mut().take());
-                    let trace = net.map(|n| n.trace.borrow().clone()).unwrap_or_default();
-                    (
-                        Err(format!(
-                            "seed {seed} did not finish within {SEED_DEADLINE:?}"
-                        )),
-                        trace,
-                    )
-                }
+            let run =
+                glommio::timer::timeout(SEED_DEADLINE, async { Ok(run_seed(seed, plan).await) });
+            if let Ok(r) = run.await {
+                return r;
             }
+            // The run is stuck: its trace is still on the thread's network.
+            let net = NET.with(|n| n.borrow_mut().take());
+            let trace = net.map(|n| n.trace.borrow().clone()).unwrap_or_default();
+            (
+                Err(format!(
+                    "seed {seed} did not finish within {SEED_DEADLINE:?}"
+                )),
+                trace,
+            )
         })
 }
 
