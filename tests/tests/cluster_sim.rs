@@ -18,7 +18,7 @@
 //! the faults and the workload but not every interleaving. Gossip and rebuilds run over the
 //! same network. No partitions or latency yet; see bench/RESULTS.md, issue #11.
 //!
-//! `HEXAD_CLUSTER_SIM_SEEDS=N` runs seeds 0..N (default 6); `HEXAD_CLUSTER_SIM_SEED=S` runs
+//! `HEXAD_CLUSTER_SIM_SEEDS=N` runs seeds 0..N (default 3); `HEXAD_CLUSTER_SIM_SEED=S` runs
 //! seed S alone, with its event trace.
 
 use std::cell::{Cell, RefCell};
@@ -829,7 +829,7 @@ fn seeded_cluster_runs_keep_every_acknowledged_commit() {
         let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
             .ok()
             .and_then(|n| n.parse().ok())
-            .unwrap_or(6);
+            .unwrap_or(3);
         (0..n).collect()
     };
     let one = seeds.len() == 1;
@@ -878,13 +878,13 @@ fn a_member_far_behind_does_not_stall_the_open() {
 
 /// A second writer opens while the first keeps committing, and the first moves on to a PG
 /// it never wrote: whatever the first was told is committed, the second must read (the
-/// fenced-writer race of 68de674). Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 6).
+/// fenced-writer race of 68de674). Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 3).
 #[test]
 fn a_concurrent_open_keeps_every_commit_the_old_writer_was_told_of() {
     let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(3);
     for seed in 0..n {
         let (result, trace) = run_on_executor(seed, Plan::ConcurrentOpen);
         if let Err(e) = result {
