@@ -215,6 +215,8 @@ struct SimNet {
     nodes: RefCell<BTreeMap<u32, SimNode>>,
     /// One-way latency of every link to a node (none: instant).
     latency: RefCell<BTreeMap<u32, Duration>>,
+    /// The first writer, for the report of a seed that gets stuck.
+    writer: RefCell<Option<Rc<Volume>>>,
     trace: RefCell<Vec<String>>,
     started: Instant,
 }
@@ -660,6 +662,7 @@ async fn run_seed(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<Str
     let net = Rc::new(SimNet {
         nodes: RefCell::new(BTreeMap::new()),
         latency: RefCell::default(),
+        writer: RefCell::default(),
         trace: RefCell::default(),
         started: Instant::now(),
     });
@@ -711,6 +714,7 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
             .map_err(|e| format!("the first open failed: {e}"))?,
     );
     net.note("writer 1 opened the volume");
+    *net.writer.borrow_mut() = Some(vol.clone());
     let reference: Rc<RefCell<Reference>> = Rc::default();
     let vdl_ok = Rc::new(Cell::new(true));
     let stop = Rc::new(Cell::new(false));
@@ -811,7 +815,16 @@ fn run_on_executor(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<St
             }
             // The run is stuck: its trace is still on the thread's network.
             let net = NET.with(|n| n.borrow_mut().take());
-            let trace = net.map(|n| n.trace.borrow().clone()).unwrap_or_default();
+            let mut trace = net
+                .as_ref()
+                .map(|n| n.trace.borrow().clone())
+                .unwrap_or_default();
+            if let Some(vol) = net.and_then(|n| n.writer.borrow_mut().take()) {
+                trace.push(format!("stuck: writer 1 VDL {}", vol.vdl()));
+                for p in vol.peer_stats() {
+                    trace.push(format!("stuck: {p:?}"));
+                }
+            }
             (
                 Err(format!(
                     "seed {seed} did not finish within {SEED_DEADLINE:?}"
