@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,20 +30,14 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One node (this bench binary in its node role) with 2 shards; killed on drop.
 struct Node(Child);
 
 impl Node {
     fn start(dir: &Path) -> (Node, u16) {
-        let port = free_port();
+        // Shard i listens on port + i: both must be free, and outside the ephemeral range
+        // (an outgoing connection took port + 1 once).
+        let port = hexad_tests::free_ports(2);
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = dir.join("node.toml");
         std::fs::write(
@@ -237,7 +230,7 @@ fn a_fault_plan_acts_on_a_cluster_started_by_the_script() {
             text,
             "[[node]]\nid = {id}\naz = \"az{}\"\naddr = \"127.0.0.1\"\nbase_port = {}\n",
             (id + 1) / 2,
-            free_port()
+            hexad_tests::free_ports(1)
         )
         .unwrap();
     }
