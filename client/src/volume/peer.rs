@@ -54,9 +54,56 @@ pub struct PeerStats {
     pub last_error: Option<String>,
 }
 
-/// Requests of a session awaiting their reply: request id → when it was sent, and the PG
-/// of a batch. Ids grow with time, so the first entry is the oldest request.
-type InFlight = BTreeMap<u64, (Instant, Option<PgIndex>)>;
+/// Sends of batches a session has awaiting acks before it sends the next: records queued
+/// meanwhile go out together in the next send. A node writes at most two log blocks at
+/// once (`hot_log.max_writes_in_flight`), so a batch sent while two are in flight waits for
+/// the next block anyway; sending it later, with the records that came after it, costs
+/// the node and the writer one request and one ack instead of several, and under an open
+/// load (commits arriving one by one) that was most of the CPU (bench/RESULTS.md, #8).
+const MAX_SENDS_IN_FLIGHT: usize = 2;
+
+/// Requests of a session awaiting their reply.
+#[derive(Default)]
+struct InFlight {
+    /// Request id → when it was sent, and the PG and send of a batch. Ids grow with time,
+    /// so the first entry is the oldest request.
+    requests: BTreeMap<u64, (Instant, Option<(PgIndex, u64)>)>,
+    /// Send number → its batches not yet answered.
+    sends: BTreeMap<u64, usize>,
+}
+
+impl InFlight {
+    fn sent(&mut self, id: u64, at: Instant, batch: Option<(PgIndex, u64)>) {
+        if let Some((_, send)) = batch {
+            *self.sends.entry(send).or_default() += 1;
+        }
+        self.requests.insert(id, (at, batch));
+    }
+
+    /// The request `id` was answered: when it was sent and the PG of a batch.
+    fn answered(&mut self, id: u64) -> Option<(Instant, Option<PgIndex>)> {
+        let (at, batch) = self.requests.remove(&id)?;
+        if let Some((_, send)) = batch {
+            let left = self
+                .sends
+                .get_mut(&send)
+                .expect("a send is counted until answered");
+            *left -= 1;
+            if *left == 0 {
+                self.sends.remove(&send);
+            }
+        }
+        Some((at, batch.map(|(pg, _)| pg)))
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        self.requests.first_key_value().map(|(_, (at, _))| *at)
+    }
+
+    fn sends_full(&self) -> bool {
+        self.sends.len() >= MAX_SENDS_IN_FLIGHT
+    }
+}
 
 /// The reply to a request sent with [`Peer::request`]; `None` if the connection broke first.
 pub(crate) type ReplyRx = Receiver<Message>;
@@ -256,7 +303,7 @@ impl Peer {
             if reader_done.get() {
                 break Err("connection closed by the node".to_string());
             }
-            let oldest = in_flight.borrow().first_key_value().map(|(_, (at, _))| *at);
+            let oldest = in_flight.borrow().oldest();
             if let Some(sent) = oldest {
                 if sent.elapsed() > cfg.request_timeout {
                     break Err(format!(
@@ -265,7 +312,13 @@ impl Peer {
                     ));
                 }
             }
-            let batch = std::mem::take(&mut *self.outbox.borrow_mut());
+            // Records wait while earlier sends are unanswered (MAX_SENDS_IN_FLIGHT); an ack
+            // that completes a send wakes this loop.
+            let batch = if in_flight.borrow().sends_full() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut *self.outbox.borrow_mut())
+            };
             let mut requests = std::mem::take(&mut *self.requests.borrow_mut());
             // The writer's VDL and read point, when they moved, at most every PROGRESS_EVERY:
             // under load it rides with the batches; when idle, one goes out within
@@ -286,7 +339,7 @@ impl Peer {
                     Some((at, v, m)) if (v, m) != (vdl, pgmrpl) => {
                         PROGRESS_EVERY.saturating_sub(at.elapsed())
                     }
-                    _ if !in_flight.borrow().is_empty() => PROGRESS_EVERY,
+                    _ if !in_flight.borrow().requests.is_empty() => PROGRESS_EVERY,
                     _ => TICK,
                 };
                 futures_lite::future::or(self.wake.notified(), glommio::timer::sleep(nap)).await;
@@ -294,18 +347,19 @@ impl Peer {
             }
             let mut frames = BytesMut::new();
             let now = Instant::now();
+            let send = next_id;
             for msg in batches(inner, batch) {
                 msg.encode_frame(next_id, &mut frames);
-                let pg = match &msg {
-                    Message::AppendBatch { pg, .. } => Some(*pg),
+                let batch = match &msg {
+                    Message::AppendBatch { pg, .. } => Some((*pg, send)),
                     _ => None,
                 };
-                in_flight.borrow_mut().insert(next_id, (now, pg));
+                in_flight.borrow_mut().sent(next_id, now, batch);
                 next_id += 1;
             }
             for (msg, reply) in requests {
                 msg.encode_frame(next_id, &mut frames);
-                in_flight.borrow_mut().insert(next_id, (now, None));
+                in_flight.borrow_mut().sent(next_id, now, None);
                 waiting.borrow_mut().insert(next_id, reply);
                 next_id += 1;
             }
@@ -329,7 +383,14 @@ impl Peer {
         loop {
             while let Some((h, body)) = take_frame(&mut buf).map_err(|e| e.to_string())? {
                 let msg = Message::decode(h.kind, body).map_err(|e| e.to_string())?;
-                let sent = in_flight.borrow_mut().remove(&h.request_id);
+                let (sent, was_full) = {
+                    let mut f = in_flight.borrow_mut();
+                    let was_full = f.sends_full();
+                    (f.answered(h.request_id), was_full)
+                };
+                if was_full && !in_flight.borrow().sends_full() {
+                    self.wake.notify();
+                }
                 if let Some(reply) = waiting.borrow_mut().remove(&h.request_id) {
                     if let Some((sent, _)) = sent {
                         self.observe_latency(sent);

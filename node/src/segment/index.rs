@@ -2,8 +2,12 @@
 //! LSNs in order. Records reach a segment in LSN order almost always (a writer's batches
 //! go forward; only gossip filling a hole goes back), so both are sorted deques: an insert
 //! is a push at the back, the floor drops records from the front, and a lookup or range is
-//! a binary search. The ordered maps they replace cost a tree walk and node allocations per
+//! a search. The ordered maps they replace cost a tree walk and node allocations per
 //! record on the write path.
+//!
+//! A search guesses the position from the first and last LSN (a segment's LSNs are spread
+//! about evenly: a PG's share of the volume's) and gallops from there, so it touches a few
+//! entries near the answer instead of the ~17 cache lines of a binary search over 100,000.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
@@ -18,9 +22,88 @@ pub struct Records {
     by_lsn: VecDeque<RecordMeta>,
 }
 
+/// The index of the first of `len` sorted keys (`key_at(0..len)`) that is at least `key`:
+/// `partition_point(|k| k < key)`, found by interpolating between the first and last keys
+/// and galloping from the guess to a bracket, then bisecting the bracket.
+fn lower_bound(len: usize, key_at: impl Fn(usize) -> u64, key: u64) -> usize {
+    if len == 0 || key_at(0) >= key {
+        return 0;
+    }
+    let (first, last) = (key_at(0), key_at(len - 1));
+    if last < key {
+        return len;
+    }
+    // From here on key_at(lo) < key <= key_at(hi); first < key <= last, so last > first.
+    let offset = u128::from(key - first) * (len as u128 - 1) / u128::from(last - first);
+    let guess = usize::try_from(offset).expect("at most len - 1");
+    let (mut lo, mut hi);
+    let mut step = 1;
+    if key_at(guess) < key {
+        lo = guess;
+        loop {
+            let probe = lo + step;
+            if probe >= len - 1 {
+                hi = len - 1;
+                break;
+            }
+            if key_at(probe) >= key {
+                hi = probe;
+                break;
+            }
+            lo = probe;
+            step *= 2;
+        }
+    } else {
+        hi = guess;
+        loop {
+            if hi <= step {
+                lo = 0;
+                break;
+            }
+            let probe = hi - step;
+            if key_at(probe) < key {
+                lo = probe;
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if key_at(mid) < key {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// The index of the first key above `key`: `partition_point(|k| k <= key)`.
+fn upper_bound(len: usize, key_at: impl Fn(usize) -> u64, key: u64) -> usize {
+    match key.checked_add(1) {
+        Some(next) => lower_bound(len, key_at, next),
+        None => len,
+    }
+}
+
 impl Records {
     fn search(&self, lsn: Lsn) -> Result<usize, usize> {
-        self.by_lsn.binary_search_by_key(&lsn, |m| m.lsn)
+        let at = lower_bound(self.by_lsn.len(), |i| self.by_lsn[i].lsn.0, lsn.0);
+        match self.by_lsn.get(at) {
+            Some(m) if m.lsn == lsn => Ok(at),
+            _ => Err(at),
+        }
+    }
+
+    /// Removes and returns the oldest record if its LSN is at most `upto`.
+    pub fn pop_front_through(&mut self, upto: Lsn) -> Option<RecordMeta> {
+        if self.by_lsn.front()?.lsn <= upto {
+            self.by_lsn.pop_front()
+        } else {
+            None
+        }
     }
 
     /// Adds `m`; false (and nothing changes) if its LSN is held already.
@@ -56,15 +139,16 @@ impl Records {
         &self,
         range: impl RangeBounds<Lsn>,
     ) -> impl DoubleEndedIterator<Item = &RecordMeta> + '_ {
+        let (len, key_at) = (self.by_lsn.len(), |i: usize| self.by_lsn[i].lsn.0);
         let start = match range.start_bound() {
-            Bound::Included(l) => self.by_lsn.partition_point(|m| m.lsn < *l),
-            Bound::Excluded(l) => self.by_lsn.partition_point(|m| m.lsn <= *l),
+            Bound::Included(l) => lower_bound(len, key_at, l.0),
+            Bound::Excluded(l) => upper_bound(len, key_at, l.0),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(l) => self.by_lsn.partition_point(|m| m.lsn <= *l),
-            Bound::Excluded(l) => self.by_lsn.partition_point(|m| m.lsn < *l),
-            Bound::Unbounded => self.by_lsn.len(),
+            Bound::Included(l) => upper_bound(len, key_at, l.0),
+            Bound::Excluded(l) => lower_bound(len, key_at, l.0),
+            Bound::Unbounded => len,
         };
         self.by_lsn.range(start..end.max(start))
     }
@@ -106,7 +190,9 @@ impl ByPage {
         let Some(lsns) = self.pages.get_mut(&page) else {
             return;
         };
-        if let Ok(at) = lsns.binary_search(&lsn) {
+        if lsns.front() == Some(&lsn) {
+            lsns.pop_front();
+        } else if let Ok(at) = lsns.binary_search(&lsn) {
             lsns.remove(at);
         }
         if lsns.is_empty() {
@@ -141,8 +227,9 @@ impl ByPage {
         let Some(lsns) = self.pages.get(&page) else {
             return (None, 0, 0);
         };
-        let from = lsns.partition_point(|l| *l <= after);
-        let to = lsns.partition_point(|l| *l <= upto).max(from);
+        let key_at = |i: usize| lsns[i].0;
+        let from = upper_bound(lsns.len(), key_at, after.0);
+        let to = upper_bound(lsns.len(), key_at, upto.0).max(from);
         (Some(lsns), from, to)
     }
 }
@@ -208,6 +295,48 @@ mod tests {
             assert_eq!(r.len(), model.len());
         }
         assert_eq!(r.last().map(|m| m.lsn.0), model.last().copied());
+    }
+
+    /// The interpolating search against `partition_point`, over evenly spread keys,
+    /// clusters with long gaps between them, runs of one key and every probe around them.
+    #[test]
+    fn interpolating_search_agrees_with_partition_point() {
+        let mut rng = crate::disk::sim::Rng::new(11);
+        for round in 0..300 {
+            let len = rng.below(200) as usize;
+            let mut keys = Vec::with_capacity(len);
+            let mut k = rng.below(5);
+            for _ in 0..len {
+                k += match round % 3 {
+                    0 => 1 + rng.below(3),
+                    1 if rng.below(20) == 0 => 1 + rng.below(1 << 40),
+                    _ => rng.below(2),
+                };
+                keys.push(k);
+            }
+            let top = keys.last().copied().unwrap_or(0);
+            let mut probes: Vec<u64> = keys
+                .iter()
+                .flat_map(|k| [k.saturating_sub(1), *k, k + 1])
+                .collect();
+            probes.extend([0, top + 1, top + 1000, u64::MAX]);
+            for _ in 0..50 {
+                probes.push(rng.below(top + 2));
+            }
+            for key in probes {
+                let at = |i: usize| keys[i];
+                assert_eq!(
+                    lower_bound(len, at, key),
+                    keys.partition_point(|k| *k < key),
+                    "{keys:?} {key}"
+                );
+                assert_eq!(
+                    upper_bound(len, at, key),
+                    keys.partition_point(|k| *k <= key),
+                    "{keys:?} {key}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod index;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hexad_client::membership::{Members, Membership};
 use hexad_client::wire::{PageLink, RebuildPhase, Truncation};
@@ -64,7 +64,8 @@ pub struct Segment {
     /// memory (and may be gone from the hot log); the SCL never falls below it.
     floor: Lsn,
     /// Records held, per hot-log file (a file is reusable when no segment holds any).
-    live_by_file: HashMap<u32, u64>,
+    /// (A handful of entries, one looked up per record: a small ordered map, no hashing.)
+    live_by_file: BTreeMap<u32, u64>,
     /// Where a rebuild stands; reads are refused unless `None`.
     pub rebuild: RebuildPhase,
     /// What gossip and rebuilds brought in since the node started (`SegmentStats`).
@@ -91,7 +92,7 @@ impl Segment {
             heal: BTreeSet::new(),
             lost: BTreeSet::new(),
             floor: Lsn::NONE,
-            live_by_file: HashMap::new(),
+            live_by_file: BTreeMap::new(),
             rebuild: RebuildPhase::None,
             gossip_records: 0,
             gossip_bytes: 0,
@@ -114,7 +115,15 @@ impl Segment {
         self.by_page.insert(m.page, m.lsn);
         self.dirty.insert(m.page);
         self.max_record_epoch = self.max_record_epoch.max(m.epoch);
-        if m.lsn > self.scl {
+        if m.prev_lsn_pg == self.scl {
+            // The usual case, records in order: the chain grows by one without the map (an
+            // entry for the same backlink, left by a record since annulled, goes).
+            if !self.successors.is_empty() {
+                self.successors.remove(&m.prev_lsn_pg);
+            }
+            self.scl = m.lsn;
+            self.advance_scl();
+        } else if m.lsn > self.scl {
             self.successors.insert(m.prev_lsn_pg, m.lsn);
             self.advance_scl();
         }
@@ -228,12 +237,23 @@ impl Segment {
     /// Removes a held record from memory.
     fn forget(&mut self, lsn: Lsn) {
         if let Some(m) = self.records.remove(lsn) {
-            self.by_page.remove(m.page, lsn);
-            if let Some(n) = self.live_by_file.get_mut(&m.loc.file) {
-                *n -= 1;
-                if *n == 0 {
-                    self.live_by_file.remove(&m.loc.file);
-                }
+            self.forgotten(&m);
+        }
+    }
+
+    /// Removes every held record at or below `upto` from memory, oldest first.
+    fn forget_through(&mut self, upto: Lsn) {
+        while let Some(m) = self.records.pop_front_through(upto) {
+            self.forgotten(&m);
+        }
+    }
+
+    fn forgotten(&mut self, m: &RecordMeta) {
+        self.by_page.remove(m.page, m.lsn);
+        if let Some(n) = self.live_by_file.get_mut(&m.loc.file) {
+            *n -= 1;
+            if *n == 0 {
+                self.live_by_file.remove(&m.loc.file);
             }
         }
     }
@@ -275,10 +295,7 @@ impl Segment {
     /// with their pages' versions synced).
     pub fn advance_floor(&mut self, floor: Lsn) {
         assert!(floor <= self.scl, "floor {floor} above SCL {}", self.scl);
-        let gone: Vec<Lsn> = self.records.range(..=floor).map(|m| m.lsn).collect();
-        for lsn in gone {
-            self.forget(lsn);
-        }
+        self.forget_through(floor);
         self.floor = self.floor.max(floor);
     }
 
@@ -286,10 +303,7 @@ impl Segment {
     /// below `floor` is now in synced page versions, as if coalesced here. Drops the records
     /// held below it and starts the SCL there at least.
     pub fn adopt_baseline(&mut self, floor: Lsn) {
-        let gone: Vec<Lsn> = self.records.range(..=floor).map(|m| m.lsn).collect();
-        for lsn in gone {
-            self.forget(lsn);
-        }
+        self.forget_through(floor);
         self.floor = self.floor.max(floor);
         if self.scl < self.floor {
             self.scl = self.floor;
@@ -338,11 +352,14 @@ impl Segment {
     }
 
     /// Records held per hot-log file.
-    pub fn live_by_file(&self) -> &HashMap<u32, u64> {
+    pub fn live_by_file(&self) -> &BTreeMap<u32, u64> {
         &self.live_by_file
     }
 
     fn advance_scl(&mut self) {
+        if self.successors.is_empty() {
+            return;
+        }
         while let Some(next) = self.successors.remove(&self.scl) {
             self.scl = next;
         }
