@@ -1,5 +1,8 @@
 //! Helpers for tests that run real `hexad-node` processes: free ports, config files, start
-//! with a bounded wait for readiness, SIGKILL, and a deterministic record generator.
+//! with a bounded wait for readiness, SIGKILL, and a deterministic record generator; and
+//! the whole-cluster simulation ([`sim`]), which `hexad-sim` and `tests/cluster_sim.rs` run.
+
+pub mod sim;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
