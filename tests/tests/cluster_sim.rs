@@ -84,3 +84,25 @@ fn a_concurrent_open_keeps_every_commit_the_old_writer_was_told_of() {
         }
     }
 }
+
+/// Random faults plus partitions of a node or an AZ, both ways or one way: every commit
+/// the writer was told of is read back, and every commit succeeds (at most two nodes are
+/// down or cut off at once). Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 3).
+#[test]
+fn partitions_of_a_node_or_an_az_lose_no_commit() {
+    let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    for seed in 0..n {
+        let (result, trace) = run(seed, Plan::Partitions);
+        if let Err(e) = result {
+            let tail = trace.len().saturating_sub(40);
+            panic!(
+                "seed {seed}: {e}\nthe last events:\n  {}\nreplay: {}",
+                trace[tail..].join("\n  "),
+                replay_command(seed, Plan::Partitions)
+            );
+        }
+    }
+}

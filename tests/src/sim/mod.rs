@@ -25,10 +25,10 @@ mod load;
 mod net;
 
 use load::{changes, check_page, page_no, workload, Reference, SecondOpen};
-use net::{reset_link, End, PipeRef};
+use net::{reset_link, End, Pipe, PipeRef};
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -89,8 +89,21 @@ struct SimNet {
     latency: RefCell<BTreeMap<u32, Duration>>,
     /// The first writer, for the report of a seed that gets stuck.
     writer: RefCell<Option<Rc<Volume>>>,
+    /// Directions a partition cuts, `(from, to)` by host (0: the writers).
+    cuts: RefCell<BTreeSet<(u32, u32)>>,
     trace: RefCell<Vec<String>>,
     started: Instant,
+}
+
+/// What a partition cuts off a set of nodes from every other host (the writers included).
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Nothing gets through, either way.
+    Both,
+    /// The nodes hear everyone but nothing they send arrives.
+    Outgoing,
+    /// What the nodes send arrives but they hear nothing.
+    Incoming,
 }
 
 thread_local! {
@@ -125,7 +138,7 @@ impl SimNet {
             Shard::open(identity, disk, LOG, meta, Some(pages), Rc::new(SystemClock))
                 .await
                 .map_err(|e| format!("node {id} does not reopen: {e}"))?;
-        shard.set_network(Network::Custom(Arc::new(SimConnector)));
+        shard.set_network(Network::Custom(Arc::new(SimConnector { from: id })));
         let tasks = vec![
             glommio::spawn_local(shard.log().clone().run_writer()),
             glommio::spawn_local(shard.clone().run_coalescer()),
@@ -183,23 +196,71 @@ impl SimNet {
             .is_some_and(|n| n.shard.is_some())
     }
 
-    fn connect(&self, addr: SocketAddr) -> io::Result<BoxConn> {
+    /// Cuts `nodes` off every other host as `how` says; what the cut directions carry is
+    /// held until [`SimNet::heal`].
+    fn partition(&self, nodes: &[u32], how: Cut) {
+        let inside = |h: u32| nodes.contains(&h);
+        let mut cuts = self.cuts.borrow_mut();
+        for a in 0..=NODES {
+            for b in 0..=NODES {
+                let cut = match how {
+                    Cut::Both => inside(a) != inside(b),
+                    Cut::Outgoing => inside(a) && !inside(b),
+                    Cut::Incoming => !inside(a) && inside(b),
+                };
+                if cut {
+                    cuts.insert((a, b));
+                }
+            }
+        }
+        for pipe in self.pipes() {
+            let mut p = pipe.borrow_mut();
+            let cut = cuts.contains(&(p.from, p.to));
+            p.set_cut(cut);
+        }
+        drop(cuts);
+        self.note(&format!("partition: nodes {nodes:?} cut off ({how:?})"));
+    }
+
+    /// Ends every partition: held bytes arrive.
+    fn heal(&self) {
+        self.cuts.borrow_mut().clear();
+        for pipe in self.pipes() {
+            pipe.borrow_mut().set_cut(false);
+            net::wake(&pipe);
+        }
+        self.note("partition healed");
+    }
+
+    /// Every direction of every open link.
+    fn pipes(&self) -> Vec<PipeRef> {
+        let nodes = self.nodes.borrow();
+        nodes
+            .values()
+            .flat_map(|n| n.links.iter())
+            .flat_map(|(a, b)| [a.clone(), b.clone()])
+            .collect()
+    }
+
+    /// Host `from` connects to `addr`. A partition between them loses the handshake: the
+    /// connect times out.
+    fn connect(&self, from: u32, addr: SocketAddr) -> Result<BoxConn, io::ErrorKind> {
+        let to = node_of(addr).ok_or(io::ErrorKind::ConnectionRefused)?;
+        {
+            let cuts = self.cuts.borrow();
+            if cuts.contains(&(from, to)) || cuts.contains(&(to, from)) {
+                return Err(io::ErrorKind::TimedOut);
+            }
+        }
         let mut nodes = self.nodes.borrow_mut();
-        let Some(node) = node_of(addr).and_then(|id| nodes.get_mut(&id)) else {
-            return Err(io::ErrorKind::ConnectionRefused.into());
+        let Some(node) = nodes.get_mut(&to) else {
+            return Err(io::ErrorKind::ConnectionRefused);
         };
         let Some(shard) = node.shard.clone() else {
-            return Err(io::ErrorKind::ConnectionRefused.into());
+            return Err(io::ErrorKind::ConnectionRefused);
         };
-        let (up, down): (PipeRef, PipeRef) = Default::default();
-        let latency = self
-            .latency
-            .borrow()
-            .get(&node_of(addr).unwrap_or(0))
-            .copied();
-        for p in [&up, &down] {
-            p.borrow_mut().latency = latency.unwrap_or_default();
-        }
+        let latency = self.latency.borrow().get(&to).copied().unwrap_or_default();
+        let (up, down) = (Pipe::new(from, to, latency), Pipe::new(to, from, latency));
         let server = End {
             rx: up.clone(),
             tx: down.clone(),
@@ -222,20 +283,38 @@ impl SimNet {
     }
 }
 
-struct SimConnector;
+/// Connects host `from` (0: a writer; N: node N's gossip and rebuilds) through this
+/// thread's simulated network.
+struct SimConnector {
+    from: u32,
+}
 
 impl Connector for SimConnector {
     fn connect(
         &self,
         addr: SocketAddr,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = io::Result<BoxConn>>>> {
         let net = NET.with(|n| n.borrow().clone());
-        let result = match net {
-            Some(net) => net.connect(addr),
-            None => Err(io::Error::other("no simulated network on this thread")),
+        let Some(net) = net else {
+            return Box::pin(async {
+                Err(io::Error::other("no simulated network on this thread"))
+            });
         };
-        Box::pin(async move { result })
+        let result = net.connect(self.from, addr);
+        Box::pin(async move {
+            match result {
+                Ok(conn) => Ok(conn),
+                Err(io::ErrorKind::TimedOut) => {
+                    glommio::timer::sleep(timeout).await;
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect {addr}: no answer (partitioned)"),
+                    ))
+                }
+                Err(kind) => Err(kind.into()),
+            }
+        })
     }
 }
 
@@ -254,7 +333,7 @@ fn cluster_map() -> ClusterMap {
 
 fn volume_config() -> VolumeConfig {
     let mut cfg = VolumeConfig::new(VOLUME);
-    cfg.network = Network::Custom(Arc::new(SimConnector));
+    cfg.network = Network::Custom(Arc::new(SimConnector { from: 0 }));
     cfg.request_timeout = Duration::from_millis(400);
     cfg.connect_timeout = Duration::from_millis(100);
     cfg.quorum_timeout = Duration::from_secs(20);
@@ -262,24 +341,56 @@ fn volume_config() -> VolumeConfig {
     cfg
 }
 
-/// Cuts power to nodes and resets connections while the workload runs; at most two
-/// nodes are down at once (a write quorum of four stays).
-async fn faults(net: Rc<SimNet>, seed: u64, stop: Rc<Cell<bool>>) -> Result<(), String> {
+/// Cuts power to nodes and resets connections while the workload runs, and with
+/// `partitions` cuts off a node or an AZ (both ways or one way) for a while; at most two
+/// nodes are down or cut off at once (a write quorum of four stays).
+async fn faults(
+    net: Rc<SimNet>,
+    seed: u64,
+    partitions: bool,
+    stop: Rc<Cell<bool>>,
+) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let mut down: Vec<(u32, SimDisk, PageStore, u32)> = Vec::new();
+    // The nodes cut off now, and for how many more fault ticks.
+    let mut cut_off: Option<(Vec<u32>, u32)> = None;
     while !stop.get() {
         glommio::timer::sleep(Duration::from_millis(2 + rng.below(15))).await;
         let id = 1 + rng.below(u64::from(NODES)) as u32;
+        let unavailable = down.len() + cut_off.as_ref().map_or(0, |(n, _)| n.len());
+        let is_cut_off = |id: u32| cut_off.as_ref().is_some_and(|(n, _)| n.contains(&id));
         match rng.below(10) {
             0..=4 if net.is_up(id) => net.reset_one_link(id, rng.next_u64()),
-            5 | 6 if down.len() < 2 && net.is_up(id) => {
+            5 | 6 if unavailable < 2 && net.is_up(id) && !is_cut_off(id) => {
                 if let Some((disk, pages)) = net.cut_power(id) {
                     down.push((id, disk, pages, 2 + rng.below(10) as u32));
                 }
             }
+            7 if partitions && cut_off.is_none() => {
+                // A node, or (when nothing is down) both nodes of the node's AZ.
+                let whole_az = down.is_empty() && rng.below(2) == 0;
+                let nodes = if whole_az {
+                    let first = (id - 1) / 2 * 2 + 1;
+                    vec![first, first + 1]
+                } else {
+                    vec![id]
+                };
+                if nodes.len() + down.len() <= 2 && nodes.iter().all(|n| net.is_up(*n)) {
+                    let how = [Cut::Both, Cut::Outgoing, Cut::Incoming][rng.below(3) as usize];
+                    net.partition(&nodes, how);
+                    cut_off = Some((nodes, 2 + rng.below(12) as u32));
+                }
+            }
             _ => {}
         }
-        // Nodes come back after a few fault ticks.
+        // Nodes come back, and partitions heal, after a few fault ticks.
+        if let Some((_, ticks)) = cut_off.as_mut() {
+            *ticks = ticks.saturating_sub(1);
+            if *ticks == 0 {
+                net.heal();
+                cut_off = None;
+            }
+        }
         let mut i = 0;
         while i < down.len() {
             down[i].3 = down[i].3.saturating_sub(1);
@@ -290,6 +401,9 @@ async fn faults(net: Rc<SimNet>, seed: u64, stop: Rc<Cell<bool>>) -> Result<(), 
                 i += 1;
             }
         }
+    }
+    if cut_off.is_some() {
+        net.heal();
     }
     for (id, disk, pages, _) in down {
         net.start_node(id, disk, pages).await?;
@@ -310,17 +424,28 @@ pub enum Plan {
     /// 68de674), over links of 0-7 ms one way. Commits of the first writer may then fail; those it was told are
     /// committed must be what the second one reads.
     ConcurrentOpen,
+    /// As `Random`, and partitions: a node or a whole AZ cut off from every other host
+    /// (writers included) both ways, or only what it sends, or only what it hears, for
+    /// 4–220 ms; what a cut direction carries arrives when it heals (TCP retransmits),
+    /// and a connect across it times out. At most two nodes are down or cut off at once.
+    Partitions,
 }
 
 impl Plan {
     /// Every plan `hexad-sim --plan all` runs, in turn per seed.
-    pub const ALL: [Plan; 3] = [Plan::Random, Plan::DownThroughout(3), Plan::ConcurrentOpen];
+    pub const ALL: [Plan; 4] = [
+        Plan::Random,
+        Plan::DownThroughout(3),
+        Plan::ConcurrentOpen,
+        Plan::Partitions,
+    ];
 
     pub fn name(self) -> String {
         match self {
             Plan::Random => "random".into(),
             Plan::DownThroughout(id) => format!("down:{id}"),
             Plan::ConcurrentOpen => "concurrent-open".into(),
+            Plan::Partitions => "partitions".into(),
         }
     }
 
@@ -329,10 +454,11 @@ impl Plan {
         match name {
             "random" => Ok(Plan::Random),
             "concurrent-open" => Ok(Plan::ConcurrentOpen),
+            "partitions" => Ok(Plan::Partitions),
             _ => match name.strip_prefix("down:").map(str::parse::<u32>) {
                 Some(Ok(id)) if (1..=NODES).contains(&id) => Ok(Plan::DownThroughout(id)),
                 _ => Err(format!(
-                    "unknown plan {name:?}: expected random, down:N (N in 1..={NODES}) or concurrent-open"
+                    "unknown plan {name:?}: expected random, down:N (N in 1..={NODES}), concurrent-open or partitions"
                 )),
             },
         }
@@ -363,6 +489,7 @@ async fn run_seed(seed: u64, plan: Plan) -> (Result<SeedReport, String>, Vec<Str
         nodes: RefCell::new(BTreeMap::new()),
         latency: RefCell::default(),
         writer: RefCell::default(),
+        cuts: RefCell::default(),
         trace: RefCell::default(),
         started: Instant::now(),
     });
@@ -420,8 +547,10 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
     let stop = Rc::new(Cell::new(false));
     let mut second = None;
     match plan {
-        Plan::Random => {
-            let fault_task = glommio::spawn_local(faults(net.clone(), seed, stop.clone()));
+        Plan::Random | Plan::Partitions => {
+            let partitions = plan == Plan::Partitions;
+            let fault_task =
+                glommio::spawn_local(faults(net.clone(), seed, partitions, stop.clone()));
             workload(vol.clone(), reference.clone(), seed, vdl_ok.clone(), None).await;
             stop.set(true);
             fault_task.await?;
@@ -488,7 +617,7 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
     // a write quorum was always within reach: a commit that failed is a liveness bug.
     if let Some(c) = commits
         .clone()
-        .find(|c| !c.acked && matches!(plan, Plan::Random | Plan::DownThroughout(_)))
+        .find(|c| !c.acked && plan != Plan::ConcurrentOpen)
     {
         return Err(format!(
             "a commit (bit {}, LSN {:?}) failed although four nodes were always up",

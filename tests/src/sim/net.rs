@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
+/// One direction of a connection.
 #[derive(Default)]
 pub(super) struct Pipe {
     pub(super) buf: VecDeque<u8>,
@@ -21,6 +22,53 @@ pub(super) struct Pipe {
     pub(super) reader: Option<Waker>,
     /// Bytes (and the close) reach the reader this long after they are written, in order.
     pub(super) latency: Duration,
+    /// The sending and the receiving host (0: a writer; N: node N).
+    pub(super) from: u32,
+    pub(super) to: u32,
+    /// While a partition cuts this direction, what arrives is held here (TCP would
+    /// retransmit it) and delivered, in order, when the partition heals.
+    cut: Option<Held>,
+}
+
+/// What a cut direction holds back: bytes, and whether the sender closed after them.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    closes: bool,
+}
+
+impl Pipe {
+    pub(super) fn new(from: u32, to: u32, latency: Duration) -> PipeRef {
+        Rc::new(RefCell::new(Pipe {
+            latency,
+            from,
+            to,
+            ..Pipe::default()
+        }))
+    }
+
+    /// Bytes (and perhaps the close) reach the far end now, or wait for the heal.
+    fn arrive(&mut self, data: &[u8], closes: bool) {
+        if let Some(held) = self.cut.as_mut() {
+            held.bytes.extend_from_slice(data);
+            held.closes |= closes;
+        } else {
+            self.buf.extend(data);
+            self.closed |= closes;
+        }
+    }
+
+    /// A partition cuts this direction (`true`) or no longer does: what it held arrives.
+    pub(super) fn set_cut(&mut self, cut: bool) {
+        match (cut, self.cut.take()) {
+            (true, held) => self.cut = Some(held.unwrap_or_default()),
+            (false, Some(held)) => {
+                self.buf.extend(held.bytes);
+                self.closed |= held.closes;
+            }
+            (false, None) => {}
+        }
+    }
 }
 
 pub(super) type PipeRef = Rc<RefCell<Pipe>>;
@@ -81,7 +129,7 @@ impl AsyncWrite for End {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
             if p.latency.is_zero() {
-                p.buf.extend(data);
+                p.arrive(data, false);
             }
             p.latency
         };
@@ -114,8 +162,7 @@ pub(super) fn deliver_later(p: &PipeRef, latency: Duration, data: Vec<u8>, close
             if pipe.reset {
                 return;
             }
-            pipe.buf.extend(data);
-            pipe.closed |= closes;
+            pipe.arrive(&data, closes);
         }
         wake(&p);
     })
@@ -125,7 +172,7 @@ pub(super) fn deliver_later(p: &PipeRef, latency: Duration, data: Vec<u8>, close
 pub(super) fn close(p: &PipeRef) {
     let latency = p.borrow().latency;
     if latency.is_zero() {
-        p.borrow_mut().closed = true;
+        p.borrow_mut().arrive(&[], true);
         wake(p);
     } else {
         deliver_later(p, latency, Vec::new(), true);
