@@ -588,14 +588,22 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
             .map_err(|e| format!("the second open failed: {e}"))?,
     };
     net.note(&format!("writer 2 opened the volume at VDL {}", vol2.vdl()));
-    // The old writer must be fenced everywhere: on a PG it wrote, and on one nobody
-    // wrote yet (whose segments the new writer's open never listed).
-    for page in [page_no(0), PageNo(5 * PG_PAGES)] {
-        let fenced = match vol.append(&changes(page, 63, &[0xee; 32])).await {
-            Ok(lsn) => vol.wait_durable(lsn).await.is_err(),
-            Err(_) => true,
+    // The old writer must be fenced everywhere: on a PG nobody wrote yet (whose segments
+    // the new writer's open never listed), and on one it wrote. The fresh PG goes first:
+    // a refusal on the other would tell the old writer it is fenced, and it would then
+    // refuse the second commit itself, whatever the nodes do.
+    for page in [PageNo(5 * PG_PAGES), page_no(0)] {
+        let refused = match vol.append(&changes(page, 63, &[0xee; 32])).await {
+            Ok(lsn) => vol.wait_durable(lsn).await.err(),
+            Err(e) => Some(e),
         };
-        if !fenced {
+        net.note(&format!(
+            "writer 1 commits on page {page}: {}",
+            refused
+                .as_ref()
+                .map_or("acknowledged".into(), |e| format!("refused: {e}"))
+        ));
+        if refused.is_none() {
             return Err(format!(
                 "the old writer committed on page {page} after a new writer opened the volume"
             ));
