@@ -325,6 +325,14 @@ impl<D: Disk + 'static> HotLog<D> {
     fn block_done(&self, seq: u64, span: usize, result: io::Result<()>) {
         self.in_flight.set(self.in_flight.get() - 1);
         self.writer_wake.notify();
+        if self.failed.borrow().is_some() {
+            // A block written at the same time failed first: nothing counts as durable
+            // any more (even this block, written fine), and `fail` has answered every
+            // append that was waiting. Without this, an earlier block finishing after a
+            // later one failed found itself gone from `blocks` and panicked the node (the
+            // cluster simulation's disk-faults plan).
+            return;
+        }
         if let Err(e) = result {
             self.fail(format!("write of block {seq} failed: {e}"));
             return;

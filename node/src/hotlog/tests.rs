@@ -178,3 +178,60 @@ fn log_fills_then_reports_full() {
         assert!(matches!(err, super::LogError::Full(_)), "{err}");
     });
 }
+
+/// Several blocks in flight and one sync fails: blocks that finish after it, written fine
+/// or not, count for nothing, every append still waiting fails, and exactly the records
+/// of appends that succeeded are reported durable. (An earlier block finishing after a
+/// later one failed used to panic the node: "durable block was in flight".)
+#[test]
+fn a_failed_sync_among_concurrent_blocks_fails_the_log_closed() {
+    for seed in 0..40 {
+        run(async move {
+            let disk = SimDisk::new(4, 1 << 20, seed);
+            let durable = Rc::new(RefCell::new(BTreeSet::new()));
+            let on_durable = {
+                let durable = durable.clone();
+                Box::new(move |records: &[super::DurableRecord]| {
+                    durable.borrow_mut().extend(records.iter().map(|r| r.lsn.0));
+                })
+            };
+            let (log, _) = HotLog::open(disk, CFG, on_durable).await.unwrap();
+            glommio::spawn_local(log.clone().run_writer()).detach();
+            log.append(vec![entry(1, 0, 1, 0)]).await.unwrap();
+            log.disk().fail_next_syncs(1);
+            // One task per append, each yielding first, so the writer takes them into
+            // separate blocks, up to three in flight.
+            let tasks: Vec<_> = (0..12u64)
+                .map(|i| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        for _ in 0..i {
+                            futures_lite::future::yield_now().await;
+                        }
+                        (2 + i, log.append(vec![entry(1, 0, 2 + i, 0)]).await.is_ok())
+                    })
+                })
+                .collect();
+            let mut acked = BTreeSet::from([1]);
+            let mut failed = 0;
+            for t in tasks {
+                match t.await {
+                    (lsn, true) => {
+                        acked.insert(lsn);
+                    }
+                    (_, false) => failed += 1,
+                }
+            }
+            assert!(failed > 0, "seed {seed}: the failing sync failed no append");
+            assert!(
+                log.append(vec![entry(1, 0, 100, 0)]).await.is_err(),
+                "seed {seed}: the log took an append after a failed sync"
+            );
+            assert_eq!(
+                *durable.borrow(),
+                acked,
+                "seed {seed}: durable records differ from acknowledged ones"
+            );
+        });
+    }
+}

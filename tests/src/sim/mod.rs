@@ -95,6 +95,15 @@ struct SimNet {
     started: Instant,
 }
 
+/// A disk fault: the next sync of the hot log or the page store fails, or the next
+/// `segments.meta` save (with ENOSPC when `full`, else EIO).
+#[derive(Clone, Copy, Debug)]
+enum DiskFault {
+    LogSync,
+    PageSync,
+    MetaSave { full: bool },
+}
+
 /// What a partition cuts off a set of nodes from every other host (the writers included).
 #[derive(Clone, Copy, Debug)]
 enum Cut {
@@ -172,6 +181,40 @@ impl SimNet {
         drop(nodes);
         self.note(&format!("node {id}: power cut"));
         Some((disk, pages))
+    }
+
+    /// Makes node `id`'s next sync or metadata save fail.
+    fn disk_fault(&self, id: u32, what: DiskFault) {
+        let nodes = self.nodes.borrow();
+        let node = &nodes[&id];
+        let Some(shard) = node.shard.as_ref() else {
+            return;
+        };
+        match what {
+            DiskFault::LogSync => shard.log().disk().fail_next_syncs(1),
+            DiskFault::PageSync => shard
+                .page_store()
+                .expect("simulated pages")
+                .fail_next_syncs(1),
+            DiskFault::MetaSave { full } => {
+                let kind = if full {
+                    io::ErrorKind::StorageFull
+                } else {
+                    io::ErrorKind::Other
+                };
+                node.media.fail_next(1, kind);
+            }
+        }
+        drop(nodes);
+        self.note(&format!("node {id}: the next {what:?} fails"));
+    }
+
+    /// An operator restarts node `id` (a power cycle: what it had not synced may be lost).
+    async fn restart(&self, id: u32) -> Result<(), String> {
+        if let Some((disk, pages)) = self.cut_power(id) {
+            self.start_node(id, disk, pages).await?;
+        }
+        Ok(())
     }
 
     fn reset_one_link(&self, id: u32, which: u64) {
@@ -341,27 +384,34 @@ fn volume_config() -> VolumeConfig {
     cfg
 }
 
-/// Cuts power to nodes and resets connections while the workload runs, and with
-/// `partitions` cuts off a node or an AZ (both ways or one way) for a while; at most two
-/// nodes are down or cut off at once (a write quorum of four stays).
+/// Cuts power to nodes and resets connections while the workload runs; with `partitions`
+/// cuts off a node or an AZ (both ways or one way) for a while; with `disk` fails syncs
+/// and metadata saves. At most two nodes are down, cut off or broken by a failed sync at
+/// once (a write quorum of four stays).
 async fn faults(
     net: Rc<SimNet>,
     seed: u64,
-    partitions: bool,
+    (partitions, disk): (bool, bool),
     stop: Rc<Cell<bool>>,
 ) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0x5eed);
+    // Disk faults draw from their own stream, so the other faults of a seed stay the same.
+    let mut disk_rng = Rng::new(seed ^ 0xd15c);
     let mut down: Vec<(u32, SimDisk, PageStore, u32)> = Vec::new();
     // The nodes cut off now, and for how many more fault ticks.
     let mut cut_off: Option<(Vec<u32>, u32)> = None;
+    // Nodes whose hot log or page store failed a sync (they fail closed until a restart),
+    // and the fault ticks until their operator restarts them.
+    let mut broken: Vec<(u32, u32)> = Vec::new();
     while !stop.get() {
         glommio::timer::sleep(Duration::from_millis(2 + rng.below(15))).await;
         let id = 1 + rng.below(u64::from(NODES)) as u32;
-        let unavailable = down.len() + cut_off.as_ref().map_or(0, |(n, _)| n.len());
+        let unavailable = down.len() + broken.len() + cut_off.as_ref().map_or(0, |(n, _)| n.len());
         let is_cut_off = |id: u32| cut_off.as_ref().is_some_and(|(n, _)| n.contains(&id));
+        let is_broken = |id: u32| broken.iter().any(|(b, _)| *b == id);
         match rng.below(10) {
             0..=4 if net.is_up(id) => net.reset_one_link(id, rng.next_u64()),
-            5 | 6 if unavailable < 2 && net.is_up(id) && !is_cut_off(id) => {
+            5 | 6 if unavailable < 2 && net.is_up(id) && !is_cut_off(id) && !is_broken(id) => {
                 if let Some((disk, pages)) = net.cut_power(id) {
                     down.push((id, disk, pages, 2 + rng.below(10) as u32));
                 }
@@ -375,7 +425,9 @@ async fn faults(
                 } else {
                     vec![id]
                 };
-                if nodes.len() + down.len() <= 2 && nodes.iter().all(|n| net.is_up(*n)) {
+                if nodes.len() + down.len() + broken.len() <= 2
+                    && nodes.iter().all(|n| net.is_up(*n) && !is_broken(*n))
+                {
                     let how = [Cut::Both, Cut::Outgoing, Cut::Incoming][rng.below(3) as usize];
                     net.partition(&nodes, how);
                     cut_off = Some((nodes, 2 + rng.below(12) as u32));
@@ -383,7 +435,43 @@ async fn faults(
             }
             _ => {}
         }
+        if disk && disk_rng.below(4) == 0 {
+            let id = 1 + disk_rng.below(u64::from(NODES)) as u32;
+            let unavailable =
+                down.len() + broken.len() + cut_off.as_ref().map_or(0, |(n, _)| n.len());
+            match disk_rng.below(4) {
+                0 | 1
+                    if unavailable < 2
+                        && net.is_up(id)
+                        && !cut_off.as_ref().is_some_and(|(n, _)| n.contains(&id))
+                        && !broken.iter().any(|(b, _)| *b == id) =>
+                {
+                    let what = if disk_rng.below(2) == 0 {
+                        DiskFault::LogSync
+                    } else {
+                        DiskFault::PageSync
+                    };
+                    net.disk_fault(id, what);
+                    broken.push((id, 2 + disk_rng.below(8) as u32));
+                }
+                2 if net.is_up(id) => {
+                    let full = disk_rng.below(2) == 0;
+                    net.disk_fault(id, DiskFault::MetaSave { full });
+                }
+                _ => {}
+            }
+        }
         // Nodes come back, and partitions heal, after a few fault ticks.
+        let mut i = 0;
+        while i < broken.len() {
+            broken[i].1 = broken[i].1.saturating_sub(1);
+            if broken[i].1 == 0 {
+                let (id, _) = broken.remove(i);
+                net.restart(id).await?;
+            } else {
+                i += 1;
+            }
+        }
         if let Some((_, ticks)) = cut_off.as_mut() {
             *ticks = ticks.saturating_sub(1);
             if *ticks == 0 {
@@ -404,6 +492,9 @@ async fn faults(
     }
     if cut_off.is_some() {
         net.heal();
+    }
+    for (id, _) in broken {
+        net.restart(id).await?;
     }
     for (id, disk, pages, _) in down {
         net.start_node(id, disk, pages).await?;
@@ -429,15 +520,22 @@ pub enum Plan {
     /// 4–220 ms; what a cut direction carries arrives when it heals (TCP retransmits),
     /// and a connect across it times out. At most two nodes are down or cut off at once.
     Partitions,
+    /// As `Random`, and disk faults: a hot-log or page-store sync fails (the node must fail
+    /// closed: nothing it has not synced counts, until a restart, which follows a few
+    /// ticks later), or a `segments.meta` save fails with ENOSPC or EIO (the request that
+    /// needed it is refused and leaves no trace). At most two nodes are down, cut off or
+    /// broken at once.
+    DiskFaults,
 }
 
 impl Plan {
     /// Every plan `hexad-sim --plan all` runs, in turn per seed.
-    pub const ALL: [Plan; 4] = [
+    pub const ALL: [Plan; 5] = [
         Plan::Random,
         Plan::DownThroughout(3),
         Plan::ConcurrentOpen,
         Plan::Partitions,
+        Plan::DiskFaults,
     ];
 
     pub fn name(self) -> String {
@@ -446,6 +544,7 @@ impl Plan {
             Plan::DownThroughout(id) => format!("down:{id}"),
             Plan::ConcurrentOpen => "concurrent-open".into(),
             Plan::Partitions => "partitions".into(),
+            Plan::DiskFaults => "disk-faults".into(),
         }
     }
 
@@ -455,10 +554,11 @@ impl Plan {
             "random" => Ok(Plan::Random),
             "concurrent-open" => Ok(Plan::ConcurrentOpen),
             "partitions" => Ok(Plan::Partitions),
+            "disk-faults" => Ok(Plan::DiskFaults),
             _ => match name.strip_prefix("down:").map(str::parse::<u32>) {
                 Some(Ok(id)) if (1..=NODES).contains(&id) => Ok(Plan::DownThroughout(id)),
                 _ => Err(format!(
-                    "unknown plan {name:?}: expected random, down:N (N in 1..={NODES}), concurrent-open or partitions"
+                    "unknown plan {name:?}: expected random, down:N (N in 1..={NODES}), concurrent-open, partitions or disk-faults"
                 )),
             },
         }
@@ -547,10 +647,9 @@ async fn run_seed_on(net: &Rc<SimNet>, seed: u64, plan: Plan) -> Result<SeedRepo
     let stop = Rc::new(Cell::new(false));
     let mut second = None;
     match plan {
-        Plan::Random | Plan::Partitions => {
-            let partitions = plan == Plan::Partitions;
-            let fault_task =
-                glommio::spawn_local(faults(net.clone(), seed, partitions, stop.clone()));
+        Plan::Random | Plan::Partitions | Plan::DiskFaults => {
+            let mix = (plan == Plan::Partitions, plan == Plan::DiskFaults);
+            let fault_task = glommio::spawn_local(faults(net.clone(), seed, mix, stop.clone()));
             workload(vol.clone(), reference.clone(), seed, vdl_ok.clone(), None).await;
             stop.set(true);
             fault_task.await?;
