@@ -112,6 +112,28 @@ impl SimDisk {
         }
     }
 
+    /// Bit rot in written data: flips 64 bytes of the `pick`-th (modulo their number)
+    /// sector of the durable image that holds anything but zeros. Returns where, or `None`
+    /// if nothing is written yet.
+    pub fn rot_written_sector(&self, pick: u64) -> Option<(u32, u64)> {
+        let written: Vec<(u32, u64)> = {
+            let s = self.state.borrow();
+            s.durable
+                .iter()
+                .enumerate()
+                .flat_map(|(f, data)| {
+                    data.chunks(SECTOR_BYTES)
+                        .enumerate()
+                        .filter(|(_, sector)| sector.iter().any(|b| *b != 0))
+                        .map(move |(i, _)| (f as u32, (i * SECTOR_BYTES) as u64))
+                })
+                .collect()
+        };
+        let at = *written.get(usize::try_from(pick % written.len().max(1) as u64).ok()?)?;
+        self.corrupt(at.0, at.1, 64);
+        Some(at)
+    }
+
     /// Yields a random number of times, so concurrent writes complete out of order and
     /// other tasks run between a write and its sync, as on a real device; one I/O in 64
     /// is a latency spike (up to 200 yields), long enough for whole requests to overtake it.

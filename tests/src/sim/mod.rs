@@ -101,7 +101,12 @@ struct SimNet {
 enum DiskFault {
     LogSync,
     PageSync,
-    MetaSave { full: bool },
+    MetaSave {
+        full: bool,
+    },
+    /// 64 bytes flip in a written sector of the hot log (which one: the number, modulo
+    /// the written sectors).
+    LogRot(u64),
 }
 
 /// What a partition cuts off a set of nodes from every other host (the writers included).
@@ -158,9 +163,14 @@ impl SimNet {
         node.shard = Some(shard);
         node.tasks = tasks;
         drop(nodes);
+        let corruption = if report.corruption.is_empty() {
+            String::new()
+        } else {
+            format!("; hot-log corruption: {:?}", report.corruption)
+        };
         self.note(&format!(
-            "node {id} up ({} records recovered)",
-            report.records
+            "node {id} up ({} records recovered, {} blocks{corruption})",
+            report.records, report.blocks
         ));
         Ok(())
     }
@@ -196,6 +206,14 @@ impl SimNet {
                 .page_store()
                 .expect("simulated pages")
                 .fail_next_syncs(1),
+            DiskFault::LogRot(pick) => {
+                let at = shard.log().disk().rot_written_sector(pick);
+                drop(nodes);
+                self.note(&format!(
+                    "node {id}: bit rot in its hot log at (file, offset) {at:?}"
+                ));
+                return;
+            }
             DiskFault::MetaSave { full } => {
                 let kind = if full {
                     io::ErrorKind::StorageFull
@@ -403,6 +421,8 @@ async fn faults(
     // Nodes whose hot log or page store failed a sync (they fail closed until a restart),
     // and the fault ticks until their operator restarts them.
     let mut broken: Vec<(u32, u32)> = Vec::new();
+    // Nodes whose hot log has rotted somewhere (at most one, so five good copies stay).
+    let mut rotted: Vec<u32> = Vec::new();
     while !stop.get() {
         glommio::timer::sleep(Duration::from_millis(2 + rng.below(15))).await;
         let id = 1 + rng.below(u64::from(NODES)) as u32;
@@ -457,6 +477,18 @@ async fn faults(
                 2 if net.is_up(id) => {
                     let full = disk_rng.below(2) == 0;
                     net.disk_fault(id, DiskFault::MetaSave { full });
+                }
+                3 if unavailable < 2
+                    && net.is_up(id)
+                    && rotted.is_empty()
+                    && !cut_off.as_ref().is_some_and(|(n, _)| n.contains(&id))
+                    && !broken.iter().any(|(b, _)| *b == id) =>
+                {
+                    // Bit rot in a sector the hot log wrote, on one node for the run; the
+                    // node restarts a few ticks later, so its recovery reads the rot.
+                    net.disk_fault(id, DiskFault::LogRot(disk_rng.next_u64()));
+                    rotted.push(id);
+                    broken.push((id, 1 + disk_rng.below(4) as u32));
                 }
                 _ => {}
             }
