@@ -64,68 +64,47 @@ fn a_member_far_behind_does_not_stall_the_open() {
     }
 }
 
-/// A second writer opens while the first keeps committing, and the first moves on to a PG
-/// it never wrote: whatever the first was told is committed, the second must read (the
-/// fenced-writer race of 68de674). Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 3).
-#[test]
-fn a_concurrent_open_keeps_every_commit_the_old_writer_was_told_of() {
+/// Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 3) of `plan`; a failure names the seed,
+/// its last events and the command that replays it.
+fn run_seeds(plan: Plan) {
     let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     for seed in 0..n {
-        let (result, trace) = run(seed, Plan::ConcurrentOpen);
+        let (result, trace) = run(seed, plan);
         if let Err(e) = result {
             let tail = trace.len().saturating_sub(40);
             panic!(
-                "seed {seed}: {e}\nthe last events:\n  {}",
-                trace[tail..].join("\n  ")
+                "seed {seed}: {e}\nthe last events:\n  {}\nreplay: {}",
+                trace[tail..].join("\n  "),
+                replay_command(seed, plan)
             );
         }
     }
+}
+
+/// A second writer opens while the first keeps committing, and the first moves on to a PG
+/// it never wrote: whatever the first was told is committed, the second must read (the
+/// fenced-writer race of 68de674).
+#[test]
+fn a_concurrent_open_keeps_every_commit_the_old_writer_was_told_of() {
+    run_seeds(Plan::ConcurrentOpen);
 }
 
 /// Random faults plus partitions of a node or an AZ, both ways or one way: every commit
 /// the writer was told of is read back, and every commit succeeds (at most two nodes are
-/// down or cut off at once). Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS` (default 3).
+/// down or cut off at once).
 #[test]
 fn partitions_of_a_node_or_an_az_lose_no_commit() {
-    let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    for seed in 0..n {
-        let (result, trace) = run(seed, Plan::Partitions);
-        if let Err(e) = result {
-            let tail = trace.len().saturating_sub(40);
-            panic!(
-                "seed {seed}: {e}\nthe last events:\n  {}\nreplay: {}",
-                trace[tail..].join("\n  "),
-                replay_command(seed, Plan::Partitions)
-            );
-        }
-    }
+    run_seeds(Plan::Partitions);
 }
 
 /// Random faults plus failed hot-log and page-store syncs (the node fails closed until a
-/// restart) and failed `segments.meta` saves (ENOSPC, EIO): every commit the writer was
-/// told of is read back, and every commit succeeds. Seeds 0..`HEXAD_CLUSTER_SIM_SEEDS`
-/// (default 3). Found a node panic on a failed sync among concurrent log writes (seed 13).
+/// restart), failed `segments.meta` saves (ENOSPC, EIO) and bit rot in the hot log: every
+/// commit the writer was told of is read back, and every commit succeeds. Found a node
+/// panic on a failed sync among concurrent log writes (seed 13).
 #[test]
 fn failed_syncs_and_metadata_saves_lose_no_commit() {
-    let n = std::env::var("HEXAD_CLUSTER_SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    for seed in 0..n {
-        let (result, trace) = run(seed, Plan::DiskFaults);
-        if let Err(e) = result {
-            let tail = trace.len().saturating_sub(40);
-            panic!(
-                "seed {seed}: {e}\nthe last events:\n  {}\nreplay: {}",
-                trace[tail..].join("\n  "),
-                replay_command(seed, Plan::DiskFaults)
-            );
-        }
-    }
+    run_seeds(Plan::DiskFaults);
 }
