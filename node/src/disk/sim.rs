@@ -129,7 +129,10 @@ impl SimDisk {
                 })
                 .collect()
         };
-        let at = *written.get(usize::try_from(pick % written.len().max(1) as u64).ok()?)?;
+        if written.is_empty() {
+            return None;
+        }
+        let at = written[(pick % written.len() as u64) as usize];
         self.corrupt(at.0, at.1, 64);
         Some(at)
     }
